@@ -4,6 +4,8 @@
 //! Module map (one concern each):
 //! - [`api`]: the CRD types, phase decoding, condition names and the generated CRD.
 //! - [`cli`]: the command line (`crd`, and the operator's other subcommands).
+//! - [`cloud`]: signing, decoding and calling GetMPUTaskStatus; credentials.
 
 pub mod api;
 pub mod cli;
+pub mod cloud;
