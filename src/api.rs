@@ -226,7 +226,11 @@ impl MpuRelayTaskStatus {
     }
 }
 
-/// The lifecycle phase of a relay task, decoded from GetMPUTaskStatus' `Status`.
+/// The lifecycle phase of a relay task, decoded from GetMPUTaskStatus' `Status` code:
+/// WaitingForChannel (0: waiting for the channel to start; the cloud stops the task after 30
+/// days), Running (1), Stopped (2), StoppedByUser (3), ChannelStopped (4: the channel stopped),
+/// CdnError (5: stopped by a CDN problem), StreamUrlError (6: stopped by a streaming-URL
+/// problem), Unknown (any other code; `statusCode` keeps it).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// 0: waiting for the channel to start; the cloud stops the task after 30 days of waiting.

@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` (the operator's main job on the embedded default)
+# and `make test` (the whole suite). Everything else is a step of theirs or a developer's helper.
+
+CARGO ?= cargo
+CONTROLPLANE_DIR ?= .controlplane
+
+.PHONY: test demo lint fmt crds controlplane-binaries controlplane-up controlplane-down
+
+## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd.
+test: controlplane-binaries
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+## Start the local control plane, the simulator and the operator with the sample tasks.
+demo: controlplane-binaries
+	$(CARGO) run --example controlplane -- up $(CONTROLPLANE_DIR)
+	@echo "kubectl: $$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig"
+	$$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig apply -f examples/task.yaml
+	$$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig get mpurelaytasks
+
+## Build (once) kube-apiserver, kubectl, etcd and helm into ~/.cache/mpu-relay-operator/.
+controlplane-binaries:
+	@tests/controlplane/build.sh >/dev/null
+
+## Start a local control plane in the background; prints the kubeconfig path.
+controlplane-up: controlplane-binaries
+	@$(CARGO) run -q --example controlplane -- up $(CONTROLPLANE_DIR)
+
+## Stop the control plane started by controlplane-up.
+controlplane-down:
+	@$(CARGO) run -q --example controlplane -- down $(CONTROLPLANE_DIR)
+
+## Regenerate crds/ from the Rust types.
+crds:
+	$(CARGO) run -q -- crd > crds/mpurelaytasks.mpurelay.io.yaml
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt

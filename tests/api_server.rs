@@ -1,0 +1,257 @@
+//! The MpuRelayTask API as the real kube-apiserver serves it: the CRD, kubectl's view of it,
+//! validation, and the status subresource.
+
+mod support;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mpu_relay_operator::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
+use serde_json::json;
+
+fn task(name: &str, spec: serde_json::Value) -> MpuRelayTask {
+    serde_json::from_value(json!({
+        "apiVersion": "mpurelay.io/v1alpha1",
+        "kind": "MpuRelayTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a well-formed MpuRelayTask")
+}
+
+/// Creates `obj` bypassing the Rust types (so required fields can be left out) and returns the
+/// API server's error message.
+async fn create_raw_error(client: &kube::Client, ns: &str, obj: serde_json::Value) -> String {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<MpuRelayTask>(&()),
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("the API server accepted an invalid object"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn integration_crd_is_accepted_and_established() {
+    let cp = support::shared();
+    let crds: Api<CustomResourceDefinition> = Api::all(cp.client().await);
+    let crd = crds.get("mpurelaytasks.mpurelay.io").await.unwrap();
+    let established = crd
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    assert!(established, "the CRD is not Established");
+}
+
+#[tokio::test]
+async fn integration_sample_task_is_listed_by_kubectl_with_printer_columns_short_name_and_category()
+{
+    let cp = support::shared();
+    let ns = support::test_namespace(&cp.client().await, "sample").await;
+    let sample = support::controlplane::repo_root().join("examples/task.yaml");
+    cp.kubectl_run(&["apply", "-n", &ns, "-f", sample.to_str().unwrap()])
+        .expect("kubectl apply of the sample");
+
+    let table = cp
+        .kubectl_run(&["get", "mpurelaytasks", "-n", &ns])
+        .unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "APP", "TASK", "PHASE", "READY", "LAST", "SYNC", "AGE"]
+    );
+    assert!(table.contains("lobby-relay"), "{table}");
+    assert!(table.contains("demo-app"), "{table}");
+    assert!(table.contains("lobby-relay-1"), "{table}");
+
+    for resource in ["mpt", "mpurelay", "alibabacloud"] {
+        let out = cp
+            .kubectl_run(&["get", resource, "-n", &ns, "-o", "name"])
+            .unwrap();
+        assert_eq!(
+            out.trim(),
+            "mpurelaytask.mpurelay.io/lobby-relay",
+            "kubectl get {resource}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn integration_kubectl_explain_shows_field_descriptions() {
+    let cp = support::shared();
+    let spec = cp
+        .kubectl_run(&["explain", "mpurelaytask.spec"])
+        .unwrap();
+    for expected in [
+        "ID of the relay task inside the application",
+        "Stop polling this task while true",
+        "appId",
+        "credentialsSecretRef",
+        "pollInterval",
+    ] {
+        assert!(spec.contains(expected), "missing {expected:?} in:\n{spec}");
+    }
+    let status = cp
+        .kubectl_run(&["explain", "mpurelaytask.status.phase"])
+        .unwrap();
+    assert!(status.contains("CdnError (5: stopped by a CDN problem)"), "{status}");
+}
+
+#[tokio::test]
+async fn integration_task_without_app_id_is_rejected() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "no-app-id").await;
+    let message = create_raw_error(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+            "metadata": {"name": "no-app"}, "spec": {"taskId": "t1"}
+        }),
+    )
+    .await;
+    assert!(message.contains("spec.appId: Required value"), "{message}");
+}
+
+#[tokio::test]
+async fn integration_task_with_empty_task_id_is_rejected() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "empty-task-id").await;
+    let message = create_raw_error(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+            "metadata": {"name": "empty"}, "spec": {"appId": "a1", "taskId": ""}
+        }),
+    )
+    .await;
+    assert!(message.contains("spec.taskId"), "{message}");
+    assert!(message.contains("at least 1 chars long"), "{message}");
+}
+
+#[tokio::test]
+async fn integration_task_with_malformed_poll_interval_is_rejected() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "bad-interval").await;
+    let message = create_raw_error(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+            "metadata": {"name": "bad"},
+            "spec": {"appId": "a1", "taskId": "t1", "pollInterval": "soon"}
+        }),
+    )
+    .await;
+    assert!(message.contains("spec.pollInterval"), "{message}");
+}
+
+#[tokio::test]
+async fn integration_changing_task_id_on_update_is_rejected() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "immutable").await;
+    let api: Api<MpuRelayTask> = Api::namespaced(client, &ns);
+    api.create(
+        &PostParams::default(),
+        &task("t", json!({"appId": "a1", "taskId": "t1"})),
+    )
+    .await
+    .unwrap();
+
+    let err = api
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taskId": "t2"}})),
+        )
+        .await
+        .expect_err("taskId must be immutable");
+    let kube::Error::Api(status) = err else {
+        panic!("unexpected error: {err}")
+    };
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("taskId is immutable"), "{}", status.message);
+
+    // Other fields stay editable.
+    api.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .expect("suspend is mutable");
+}
+
+#[tokio::test]
+async fn integration_status_round_trips_and_survives_spec_updates() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "status").await;
+    let api: Api<MpuRelayTask> = Api::namespaced(client, &ns);
+    api.create(
+        &PostParams::default(),
+        &task("t", json!({"appId": "a1", "taskId": "t1"})),
+    )
+    .await
+    .unwrap();
+
+    let now = Time(jiff::Timestamp::from_second(1_790_000_000).unwrap());
+    let status = MpuRelayTaskStatus {
+        status_code: Some(1),
+        phase: Some(Phase::Running),
+        message: Some(Phase::Running.description().into()),
+        request_id: Some("5D6E7F-REQ".into()),
+        conditions: vec![Condition {
+            type_: conditions::READY.into(),
+            status: "True".into(),
+            reason: "Running".into(),
+            message: "the relay is running".into(),
+            last_transition_time: now.clone(),
+            observed_generation: Some(1),
+        }],
+        observed_generation: Some(1),
+        last_sync_time: Some(now.clone()),
+        phase_since: Some(now),
+        sync_interval: Some("30s".parse().unwrap()),
+    };
+    api.patch_status(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("t").await.unwrap().status.as_ref(), Some(&status));
+
+    // A spec change bumps the generation and leaves the status alone.
+    let updated = api
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pollInterval": "1m"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.metadata.generation, Some(2));
+    assert_eq!(updated.status.as_ref(), Some(&status));
+
+    // And the main resource ignores any status it is sent.
+    let mut replaced = updated.clone();
+    replaced.status = None;
+    let replaced = api.replace("t", &PostParams::default(), &replaced).await.unwrap();
+    assert_eq!(replaced.status.as_ref(), Some(&status));
+}
