@@ -23,6 +23,8 @@ pub const RTC_ENDPOINT: &str = "rtc.aliyuncs.com";
 /// The desired state of an MpuRelayTask: which cloud relay task to observe and how.
 ///
 /// The operator only observes: it never starts or stops the task in the cloud.
+// clippy reads the repeated `type_ = ...` of the printcolumn(...) entries as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mpurelay.io",
@@ -46,19 +48,29 @@ pub const RTC_ENDPOINT: &str = "rtc.aliyuncs.com";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MpuRelayTaskSpec {
     /// ID of the ApsaraVideo application that owns the relay task (GetMPUTaskStatus `AppId`).
     /// Immutable: point a new object at a different task instead.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("appId is immutable; create a new MpuRelayTask for another application"))]
     pub app_id: String,
 
     /// ID of the relay task inside the application (GetMPUTaskStatus `TaskId`).
     /// Immutable: point a new object at a different task instead.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("taskId is immutable; create a new MpuRelayTask for another task"))]
     pub task_id: String,
 
@@ -67,7 +79,10 @@ pub struct MpuRelayTaskSpec {
     /// is written explicitly. Defaults to `live.aliyuncs.com` for `api: live` and
     /// `rtc.aliyuncs.com` for `api: rtc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253), regex(pattern = r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"))]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+    )]
     pub endpoint: Option<String>,
 
     /// Region of the task (`RegionId`), e.g. `cn-shanghai`. Omitted from the call when unset.
@@ -405,7 +420,10 @@ mod tests {
     #[test]
     fn crd_declares_names_subresource_and_columns() {
         let crd = MpuRelayTask::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("mpurelaytasks.mpurelay.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("mpurelaytasks.mpurelay.io")
+        );
         let names = &crd.spec.names;
         assert_eq!(names.short_names, Some(vec!["mpt".to_string()]));
         assert_eq!(

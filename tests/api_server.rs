@@ -67,7 +67,9 @@ async fn integration_sample_task_is_listed_by_kubectl_with_printer_columns_short
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "APP", "TASK", "PHASE", "READY", "LAST", "SYNC", "AGE"]
+        [
+            "NAME", "APP", "TASK", "PHASE", "READY", "LAST", "SYNC", "AGE"
+        ]
     );
     assert!(table.contains("lobby-relay"), "{table}");
     assert!(table.contains("demo-app"), "{table}");
@@ -88,9 +90,7 @@ async fn integration_sample_task_is_listed_by_kubectl_with_printer_columns_short
 #[tokio::test]
 async fn integration_kubectl_explain_shows_field_descriptions() {
     let cp = support::shared();
-    let spec = cp
-        .kubectl_run(&["explain", "mpurelaytask.spec"])
-        .unwrap();
+    let spec = cp.kubectl_run(&["explain", "mpurelaytask.spec"]).unwrap();
     for expected in [
         "ID of the relay task inside the application",
         "Stop polling this task while true",
@@ -103,7 +103,10 @@ async fn integration_kubectl_explain_shows_field_descriptions() {
     let status = cp
         .kubectl_run(&["explain", "mpurelaytask.status.phase"])
         .unwrap();
-    assert!(status.contains("CdnError (5: stopped by a CDN problem)"), "{status}");
+    assert!(
+        status.contains("CdnError (5: stopped by a CDN problem)"),
+        "{status}"
+    );
 }
 
 #[tokio::test]
@@ -184,7 +187,11 @@ async fn integration_changing_task_id_on_update_is_rejected() {
         panic!("unexpected error: {err}")
     };
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("taskId is immutable"), "{}", status.message);
+    assert!(
+        status.message.contains("taskId is immutable"),
+        "{}",
+        status.message
+    );
 
     // Other fields stay editable.
     api.patch(
@@ -252,6 +259,9 @@ async fn integration_status_round_trips_and_survives_spec_updates() {
     // And the main resource ignores any status it is sent.
     let mut replaced = updated.clone();
     replaced.status = None;
-    let replaced = api.replace("t", &PostParams::default(), &replaced).await.unwrap();
+    let replaced = api
+        .replace("t", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
     assert_eq!(replaced.status.as_ref(), Some(&status));
 }

@@ -89,7 +89,10 @@ fn free_port() -> Result<u16, StartError> {
     // The port is released before the server binds it; a collision is possible but rare, and
     // shows up as a clear "address in use" in the server's log.
     let listener = TcpListener::bind("127.0.0.1:0").map_err(err("finding a free port"))?;
-    Ok(listener.local_addr().map_err(err("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(err("finding a free port"))?
+        .port())
 }
 
 /// Certificates and keys for one control plane, written into `dir`.
@@ -134,9 +137,15 @@ fn write_pki(dir: &Path) -> Result<Pki, Box<dyn std::error::Error>> {
     fs::write(&pki.ca_cert, ca.pem())?;
     fs::write(&pki.serving_cert, serving_cert.pem())?;
     fs::write(&pki.serving_key, serving_key.serialize_pem())?;
-    fs::write(&pki.service_account_key, service_account_key.serialize_pem())?;
+    fs::write(
+        &pki.service_account_key,
+        service_account_key.serialize_pem(),
+    )?;
     // The verifying side wants a public key; it does not read one out of a PKCS#8 private key.
-    fs::write(&pki.service_account_pub, service_account_key.public_key_pem())?;
+    fs::write(
+        &pki.service_account_pub,
+        service_account_key.public_key_pem(),
+    )?;
     Ok(pki)
 }
 
@@ -166,12 +175,7 @@ enum Lifetime {
     Detached,
 }
 
-fn spawn(
-    bin: &Path,
-    args: &[String],
-    log: &Path,
-    lifetime: Lifetime,
-) -> Result<Child, StartError> {
+fn spawn(bin: &Path, args: &[String], log: &Path, lifetime: Lifetime) -> Result<Child, StartError> {
     let log_file = fs::File::create(log).map_err(err(format!("creating {}", log.display())))?;
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -224,8 +228,11 @@ impl ControlPlane {
         let token = random_token();
         fs::write(dir.join(ADMIN_TOKEN_FILE), &token).map_err(err("writing the token"))?;
         let token_csv = dir.join("tokens.csv");
-        fs::write(&token_csv, format!("{token},admin,admin-uid,\"system:masters\"\n"))
-            .map_err(err("writing the token file"))?;
+        fs::write(
+            &token_csv,
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .map_err(err("writing the token file"))?;
 
         let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
@@ -355,7 +362,11 @@ impl ControlPlane {
             if exited || Instant::now() > deadline {
                 return Err(StartError(format!(
                     "the control plane did not become ready ({}).\n--- etcd.log ---\n{}\n--- kube-apiserver.log ---\n{}",
-                    if exited { "a process exited" } else { "timed out" },
+                    if exited {
+                        "a process exited"
+                    } else {
+                        "timed out"
+                    },
                     self.log_tail("etcd.log"),
                     self.log_tail("kube-apiserver.log"),
                 )));
@@ -426,7 +437,11 @@ impl ControlPlane {
     /// Stops a control plane that `start_detached` left running in `dir`.
     pub fn stop_detached(dir: &Path) -> io::Result<()> {
         let pids = fs::read_to_string(dir.join(PIDS_FILE))?;
-        for pid in pids.lines().rev().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        for pid in pids
+            .lines()
+            .rev()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
             terminate(pid);
             let deadline = Instant::now() + Duration::from_secs(10);
             while alive(pid) && Instant::now() < deadline {
@@ -472,10 +487,8 @@ pub fn shared() -> &'static ControlPlane {
         std::thread::Builder::new()
             .name("controlplane".into())
             .spawn(move || {
-                let dir = std::env::temp_dir().join(format!(
-                    "mpu-relay-controlplane-{}",
-                    std::process::id()
-                ));
+                let dir = std::env::temp_dir()
+                    .join(format!("mpu-relay-controlplane-{}", std::process::id()));
                 let _ = fs::remove_dir_all(&dir);
                 let result = ControlPlane::start(&dir)
                     .map(|cp| &*Box::leak(Box::new(cp)))

@@ -4,7 +4,7 @@
 
 pub mod controlplane;
 
-pub use controlplane::{ControlPlane, shared};
+pub use controlplane::shared;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -16,7 +16,13 @@ use kube::api::{Api, ObjectMeta, PostParams};
 pub async fn test_namespace(client: &kube::Client, test: &str) -> String {
     let prefix: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let ns = Namespace {
@@ -30,5 +36,8 @@ pub async fn test_namespace(client: &kube::Client, test: &str) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("creating a test namespace");
-    created.metadata.name.expect("the API server names the namespace")
+    created
+        .metadata
+        .name
+        .expect("the API server names the namespace")
 }
