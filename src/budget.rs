@@ -1,0 +1,365 @@
+//! The per-account call budget: every GetMPUTaskStatus call of every task that shares an
+//! Alibaba Cloud account goes through one [`AccountBudget`], which keeps the account under its
+//! calls-per-second limit.
+//!
+//! The budget hands out *future slots*, evenly paced `1/rate` apart. A task that asks at `t`
+//! gets the next free slot, is requeued for exactly that time, and owns the slot when it comes
+//! back. So thirty tasks asking at once are spread over three seconds at 10 calls/s instead of
+//! all retrying together, and no reconcile ever sleeps while holding a worker.
+//!
+//! The rate adapts (AIMD): a throttling answer from the cloud halves it, every successful call
+//! raises it a little, up to the configured limit.
+//!
+//! Time is always passed in; nothing here reads a clock, so every behaviour is unit-tested.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// How the budget of each account behaves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetConfig {
+    /// The most calls per second the operator makes for one account (the cloud's limit minus a
+    /// safety margin).
+    pub max_rate: f64,
+    /// The rate never drops below this, however often the cloud throttles.
+    pub min_rate: f64,
+    /// Calls per second regained after each successful call, once throttled.
+    pub recovery_step: f64,
+    /// Factor applied to the rate on a throttling answer.
+    pub backoff_factor: f64,
+}
+
+impl BudgetConfig {
+    /// The budget for a cloud limit of `qps` calls per second with `margin` (0..1) kept free:
+    /// clocks and networks are not exact, and a call landing a millisecond early must not be
+    /// the eleventh in the cloud's window.
+    pub fn for_limit(qps: f64, margin: f64) -> Self {
+        let max_rate = (qps * (1.0 - margin)).max(0.01);
+        BudgetConfig {
+            max_rate,
+            min_rate: (max_rate / 20.0).max(0.01),
+            recovery_step: (max_rate / 100.0).max(0.001),
+            backoff_factor: 0.5,
+        }
+    }
+}
+
+/// What a task may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Call the cloud now: the slot is this task's.
+    Now,
+    /// Come back at this instant, when the task's reserved slot opens.
+    At(Instant),
+}
+
+/// One account's budget: its pacing, its adaptive rate and the tasks that draw on it.
+#[derive(Debug)]
+pub struct AccountBudget<K> {
+    config: BudgetConfig,
+    rate: f64,
+    /// The earliest instant the next unreserved slot may start.
+    next_free: Option<Instant>,
+    /// Slots handed out and not yet used, by task.
+    reservations: HashMap<K, Instant>,
+    /// Tasks that draw on this account, with the instant after which they no longer count
+    /// (a deleted task simply stops renewing its entry).
+    members: HashMap<K, Instant>,
+}
+
+impl<K: Clone + Eq + Hash> AccountBudget<K> {
+    pub fn new(config: BudgetConfig) -> Self {
+        AccountBudget {
+            rate: config.max_rate,
+            config,
+            next_free: None,
+            reservations: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
+    /// The calls per second currently allowed (below the maximum after throttling).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    fn spacing(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+
+    /// Asks for a slot for `task` at `now`. A task that holds a reservation keeps it (coming
+    /// back early changes nothing); otherwise it gets the next free slot, which is `Now` when
+    /// the account is idle.
+    pub fn acquire(&mut self, task: &K, now: Instant) -> Grant {
+        if let Some(&at) = self.reservations.get(task) {
+            if at <= now {
+                self.reservations.remove(task);
+                return Grant::Now;
+            }
+            return Grant::At(at);
+        }
+        let slot = match self.next_free {
+            Some(free) if free > now => free,
+            _ => now,
+        };
+        self.next_free = Some(slot + self.spacing());
+        if slot <= now {
+            Grant::Now
+        } else {
+            self.reservations.insert(task.clone(), slot);
+            Grant::At(slot)
+        }
+    }
+
+    /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
+    pub fn release(&mut self, task: &K) {
+        self.reservations.remove(task);
+        self.members.remove(task);
+    }
+
+    /// The cloud answered without throttling: regain a little rate.
+    pub fn on_success(&mut self) {
+        self.rate = (self.rate + self.config.recovery_step).min(self.config.max_rate);
+    }
+
+    /// The cloud throttled a call: slow down at once, and push the next free slot out so the
+    /// calls already queued spread at the new rate.
+    pub fn on_throttled(&mut self, now: Instant) {
+        self.rate = (self.rate * self.config.backoff_factor).max(self.config.min_rate);
+        let pushed = now + self.spacing();
+        self.next_free = Some(self.next_free.map_or(pushed, |f| f.max(pushed)));
+    }
+
+    /// Records that `task` draws on this account until `until`, and returns the shortest
+    /// interval at which every member can be polled in turn: members / rate.
+    pub fn floor(&mut self, task: &K, now: Instant, until: Instant) -> Duration {
+        self.members.insert(task.clone(), until);
+        self.members.retain(|_, expires| *expires > now);
+        Duration::from_secs_f64(self.members.len() as f64 / self.rate)
+    }
+
+    /// How many tasks currently draw on this account.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// The budgets of all accounts, created on first use.
+#[derive(Debug)]
+pub struct Budgets<A, K> {
+    config: BudgetConfig,
+    accounts: HashMap<A, AccountBudget<K>>,
+}
+
+impl<A: Clone + Eq + Hash, K: Clone + Eq + Hash> Budgets<A, K> {
+    pub fn new(config: BudgetConfig) -> Self {
+        Budgets {
+            config,
+            accounts: HashMap::new(),
+        }
+    }
+
+    /// The budget of `account`.
+    pub fn account(&mut self, account: &A) -> &mut AccountBudget<K> {
+        if !self.accounts.contains_key(account) {
+            self.accounts
+                .insert(account.clone(), AccountBudget::new(self.config.clone()));
+        }
+        self.accounts.get_mut(account).expect("inserted just above")
+    }
+
+    /// Forgets `task` in every account (it was deleted, suspended, or moved to another account).
+    pub fn release_everywhere(&mut self, task: &K) {
+        for budget in self.accounts.values_mut() {
+            budget.release(task);
+        }
+    }
+
+    /// Every account with its current rate and member count, for metrics.
+    pub fn snapshot(&self) -> Vec<(A, f64, usize)> {
+        self.accounts
+            .iter()
+            .map(|(a, b)| (a.clone(), b.rate(), b.members()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ten_per_second() -> AccountBudget<u32> {
+        AccountBudget::new(BudgetConfig {
+            max_rate: 10.0,
+            min_rate: 0.5,
+            recovery_step: 0.1,
+            backoff_factor: 0.5,
+        })
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn idle_account_grants_the_first_call_now() {
+        let mut b = ten_per_second();
+        assert_eq!(b.acquire(&1, Instant::now()), Grant::Now);
+    }
+
+    #[test]
+    fn thirty_tasks_asking_at_once_are_spread_evenly_over_three_seconds() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        let grants: Vec<Grant> = (0..30).map(|task| b.acquire(&task, t0)).collect();
+        assert_eq!(grants[0], Grant::Now);
+        for (i, g) in grants.iter().enumerate().skip(1) {
+            let Grant::At(at) = *g else {
+                panic!("task {i} was granted now")
+            };
+            let offset = at - t0;
+            assert!(
+                (offset.as_secs_f64() - i as f64 * 0.1).abs() < 1e-6,
+                "task {i} at {offset:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_returning_at_its_slot_owns_it() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        b.acquire(&1, t0);
+        let Grant::At(at) = b.acquire(&2, t0) else {
+            panic!()
+        };
+        // Another task asking in between does not take task 2's slot.
+        assert_eq!(b.acquire(&3, t0 + secs(0.05)), Grant::At(t0 + secs(0.2)));
+        assert_eq!(b.acquire(&2, at), Grant::Now);
+    }
+
+    #[test]
+    fn task_coming_back_early_keeps_its_reservation_and_takes_no_new_slot() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        b.acquire(&1, t0);
+        let first = b.acquire(&2, t0);
+        assert_eq!(b.acquire(&2, t0 + secs(0.01)), first);
+        assert_eq!(b.acquire(&3, t0), Grant::At(t0 + secs(0.2)));
+    }
+
+    #[test]
+    fn no_one_second_window_ever_holds_more_calls_than_the_cloud_limit() {
+        // The cloud allows 10 per second; the 5 % margin absorbs calls made a little after
+        // their slot (here up to one 7 ms tick late).
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.05));
+        let t0 = Instant::now();
+        // 100 tasks hammering the budget every 7 ms for 5 s, each calling when granted.
+        let mut calls = Vec::new();
+        let mut t = t0;
+        while t < t0 + secs(5.0) {
+            for task in 0..100 {
+                if b.acquire(&task, t) == Grant::Now {
+                    calls.push(t);
+                }
+            }
+            t += secs(0.007);
+        }
+        for (i, start) in calls.iter().enumerate() {
+            let in_window = calls[i..]
+                .iter()
+                .take_while(|c| **c < *start + secs(1.0))
+                .count();
+            assert!(
+                in_window <= 10,
+                "{in_window} calls in the second after call {i}"
+            );
+        }
+        // ... and the budget is used: 9.5 calls per second.
+        assert!(calls.len() >= 47, "only {} calls in 5 s", calls.len());
+    }
+
+    #[test]
+    fn throttling_halves_the_rate_and_success_recovers_it_slowly() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        b.on_throttled(t0);
+        assert_eq!(b.rate(), 5.0);
+        b.on_throttled(t0);
+        assert_eq!(b.rate(), 2.5);
+        for _ in 0..10 {
+            b.on_success();
+        }
+        assert!((b.rate() - 3.5).abs() < 1e-9);
+        for _ in 0..1000 {
+            b.on_success();
+        }
+        assert_eq!(b.rate(), 10.0, "recovery stops at the configured maximum");
+    }
+
+    #[test]
+    fn throttling_never_drops_the_rate_below_the_minimum() {
+        let mut b = ten_per_second();
+        for _ in 0..50 {
+            b.on_throttled(Instant::now());
+        }
+        assert_eq!(b.rate(), 0.5);
+    }
+
+    #[test]
+    fn throttling_pushes_the_next_free_slot_out_at_the_new_spacing() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        assert_eq!(b.acquire(&1, t0), Grant::Now);
+        b.on_throttled(t0);
+        assert_eq!(b.acquire(&2, t0), Grant::At(t0 + secs(0.2)));
+    }
+
+    #[test]
+    fn floor_is_member_count_over_rate_and_forgets_expired_members() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        for task in 0..29 {
+            b.floor(&task, t0, t0 + secs(60.0));
+        }
+        assert_eq!(b.floor(&29, t0, t0 + secs(60.0)), secs(3.0));
+        // Task 0 stops renewing (deleted); after its entry expires it no longer counts.
+        let later = t0 + secs(61.0);
+        for task in 1..30 {
+            b.floor(&task, later, later + secs(60.0));
+        }
+        assert_eq!(b.members(), 29);
+    }
+
+    #[test]
+    fn released_task_loses_its_reservation_and_membership() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        b.acquire(&1, t0);
+        b.acquire(&2, t0);
+        b.floor(&2, t0, t0 + secs(60.0));
+        b.release(&2);
+        assert_eq!(b.members(), 0);
+        // Task 2 asking again gets a fresh slot after the one it gave up.
+        assert_eq!(b.acquire(&2, t0), Grant::At(t0 + secs(0.2)));
+    }
+
+    #[test]
+    fn budgets_are_separate_per_account() {
+        let mut budgets: Budgets<&str, u32> = Budgets::new(BudgetConfig::for_limit(10.0, 0.0));
+        let t0 = Instant::now();
+        assert_eq!(budgets.account(&"a").acquire(&1, t0), Grant::Now);
+        assert_eq!(budgets.account(&"b").acquire(&2, t0), Grant::Now);
+        assert!(matches!(
+            budgets.account(&"a").acquire(&3, t0),
+            Grant::At(_)
+        ));
+    }
+
+    #[test]
+    fn limit_with_margin_keeps_headroom() {
+        let c = BudgetConfig::for_limit(10.0, 0.05);
+        assert!((c.max_rate - 9.5).abs() < 1e-9);
+    }
+}
