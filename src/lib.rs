@@ -11,3 +11,4 @@ pub mod api;
 pub mod budget;
 pub mod cli;
 pub mod cloud;
+pub mod simulator;

@@ -1,0 +1,186 @@
+//! A simulator of Alibaba Cloud's GetMPUTaskStatus endpoint (and of STS AssumeRoleWithOIDC), for
+//! tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It checks V1 and V3
+//! signatures, timestamps, nonces and STS tokens, enforces each account's QPS over any sliding
+//! second, serves per-task statuses, injects faults and counts calls (admin API under `/admin/`).
+//!
+//! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
+//! pure), [`faults`], [`stats`], [`wire`] (codes and bodies), `http` (server) and `admin` (routes).
+
+mod admin;
+pub mod config;
+pub mod faults;
+mod http;
+pub mod limiter;
+pub mod state;
+pub mod stats;
+pub mod wire;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use admin::paths as admin_paths;
+pub use config::{AccountConfig, ConfigError, RoleConfig, SimulatorConfig, TaskConfig};
+pub use faults::{FaultKind, FaultRule, FaultSpec};
+pub use state::{StatsView, TaskView};
+pub use stats::{Bucket, CallStatsView};
+
+use http::Shared;
+use state::State;
+
+/// What can stop the simulator from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("simulator cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid fault: {0}")]
+    Fault(String),
+}
+
+/// Entry point for tests: `Simulator::start(config).await?` gives a running simulator on a free
+/// loopback port.
+pub struct Simulator;
+
+impl Simulator {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start(config: SimulatorConfig) -> Result<SimulatorHandle, SimulatorError> {
+        Self::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config).await
+    }
+
+    /// Starts on `listen`.
+    pub async fn bind(
+        listen: SocketAddr,
+        config: SimulatorConfig,
+    ) -> Result<SimulatorHandle, SimulatorError> {
+        config.validate()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| SimulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let started = Instant::now();
+        let shared = Arc::new(Shared::new(State::new(&config, clock_at(started)), started));
+        let (shutdown, watcher) = watch::channel(false);
+        let server = tokio::spawn(http::serve(listener, http::router(shared.clone()), watcher));
+        tracing::info!(%addr, "simulator listening");
+        Ok(SimulatorHandle {
+            addr,
+            shared,
+            shutdown,
+            server,
+        })
+    }
+}
+
+fn clock_at(started: Instant) -> state::Clock {
+    state::Clock {
+        wall: jiff::Timestamp::now(),
+        mono_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A running simulator. Dropping it stops the server (open connections finish their request).
+pub struct SimulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl SimulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`, the endpoint to give a client.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:<port>`, the `host` a V3 signer signs.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sets a task's status (creating it), as `PUT /admin/tasks/{app}/{task}` does.
+    pub fn set_task_status(&self, app_id: &str, task_id: &str, status: i64) {
+        self.shared.lock().set_task(app_id, task_id, status);
+    }
+
+    pub fn remove_task(&self, app_id: &str, task_id: &str) -> bool {
+        self.shared.lock().remove_task(app_id, task_id)
+    }
+
+    pub fn task(&self, app_id: &str, task_id: &str) -> Option<TaskView> {
+        self.shared.lock().task(app_id, task_id)
+    }
+
+    /// Changes an account's QPS; false when the account is unknown.
+    pub fn set_qps(&self, access_key_id: &str, qps: u32) -> bool {
+        self.shared.lock().set_qps(access_key_id, qps)
+    }
+
+    /// Adds a fault rule; returns its id.
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<u64, SimulatorError> {
+        let now = self.shared.clock();
+        self.shared
+            .lock()
+            .add_fault(spec, now)
+            .map_err(SimulatorError::Fault)
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
+    /// Counters, with per-second buckets and (when asked) every task.
+    pub fn stats(&self, with_tasks: bool) -> StatsView {
+        self.shared.lock().stats(with_tasks, true)
+    }
+
+    pub fn reset_stats(&self) {
+        let now = self.shared.clock();
+        self.shared.lock().reset_stats(now);
+    }
+
+    /// Stops accepting, lets open connections finish, and waits for the server task.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Runs the simulator on `listen` until `shutdown` completes (for the CLI: pass Ctrl-C).
+pub async fn run_until(
+    listen: SocketAddr,
+    config: SimulatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimulatorError> {
+    let handle = Simulator::bind(listen, config).await?;
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Runs the simulator on `listen` until the process ends.
+pub async fn run(listen: SocketAddr, config: SimulatorConfig) -> Result<(), SimulatorError> {
+    run_until(listen, config, std::future::pending()).await
+}

@@ -1,0 +1,1016 @@
+//! The simulator's in-memory world and the request logic that reads and changes it: accounts and
+//! their rate budgets, issued STS sessions, tasks, seen nonces, faults and stats.
+//!
+//! Nothing here does I/O or reads a clock: the HTTP layer passes the received request and a
+//! [`Clock`] reading in and renders the [`Answer`] that comes out, so the whole of Alibaba Cloud's
+//! behaviour as simulated is plain synchronous code behind one mutex.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cloud::sign::{self, Method, params};
+
+use super::config::{RoleConfig, SimulatorConfig};
+use super::faults::{DEFAULT_HUGE_BYTES, FaultKind, FaultRule, FaultSet, FaultSpec};
+use super::limiter::SlidingWindowLimiter;
+use super::stats::{CallStats, CallStatsView, Outcome};
+use super::wire::{self, ApiError, IdGenerator, codes, messages};
+
+/// STS form parameters of AssumeRoleWithOIDC.
+pub mod sts_params {
+    pub const ROLE_ARN: &str = "RoleArn";
+    pub const OIDC_PROVIDER_ARN: &str = "OIDCProviderArn";
+    pub const OIDC_TOKEN: &str = "OIDCToken";
+    pub const ROLE_SESSION_NAME: &str = "RoleSessionName";
+    pub const DURATION_SECONDS: &str = "DurationSeconds";
+}
+
+/// Alibaba's bounds on `DurationSeconds`: at least 15 minutes, 1 hour when absent.
+pub const STS_MIN_DURATION_SECONDS: u64 = 900;
+pub const STS_DEFAULT_DURATION_SECONDS: u64 = 3600;
+/// Session name used when the caller sends none.
+pub const STS_DEFAULT_SESSION_NAME: &str = "simulator-session";
+/// Prefix of every temporary AccessKeyId, as Alibaba issues them.
+pub const STS_ACCESS_KEY_PREFIX: &str = "STS.";
+/// Prefix of every issued SecurityToken (Alibaba's tokens start this way).
+const STS_TOKEN_PREFIX: &str = "CAIS";
+/// Expired sessions are forgotten after this long, so they answer `Expired` for a while first.
+const STS_FORGET_AFTER_SECONDS: i64 = 3600;
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+const CONTENT_TYPE: &str = "content-type";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const TOKEN_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// A clock reading, taken once per request by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub wall: jiff::Timestamp,
+    /// Microseconds of a monotonic clock; only differences matter.
+    pub mono_micros: u64,
+}
+
+/// A received request, as the HTTP layer hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    /// Raw (still percent-encoded) query string, without `?`.
+    pub query: &'a str,
+    /// Header names lowercase; values that are not UTF-8 are left out.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+/// What to send back. Bodies are rendered by the HTTP layer, outside the lock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status {
+        request_id: String,
+        status: i64,
+    },
+    Error {
+        request_id: String,
+        host_id: &'static str,
+        error: ApiError,
+    },
+    Sts {
+        body: serde_json::Value,
+    },
+    /// HTTP 200 with a JSON body cut short.
+    Malformed {
+        request_id: String,
+    },
+    /// HTTP 200 with a valid JSON body of about `bytes` bytes.
+    Huge {
+        request_id: String,
+        status: i64,
+        bytes: usize,
+    },
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// A reply and how long to hold it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub reply: Reply,
+    pub delay_ms: u64,
+}
+
+struct Account {
+    secret: String,
+    limiter: SlidingWindowLimiter,
+    stats: CallStats,
+}
+
+struct StsSession {
+    secret: String,
+    token: String,
+    expires: jiff::Timestamp,
+    /// AccessKeyId of the configured account whose budget the session draws on.
+    account: String,
+}
+
+#[derive(Default)]
+struct Task {
+    status: i64,
+    calls: u64,
+    last_call_unix_ms: Option<i64>,
+}
+
+/// Nonces seen per AccessKeyId, remembered as long as a request carrying them could still pass the
+/// timestamp check (twice the skew tolerance, as the clock may be off either way).
+#[derive(Default)]
+struct NonceCache {
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(u64, (String, String))>,
+}
+
+impl NonceCache {
+    /// Records the nonce; false when it was seen already.
+    fn insert(&mut self, key: (String, String), now_micros: u64, ttl_micros: u64) -> bool {
+        while let Some((expires, _)) = self.order.front() {
+            if *expires > now_micros {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        if self.seen.contains(&key) {
+            return false;
+        }
+        self.seen.insert(key.clone());
+        self.order
+            .push_back((now_micros.saturating_add(ttl_micros), key));
+        true
+    }
+}
+
+/// Calls to the STS endpoint.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StsStats {
+    pub calls: u64,
+    pub issued: u64,
+    pub errors: u64,
+}
+
+/// One task as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub app_id: String,
+    pub task_id: String,
+    pub status: i64,
+    /// GetMPUTaskStatus calls that reached this task (authenticated and within budget).
+    pub calls: u64,
+    pub last_call_unix_ms: Option<i64>,
+}
+
+/// Everything the stats endpoint reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    /// When the counters were last reset (or the simulator started), Unix milliseconds.
+    pub since_unix_ms: i64,
+    /// Per configured AccessKeyId; calls made with its STS sessions are counted here too.
+    pub accounts: BTreeMap<String, AccountView>,
+    /// Calls that named no known account (bad or missing AccessKeyId, malformed requests).
+    pub unattributed: CallStatsView,
+    pub sts: StsStats,
+    /// Present when asked for (`?tasks=true`): every task with its call count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskView>>,
+}
+
+/// One account in the stats.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub qps: u32,
+    #[serde(flatten)]
+    pub calls: CallStatsView,
+}
+
+/// Where a call's counters go and whether a fault shaped its answer.
+#[derive(Default)]
+struct CallRecord {
+    account: Option<String>,
+    fault: bool,
+    /// An STS call: counted in `sts`, not against an account.
+    sts: bool,
+}
+
+/// The simulator's whole state.
+pub struct State {
+    clock_skew_micros: u64,
+    default_qps: u32,
+    accounts: HashMap<String, Account>,
+    sts_sessions: HashMap<String, StsSession>,
+    sts_tokens: HashMap<String, String>,
+    roles: HashMap<String, RoleConfig>,
+    tasks: HashMap<(String, String), Task>,
+    nonces: NonceCache,
+    faults: FaultSet,
+    unattributed: CallStats,
+    sts_stats: StsStats,
+    since_unix_ms: i64,
+    ids: IdGenerator,
+}
+
+impl State {
+    pub fn new(config: &SimulatorConfig, now: Clock) -> Self {
+        let accounts = config
+            .effective_accounts()
+            .into_iter()
+            .map(|a| {
+                let qps = a.qps.unwrap_or(config.default_qps);
+                (
+                    a.access_key_id,
+                    Account {
+                        secret: a.access_key_secret,
+                        limiter: SlidingWindowLimiter::new(qps),
+                        stats: CallStats::default(),
+                    },
+                )
+            })
+            .collect();
+        let tasks = config
+            .all_tasks()
+            .map(|(app, task, status)| {
+                (
+                    (app, task),
+                    Task {
+                        status,
+                        ..Task::default()
+                    },
+                )
+            })
+            .collect();
+        let seed = now.wall.as_nanosecond() as u64 ^ u64::from(std::process::id());
+        Self {
+            clock_skew_micros: config.clock_skew_seconds.saturating_mul(1_000_000),
+            default_qps: config.default_qps,
+            accounts,
+            sts_sessions: HashMap::new(),
+            sts_tokens: HashMap::new(),
+            roles: config
+                .roles
+                .iter()
+                .map(|r| (r.role_arn.clone(), r.clone()))
+                .collect(),
+            tasks,
+            nonces: NonceCache::default(),
+            faults: FaultSet::default(),
+            unattributed: CallStats::default(),
+            sts_stats: StsStats::default(),
+            since_unix_ms: now.wall.as_millisecond(),
+            ids: IdGenerator::new(seed),
+        }
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // The cloud API
+    // -------------------------------------------------------------------------------------------
+
+    /// Answers one request to `/`: GetMPUTaskStatus (V1 or V3) or STS AssumeRoleWithOIDC.
+    pub fn handle(&mut self, req: &Incoming<'_>, now: Clock) -> Answer {
+        let request_id = self.ids.request_id();
+        let mut record = CallRecord::default();
+        let mut delay_ms = 0;
+        let result = self.dispatch(req, now, &request_id, &mut record, &mut delay_ms);
+        let (reply, outcome, code) = match result {
+            Ok(reply) => {
+                let outcome = match &reply {
+                    Reply::Status { .. } | Reply::Sts { .. } => Outcome::Ok,
+                    _ => Outcome::Error,
+                };
+                (reply, outcome, None)
+            }
+            Err((error, host_id)) => {
+                let outcome = if error.is_throttling() {
+                    Outcome::Throttled
+                } else {
+                    Outcome::Error
+                };
+                let code = error.code.clone();
+                (
+                    Reply::Error {
+                        request_id,
+                        host_id,
+                        error,
+                    },
+                    outcome,
+                    Some(code),
+                )
+            }
+        };
+        if !record.sts {
+            let unix_second = now.wall.as_second();
+            let stats = match record
+                .account
+                .as_ref()
+                .and_then(|a| self.accounts.get_mut(a))
+            {
+                Some(account) => &mut account.stats,
+                None => &mut self.unattributed,
+            };
+            stats.record(outcome, code.as_deref(), record.fault, now.mono_micros, unix_second);
+        }
+        Answer { reply, delay_ms }
+    }
+
+    fn dispatch(
+        &mut self,
+        req: &Incoming<'_>,
+        now: Clock,
+        request_id: &str,
+        record: &mut CallRecord,
+        delay_ms: &mut u64,
+    ) -> Result<Reply, (ApiError, &'static str)> {
+        let live = wire::HOST_LIVE;
+        let method: Method = req.method.parse().map_err(|_| {
+            (
+                ApiError::new(
+                    405,
+                    codes::UNSUPPORTED_HTTP_METHOD,
+                    messages::UNSUPPORTED_HTTP_METHOD,
+                ),
+                live,
+            )
+        })?;
+        let query_params =
+            sign::decode_query(req.query).map_err(|e| (ApiError::invalid_parameter(e), live))?;
+        let params = merge_form_body(&query_params, req).map_err(|e| (e, live))?;
+        let action = params
+            .get(params::ACTION)
+            .map(String::as_str)
+            .or_else(|| header(req.headers, sign::headers::ACTION));
+        let version = params
+            .get(params::VERSION)
+            .map(String::as_str)
+            .or_else(|| header(req.headers, sign::headers::VERSION));
+        match action {
+            Some(wire::ACTION_ASSUME_ROLE_WITH_OIDC) => {
+                record.sts = true;
+                self.sts_stats.calls += 1;
+                let result = self.assume_role_with_oidc(&params, version, now, request_id);
+                match result {
+                    Ok(body) => {
+                        self.sts_stats.issued += 1;
+                        Ok(Reply::Sts { body })
+                    }
+                    Err(e) => {
+                        self.sts_stats.errors += 1;
+                        Err((e, wire::HOST_STS))
+                    }
+                }
+            }
+            Some(sign::ACTION_GET_MPU_TASK_STATUS) => {
+                let host = wire::host_for_version(version);
+                self.get_mpu_task_status(
+                    req,
+                    method,
+                    &query_params,
+                    &params,
+                    version,
+                    now,
+                    request_id,
+                    record,
+                    delay_ms,
+                )
+                .map_err(|e| (e, host))
+            }
+            Some(_) => Err((
+                ApiError::new(
+                    404,
+                    codes::INVALID_ACTION_NOT_FOUND,
+                    messages::INVALID_ACTION_NOT_FOUND,
+                ),
+                live,
+            )),
+            None => Err((ApiError::missing(params::ACTION), live)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parts of one received request, split once by dispatch
+    fn get_mpu_task_status(
+        &mut self,
+        req: &Incoming<'_>,
+        method: Method,
+        query_params: &BTreeMap<String, String>,
+        params: &BTreeMap<String, String>,
+        version: Option<&str>,
+        now: Clock,
+        request_id: &str,
+        record: &mut CallRecord,
+        delay_ms: &mut u64,
+    ) -> Result<Reply, ApiError> {
+        match version {
+            None => return Err(ApiError::missing(params::VERSION)),
+            Some(wire::VERSION_LIVE | wire::VERSION_RTC) => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    400,
+                    codes::INVALID_VERSION,
+                    messages::INVALID_VERSION,
+                ));
+            }
+        }
+        let (access_key_id, nonce) = match header(req.headers, sign::headers::AUTHORIZATION) {
+            Some(authorization) => {
+                self.verify_v3(req, method, query_params, authorization, now, record)?
+            }
+            None => self.verify_v1(method, params, now, record)?,
+        };
+        let budget_account = record.account.clone().unwrap_or_default();
+
+        let ttl = self.clock_skew_micros.saturating_mul(2).max(1_000_000);
+        if !self
+            .nonces
+            .insert((access_key_id.clone(), nonce), now.mono_micros, ttl)
+        {
+            return Err(ApiError::new(
+                400,
+                codes::SIGNATURE_NONCE_USED,
+                messages::SIGNATURE_NONCE_USED,
+            ));
+        }
+
+        let keys = [access_key_id.as_str(), budget_account.as_str()];
+        // A throttling storm answers before the budget is consulted, so it consumes none of it.
+        if self
+            .faults
+            .take(&keys, now.mono_micros, |k| matches!(k, FaultKind::Throttle))
+            .is_some()
+        {
+            record.fault = true;
+            return Err(ApiError::throttled());
+        }
+        let admitted = self
+            .accounts
+            .get_mut(&budget_account)
+            .is_some_and(|a| a.limiter.try_acquire(now.mono_micros));
+        if !admitted {
+            return Err(ApiError::throttled());
+        }
+        let fault = self
+            .faults
+            .take(&keys, now.mono_micros, |k| !matches!(k, FaultKind::Throttle));
+        match fault {
+            None => {}
+            Some(FaultKind::Latency { ms }) => {
+                record.fault = true;
+                *delay_ms = ms;
+            }
+            Some(FaultKind::Http5xx { code, status }) => {
+                record.fault = true;
+                let (status, code) = FaultKind::server_error(code.as_deref(), status);
+                let message = match code.as_str() {
+                    codes::SERVICE_UNAVAILABLE => messages::SERVICE_UNAVAILABLE,
+                    _ => messages::INTERNAL_ERROR,
+                };
+                return Err(ApiError::new(status, &code, message));
+            }
+            Some(FaultKind::Malformed) => {
+                record.fault = true;
+                return Ok(Reply::Malformed {
+                    request_id: request_id.to_owned(),
+                });
+            }
+            Some(FaultKind::Drop) => {
+                record.fault = true;
+                return Ok(Reply::Drop);
+            }
+            Some(FaultKind::Huge { bytes }) => {
+                record.fault = true;
+                let status = self.peek_status(params).unwrap_or(0);
+                return Ok(Reply::Huge {
+                    request_id: request_id.to_owned(),
+                    status,
+                    bytes: bytes.unwrap_or(DEFAULT_HUGE_BYTES),
+                });
+            }
+            Some(FaultKind::Throttle) => return Err(ApiError::throttled()),
+        }
+
+        let app_id = required(params, params::APP_ID)?;
+        let task_id = required(params, params::TASK_ID)?;
+        let task = self
+            .tasks
+            .get_mut(&(app_id.to_owned(), task_id.to_owned()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    codes::INVALID_TASK_NOT_FOUND,
+                    messages::INVALID_TASK_NOT_FOUND,
+                )
+            })?;
+        task.calls += 1;
+        task.last_call_unix_ms = Some(now.wall.as_millisecond());
+        Ok(Reply::Status {
+            request_id: request_id.to_owned(),
+            status: task.status,
+        })
+    }
+
+    /// The status a huge body should carry, when the request names a known task.
+    fn peek_status(&self, params: &BTreeMap<String, String>) -> Option<i64> {
+        let app = params.get(params::APP_ID)?;
+        let task = params.get(params::TASK_ID)?;
+        self.tasks.get(&(app.clone(), task.clone())).map(|t| t.status)
+    }
+
+    /// Checks a V1 request; returns its AccessKeyId and nonce.
+    fn verify_v1(
+        &mut self,
+        method: Method,
+        params: &BTreeMap<String, String>,
+        now: Clock,
+        record: &mut CallRecord,
+    ) -> Result<(String, String), ApiError> {
+        let access_key_id = required(params, params::ACCESS_KEY_ID)?;
+        let signature = required(params, params::SIGNATURE)?;
+        let signature_method = required(params, params::SIGNATURE_METHOD)?;
+        let nonce = required(params, params::SIGNATURE_NONCE)?;
+        let signature_version = required(params, params::SIGNATURE_VERSION)?;
+        let timestamp = required(params, params::TIMESTAMP)?;
+        if signature_method != sign::V1_SIGNATURE_METHOD
+            || signature_version != sign::V1_SIGNATURE_VERSION
+        {
+            return Err(incomplete_signature(format!(
+                "SignatureMethod {signature_method:?} / SignatureVersion {signature_version:?} is not supported."
+            )));
+        }
+        self.check_timestamp(timestamp, now)?;
+        let token = params.get(params::SECURITY_TOKEN).map(String::as_str);
+        let (secret, account) = self.resolve_credentials(access_key_id, token, now)?;
+        record.account = Some(account);
+        let expected = sign::v1_recompute(method, params, &secret);
+        if !sign::signatures_equal(signature, &expected.signature) {
+            return Err(ApiError::signature_mismatch(&expected.string_to_sign));
+        }
+        Ok((access_key_id.to_owned(), nonce.to_owned()))
+    }
+
+    /// Checks a V3 request; returns its AccessKeyId and nonce.
+    fn verify_v3(
+        &mut self,
+        req: &Incoming<'_>,
+        method: Method,
+        query_params: &BTreeMap<String, String>,
+        authorization: &str,
+        now: Clock,
+        record: &mut CallRecord,
+    ) -> Result<(String, String), ApiError> {
+        let auth = sign::parse_v3_authorization(authorization)
+            .map_err(|e| incomplete_signature(e.to_string()))?;
+        let date = required_header(req.headers, sign::headers::DATE)?;
+        let nonce = required_header(req.headers, sign::headers::SIGNATURE_NONCE)?;
+        self.check_timestamp(date, now)?;
+        let token = header(req.headers, sign::headers::SECURITY_TOKEN);
+        let (secret, account) = self.resolve_credentials(&auth.access_key_id, token, now)?;
+        record.account = Some(account);
+        // Our own hash of what arrived, not the client's claim: a body changed in transit must fail.
+        let payload_sha256 = hex::encode(Sha256::digest(req.body));
+        let expected = sign::v3_recompute(
+            method,
+            sign::RPC_PATH,
+            query_params,
+            req.headers,
+            &auth.signed_headers,
+            &payload_sha256,
+            &auth.access_key_id,
+            &secret,
+        )
+        .map_err(|e| incomplete_signature(e.to_string()))?;
+        if !sign::signatures_equal(&auth.signature, &expected.signature) {
+            return Err(ApiError::signature_mismatch(&expected.string_to_sign));
+        }
+        Ok((auth.access_key_id, nonce.to_owned()))
+    }
+
+    fn check_timestamp(&self, value: &str, now: Clock) -> Result<(), ApiError> {
+        let stamp: jiff::Timestamp = value.parse().map_err(|_| {
+            ApiError::new(
+                400,
+                codes::INVALID_TIMESTAMP_FORMAT,
+                messages::INVALID_TIMESTAMP_FORMAT,
+            )
+        })?;
+        let skew = now
+            .wall
+            .as_microsecond()
+            .abs_diff(stamp.as_microsecond());
+        if u128::from(skew) > u128::from(self.clock_skew_micros) {
+            return Err(ApiError::new(
+                400,
+                codes::INVALID_TIMESTAMP_EXPIRED,
+                messages::INVALID_TIMESTAMP_EXPIRED,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The secret for `access_key_id` and the account whose budget it uses, checking the
+    /// SecurityToken: required and matching for STS keys, never accepted with a long-term key.
+    fn resolve_credentials(
+        &self,
+        access_key_id: &str,
+        token: Option<&str>,
+        now: Clock,
+    ) -> Result<(String, String), ApiError> {
+        let token = token.filter(|t| !t.is_empty());
+        if let Some(account) = self.accounts.get(access_key_id) {
+            if let Some(token) = token {
+                return Err(self.bad_token(token));
+            }
+            return Ok((account.secret.clone(), access_key_id.to_owned()));
+        }
+        if let Some(session) = self.sts_sessions.get(access_key_id) {
+            let Some(token) = token else {
+                return Err(ApiError::missing("SecurityToken"));
+            };
+            if !sign::signatures_equal(token, &session.token) {
+                return Err(self.bad_token(token));
+            }
+            if session.expires <= now.wall {
+                return Err(ApiError::new(
+                    400,
+                    codes::INVALID_SECURITY_TOKEN_EXPIRED,
+                    messages::INVALID_SECURITY_TOKEN_EXPIRED,
+                ));
+            }
+            return Ok((session.secret.clone(), session.account.clone()));
+        }
+        Err(ApiError::new(
+            404,
+            codes::INVALID_ACCESS_KEY_ID_NOT_FOUND,
+            messages::INVALID_ACCESS_KEY_ID_NOT_FOUND,
+        ))
+    }
+
+    fn bad_token(&self, token: &str) -> ApiError {
+        if self.sts_tokens.contains_key(token) {
+            ApiError::new(
+                400,
+                codes::INVALID_SECURITY_TOKEN_MISMATCH,
+                messages::INVALID_SECURITY_TOKEN_MISMATCH,
+            )
+        } else {
+            ApiError::new(
+                400,
+                codes::INVALID_SECURITY_TOKEN_MALFORMED,
+                messages::INVALID_SECURITY_TOKEN_MALFORMED,
+            )
+        }
+    }
+
+    /// STS AssumeRoleWithOIDC: unsigned; checks the role, provider, token presence and duration,
+    /// then issues a session the GetMPUTaskStatus path accepts. The OIDC token itself is not
+    /// verified (no issuer keys here); its claims are echoed when it decodes as a JWT.
+    fn assume_role_with_oidc(
+        &mut self,
+        params: &BTreeMap<String, String>,
+        version: Option<&str>,
+        now: Clock,
+        request_id: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        match version {
+            None => return Err(ApiError::missing(params::VERSION)),
+            Some(wire::VERSION_STS) => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    400,
+                    codes::INVALID_VERSION,
+                    messages::INVALID_VERSION,
+                ));
+            }
+        }
+        let role_arn = required(params, sts_params::ROLE_ARN)?;
+        let provider_arn = required(params, sts_params::OIDC_PROVIDER_ARN)?;
+        let oidc_token = required(params, sts_params::OIDC_TOKEN)?;
+        let role = self.roles.get(role_arn).ok_or_else(|| {
+            ApiError::new(
+                404,
+                codes::ENTITY_NOT_EXIST_ROLE,
+                messages::ENTITY_NOT_EXIST_ROLE,
+            )
+        })?;
+        if role
+            .oidc_provider_arn
+            .as_deref()
+            .is_some_and(|p| p != provider_arn)
+        {
+            return Err(ApiError::new(
+                404,
+                codes::ENTITY_NOT_EXIST_OIDC_PROVIDER,
+                messages::ENTITY_NOT_EXIST_OIDC_PROVIDER,
+            ));
+        }
+        let duration = match params.get(sts_params::DURATION_SECONDS) {
+            None => STS_DEFAULT_DURATION_SECONDS,
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|d| (STS_MIN_DURATION_SECONDS..=role.max_session_seconds).contains(d))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        codes::INVALID_DURATION_SECONDS,
+                        messages::INVALID_DURATION_SECONDS,
+                    )
+                })?,
+        };
+        let session_name = match params.get(sts_params::ROLE_SESSION_NAME) {
+            None => STS_DEFAULT_SESSION_NAME,
+            Some(name) if valid_session_name(name) => name.as_str(),
+            Some(_) => {
+                return Err(ApiError::new(
+                    400,
+                    codes::INVALID_ROLE_SESSION_NAME,
+                    messages::INVALID_ROLE_SESSION_NAME,
+                ));
+            }
+        };
+        let account = role.account.clone();
+        let assumed_role_arn = format!("{role_arn}/{session_name}");
+        let expires = now
+            .wall
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(duration).unwrap_or(i64::MAX),
+            ))
+            .unwrap_or(jiff::Timestamp::MAX);
+
+        self.forget_old_sessions(now);
+        let access_key_id = format!(
+            "{STS_ACCESS_KEY_PREFIX}{}",
+            self.ids.string(ALNUM, 28)
+        );
+        let secret = self.ids.string(ALNUM, 44);
+        let token = format!("{STS_TOKEN_PREFIX}{}", self.ids.string(TOKEN_ALPHABET, 300));
+        let role_id = self.ids.next_u64() % 10_000_000_000_000_000_000;
+        self.sts_tokens.insert(token.clone(), access_key_id.clone());
+        self.sts_sessions.insert(
+            access_key_id.clone(),
+            StsSession {
+                secret: secret.clone(),
+                token: token.clone(),
+                expires,
+                account,
+            },
+        );
+
+        let mut body = serde_json::json!({
+            "RequestId": request_id,
+            "AssumedRoleUser": {
+                "AssumedRoleId": format!("{role_id:019}:{session_name}"),
+                "Arn": assumed_role_arn,
+            },
+            "Credentials": {
+                "SecurityToken": token,
+                "Expiration": sign::format_timestamp(expires),
+                "AccessKeySecret": secret,
+                "AccessKeyId": access_key_id,
+            },
+        });
+        if let (Some(info), Some(obj)) = (oidc_token_info(oidc_token), body.as_object_mut()) {
+            obj.insert("OIDCTokenInfo".to_owned(), info);
+        }
+        Ok(body)
+    }
+
+    fn forget_old_sessions(&mut self, now: Clock) {
+        let cutoff = now.wall.as_second().saturating_sub(STS_FORGET_AFTER_SECONDS);
+        let tokens = &mut self.sts_tokens;
+        self.sts_sessions.retain(|_, s| {
+            let keep = s.expires.as_second() > cutoff;
+            if !keep {
+                tokens.remove(&s.token);
+            }
+            keep
+        });
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // The admin API
+    // -------------------------------------------------------------------------------------------
+
+    /// A fresh request id, for answers given outside [`State::handle`].
+    pub fn next_request_id(&mut self) -> String {
+        self.ids.request_id()
+    }
+
+    /// Sets a task's status, creating the task if absent. Call counts are kept.
+    pub fn set_task(&mut self, app_id: &str, task_id: &str, status: i64) {
+        self.tasks
+            .entry((app_id.to_owned(), task_id.to_owned()))
+            .or_default()
+            .status = status;
+    }
+
+    /// Removes a task; true when it existed. Later calls get `InvalidTask.NotFound`.
+    pub fn remove_task(&mut self, app_id: &str, task_id: &str) -> bool {
+        self.tasks
+            .remove(&(app_id.to_owned(), task_id.to_owned()))
+            .is_some()
+    }
+
+    pub fn task(&self, app_id: &str, task_id: &str) -> Option<TaskView> {
+        self.tasks
+            .get(&(app_id.to_owned(), task_id.to_owned()))
+            .map(|t| task_view(app_id, task_id, t))
+    }
+
+    /// Every task, sorted by (appId, taskId).
+    pub fn tasks(&self) -> Vec<TaskView> {
+        let mut all: Vec<TaskView> = self
+            .tasks
+            .iter()
+            .map(|((app, task), t)| task_view(app, task, t))
+            .collect();
+        all.sort_by(|a, b| (&a.app_id, &a.task_id).cmp(&(&b.app_id, &b.task_id)));
+        all
+    }
+
+    /// Changes an account's QPS; false when the account is unknown.
+    pub fn set_qps(&mut self, access_key_id: &str, qps: u32) -> bool {
+        match self.accounts.get_mut(access_key_id) {
+            Some(account) => {
+                account.limiter.set_limit(qps);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds an account, or replaces its secret and QPS (keeping its counters).
+    pub fn upsert_account(&mut self, access_key_id: &str, secret: &str, qps: Option<u32>) {
+        let qps = qps.unwrap_or(self.default_qps);
+        let account = self
+            .accounts
+            .entry(access_key_id.to_owned())
+            .or_insert_with(|| Account {
+                secret: String::new(),
+                limiter: SlidingWindowLimiter::new(qps),
+                stats: CallStats::default(),
+            });
+        secret.clone_into(&mut account.secret);
+        account.limiter.set_limit(qps);
+    }
+
+    pub fn add_fault(&mut self, spec: FaultSpec, now: Clock) -> Result<u64, String> {
+        self.faults.add(spec, now.mono_micros)
+    }
+
+    pub fn faults(&mut self, now: Clock) -> Vec<FaultRule> {
+        self.faults.list(now.mono_micros)
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    pub fn stats(&self, with_tasks: bool, with_buckets: bool) -> StatsView {
+        StatsView {
+            since_unix_ms: self.since_unix_ms,
+            accounts: self
+                .accounts
+                .iter()
+                .map(|(id, a)| {
+                    (
+                        id.clone(),
+                        AccountView {
+                            qps: a.limiter.limit(),
+                            calls: a.stats.view(with_buckets),
+                        },
+                    )
+                })
+                .collect(),
+            unattributed: self.unattributed.view(with_buckets),
+            sts: self.sts_stats.clone(),
+            tasks: with_tasks.then(|| self.tasks()),
+        }
+    }
+
+    /// Zeroes every counter (accounts, tasks, STS). Budgets, nonces and faults are untouched.
+    pub fn reset_stats(&mut self, now: Clock) {
+        for account in self.accounts.values_mut() {
+            account.stats = CallStats::default();
+        }
+        for task in self.tasks.values_mut() {
+            task.calls = 0;
+            task.last_call_unix_ms = None;
+        }
+        self.unattributed = CallStats::default();
+        self.sts_stats = StsStats::default();
+        self.since_unix_ms = now.wall.as_millisecond();
+    }
+}
+
+fn task_view(app_id: &str, task_id: &str, task: &Task) -> TaskView {
+    TaskView {
+        app_id: app_id.to_owned(),
+        task_id: task_id.to_owned(),
+        status: task.status,
+        calls: task.calls,
+        last_call_unix_ms: task.last_call_unix_ms,
+    }
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A required parameter; absent or empty is `Missing<Name>`.
+fn required<'p>(params: &'p BTreeMap<String, String>, name: &str) -> Result<&'p str, ApiError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::missing(name))
+}
+
+/// A required V3 header; absent or empty is Alibaba's generic `MissingParameter`.
+fn required_header<'h>(headers: &'h [(String, String)], name: &str) -> Result<&'h str, ApiError> {
+    header(headers, name).filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "MissingParameter",
+            format!(
+                "The input parameter \"{name}\" that is mandatory for processing this request is not supplied."
+            ),
+        )
+    })
+}
+
+fn incomplete_signature(detail: String) -> ApiError {
+    ApiError::new(
+        400,
+        codes::INCOMPLETE_SIGNATURE,
+        format!("The request signature does not conform to Aliyun standards. {detail}"),
+    )
+}
+
+/// Query parameters plus those of a form body (V1 signs both; STS sends its parameters as a form).
+fn merge_form_body(
+    query: &BTreeMap<String, String>,
+    req: &Incoming<'_>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let is_form = header(req.headers, CONTENT_TYPE)
+        .is_some_and(|ct| ct.trim_start().starts_with(FORM_CONTENT_TYPE));
+    if !is_form || req.body.is_empty() {
+        return Ok(query.clone());
+    }
+    let body = std::str::from_utf8(req.body)
+        .map_err(|_| ApiError::invalid_parameter("The form body is not UTF-8."))?;
+    let form = sign::decode_query(body).map_err(ApiError::invalid_parameter)?;
+    let mut merged = query.clone();
+    for (key, value) in form {
+        if merged.contains_key(&key) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Parameter {key} is given twice."
+            )));
+        }
+        merged.insert(key, value);
+    }
+    Ok(merged)
+}
+
+/// Alibaba allows 2 to 64 of `A-Z a-z 0-9 . @ - _`.
+fn valid_session_name(name: &str) -> bool {
+    (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'@' | b'-' | b'_'))
+}
+
+/// `OIDCTokenInfo` from a JWT's claims (sub, iss, aud), without verifying it.
+fn oidc_token_info(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let audience = match claims.get("aud") {
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(serde_json::Value::String(one)) => one.clone(),
+        _ => String::new(),
+    };
+    Some(serde_json::json!({
+        "Subject": claims.get("sub").and_then(|v| v.as_str()).unwrap_or_default(),
+        "Issuer": claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default(),
+        "ClientIds": audience,
+    }))
+}
