@@ -39,10 +39,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(paths::STATS, get(stats))
         .route(paths::STATS_RESET, post(reset_stats))
         .route(paths::TASKS, get(list_tasks).post(set_tasks))
-        .route(
-            paths::TASK,
-            get(get_task).put(put_task).delete(delete_task),
-        )
+        .route(paths::TASK, get(get_task).put(put_task).delete(delete_task))
         .route(paths::ACCOUNT, put(put_account))
         .route(paths::ACCOUNT_QPS, put(put_qps))
         .route(
@@ -131,7 +128,10 @@ async fn set_tasks(AxumState(shared): SharedState, body: Bytes) -> Response {
     axum::Json(json!({ "updated": count })).into_response()
 }
 
-async fn get_task(AxumState(shared): SharedState, Path((app, task)): Path<(String, String)>) -> Response {
+async fn get_task(
+    AxumState(shared): SharedState,
+    Path((app, task)): Path<(String, String)>,
+) -> Response {
     match shared.lock().task(&app, &task) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no task {app}/{task}")),
@@ -213,10 +213,7 @@ async fn put_qps(
     if shared.lock().set_qps(&access_key_id, qps) {
         axum::Json(json!({ "accessKeyId": access_key_id, "qps": qps })).into_response()
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            format!("no account {access_key_id}"),
-        )
+        error(StatusCode::NOT_FOUND, format!("no account {access_key_id}"))
     }
 }
 

@@ -159,7 +159,10 @@ impl SimulatorConfig {
             path: path.display().to_string(),
             source,
         })?;
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             Self::from_json(&text)
         } else {
             Self::from_yaml(&text)
@@ -185,7 +188,9 @@ impl SimulatorConfig {
         let mut seen = std::collections::HashSet::new();
         for account in &accounts {
             if account.access_key_id.is_empty() {
-                return Err(ConfigError::Invalid("an account has an empty accessKeyId".into()));
+                return Err(ConfigError::Invalid(
+                    "an account has an empty accessKeyId".into(),
+                ));
             }
             if !seen.insert(account.access_key_id.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -233,6 +238,14 @@ impl SimulatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shipped_sample_config_parses() {
+        let config =
+            SimulatorConfig::from_yaml(include_str!("../../examples/simulator.yaml")).unwrap();
+        assert_eq!(config.accounts.len(), 2);
+        assert_eq!(config.all_tasks().count(), 10_002);
+    }
 
     #[test]
     fn empty_config_gives_default_account_and_limits() {
@@ -309,7 +322,13 @@ roles:
 
     #[test]
     fn garbage_config_is_an_error_not_a_panic() {
-        for text in ["[", ": : :", "accounts: 7", "\u{0}\u{1}", "tasks: [{appId: 1}]"] {
+        for text in [
+            "[",
+            ": : :",
+            "accounts: 7",
+            "\u{0}\u{1}",
+            "tasks: [{appId: 1}]",
+        ] {
             assert!(SimulatorConfig::from_yaml(text).is_err(), "{text:?}");
         }
     }

@@ -43,9 +43,9 @@ impl FaultKind {
     /// Rejects values the simulator cannot serve sensibly.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            FaultKind::Http5xx { status: Some(s), .. } if !(500..=599).contains(s) => {
-                Err(format!("http5xx status {s} is not a 5xx status"))
-            }
+            FaultKind::Http5xx {
+                status: Some(s), ..
+            } if !(500..=599).contains(s) => Err(format!("http5xx status {s} is not a 5xx status")),
             FaultKind::Latency { ms } if *ms > MAX_LATENCY_MS => {
                 Err(format!("latency {ms} ms exceeds {MAX_LATENCY_MS} ms"))
             }
@@ -59,7 +59,11 @@ impl FaultKind {
     /// Status, code and message of an `http5xx` fault.
     pub fn server_error(code: Option<&str>, status: Option<u16>) -> (u16, String) {
         let code = code.unwrap_or(codes::INTERNAL_ERROR);
-        let default_status = if code == codes::SERVICE_UNAVAILABLE { 503 } else { 500 };
+        let default_status = if code == codes::SERVICE_UNAVAILABLE {
+            503
+        } else {
+            500
+        };
         (status.unwrap_or(default_status), code.to_owned())
     }
 }
@@ -160,10 +164,7 @@ impl FaultSet {
         }
         self.expire(now_micros);
         let index = self.rules.iter().position(|r| {
-            want(&r.kind)
-                && r.account
-                    .as_deref()
-                    .is_none_or(|a| accounts.contains(&a))
+            want(&r.kind) && r.account.as_deref().is_none_or(|a| accounts.contains(&a))
         })?;
         let rule = self.rules.get_mut(index)?;
         rule.applied += 1;
@@ -224,7 +225,10 @@ mod tests {
         s.count = Some(2);
         set.add(s, 0).unwrap();
         assert_eq!(set.take(&["A"], 0, |_| true), None);
-        assert_eq!(set.take(&["STS.x", "B"], 0, |_| true), Some(FaultKind::Throttle));
+        assert_eq!(
+            set.take(&["STS.x", "B"], 0, |_| true),
+            Some(FaultKind::Throttle)
+        );
     }
 
     #[test]

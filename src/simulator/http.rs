@@ -94,10 +94,11 @@ async fn serve_connection(
 ) {
     let control = ConnControl::default();
     let dropped = control.drop.clone();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(control.clone());
-        router.clone().oneshot(req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(control.clone());
+            router.clone().oneshot(req)
+        });
     // Flattened writes: status line, headers and body go out in one buffer, so one `write`, as
     // a loopback server must for keep-alive clients (see the notes on the 40 ms delay).
     let conn = http1::Builder::new()

@@ -37,7 +37,10 @@ impl SlidingWindowLimiter {
     /// Admits (and records) a call at `now_micros` if the window ending at `now_micros` has room.
     /// A clock that went backwards is treated as "no time passed".
     pub fn try_acquire(&mut self, now_micros: u64) -> bool {
-        let now = self.admitted.back().map_or(now_micros, |&last| now_micros.max(last));
+        let now = self
+            .admitted
+            .back()
+            .map_or(now_micros, |&last| now_micros.max(last));
         self.expire(now);
         if self.admitted.len() < self.limit as usize {
             self.admitted.push_back(now);
@@ -83,7 +86,10 @@ pub struct WindowMax {
 
 impl WindowMax {
     pub fn record(&mut self, now_micros: u64) {
-        let now = self.recent.back().map_or(now_micros, |&last| now_micros.max(last));
+        let now = self
+            .recent
+            .back()
+            .map_or(now_micros, |&last| now_micros.max(last));
         while let Some(&front) = self.recent.front() {
             if now.saturating_sub(front) >= WINDOW_MICROS {
                 self.recent.pop_front();

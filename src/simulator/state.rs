@@ -42,8 +42,7 @@ const STS_FORGET_AFTER_SECONDS: i64 = 3600;
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 const CONTENT_TYPE: &str = "content-type";
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const TOKEN_ALPHABET: &[u8] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// A clock reading, taken once per request by the caller.
 #[derive(Debug, Clone, Copy)]
@@ -319,7 +318,13 @@ impl State {
                 Some(account) => &mut account.stats,
                 None => &mut self.unattributed,
             };
-            stats.record(outcome, code.as_deref(), record.fault, now.mono_micros, unix_second);
+            stats.record(
+                outcome,
+                code.as_deref(),
+                record.fault,
+                now.mono_micros,
+                unix_second,
+            );
         }
         Answer { reply, delay_ms }
     }
@@ -458,9 +463,9 @@ impl State {
         if !admitted {
             return Err(ApiError::throttled());
         }
-        let fault = self
-            .faults
-            .take(&keys, now.mono_micros, |k| !matches!(k, FaultKind::Throttle));
+        let fault = self.faults.take(&keys, now.mono_micros, |k| {
+            !matches!(k, FaultKind::Throttle)
+        });
         match fault {
             None => {}
             Some(FaultKind::Latency { ms }) => {
@@ -522,7 +527,9 @@ impl State {
     fn peek_status(&self, params: &BTreeMap<String, String>) -> Option<i64> {
         let app = params.get(params::APP_ID)?;
         let task = params.get(params::TASK_ID)?;
-        self.tasks.get(&(app.clone(), task.clone())).map(|t| t.status)
+        self.tasks
+            .get(&(app.clone(), task.clone()))
+            .map(|t| t.status)
     }
 
     /// Checks a V1 request; returns its AccessKeyId and nonce.
@@ -602,10 +609,7 @@ impl State {
                 messages::INVALID_TIMESTAMP_FORMAT,
             )
         })?;
-        let skew = now
-            .wall
-            .as_microsecond()
-            .abs_diff(stamp.as_microsecond());
+        let skew = now.wall.as_microsecond().abs_diff(stamp.as_microsecond());
         if u128::from(skew) > u128::from(self.clock_skew_micros) {
             return Err(ApiError::new(
                 400,
@@ -747,10 +751,7 @@ impl State {
             .unwrap_or(jiff::Timestamp::MAX);
 
         self.forget_old_sessions(now);
-        let access_key_id = format!(
-            "{STS_ACCESS_KEY_PREFIX}{}",
-            self.ids.string(ALNUM, 28)
-        );
+        let access_key_id = format!("{STS_ACCESS_KEY_PREFIX}{}", self.ids.string(ALNUM, 28));
         let secret = self.ids.string(ALNUM, 44);
         let token = format!("{STS_TOKEN_PREFIX}{}", self.ids.string(TOKEN_ALPHABET, 300));
         let role_id = self.ids.next_u64() % 10_000_000_000_000_000_000;
@@ -785,7 +786,10 @@ impl State {
     }
 
     fn forget_old_sessions(&mut self, now: Clock) {
-        let cutoff = now.wall.as_second().saturating_sub(STS_FORGET_AFTER_SECONDS);
+        let cutoff = now
+            .wall
+            .as_second()
+            .saturating_sub(STS_FORGET_AFTER_SECONDS);
         let tokens = &mut self.sts_tokens;
         self.sts_sessions.retain(|_, s| {
             let keep = s.expires.as_second() > cutoff;

@@ -141,7 +141,16 @@ mod tests {
         stats.record(Outcome::Throttled, Some("Throttling.User"), false, 10, 100);
         stats.record(Outcome::Error, Some("InternalError"), true, 2_000_000, 102);
         let view = stats.view(true);
-        assert_eq!((view.total, view.ok, view.throttled, view.errors, view.faults), (3, 1, 1, 1, 1));
+        assert_eq!(
+            (
+                view.total,
+                view.ok,
+                view.throttled,
+                view.errors,
+                view.faults
+            ),
+            (3, 1, 1, 1, 1)
+        );
         assert_eq!(view.codes["Throttling.User"], 1);
         assert_eq!(view.max_calls_in_any_second, 2);
         assert_eq!(view.per_second.len(), 2);

@@ -244,7 +244,9 @@ mod tests {
         let error = ApiError::throttled();
         let json = serde_json::to_string(&ErrorBody::new(&error, "ID", HOST_LIVE)).unwrap();
         assert!(
-            json.starts_with(r#"{"RequestId":"ID","HostId":"live.aliyuncs.com","Code":"Throttling.User","#),
+            json.starts_with(
+                r#"{"RequestId":"ID","HostId":"live.aliyuncs.com","Code":"Throttling.User","#
+            ),
             "{json}"
         );
         assert!(json.contains(r#""Recommend":"https://api.aliyun.com/troubleshoot?q=Throttling.User&product=live&requestId=ID""#));
