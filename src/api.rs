@@ -228,6 +228,11 @@ pub struct MpuRelayTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_since: Option<Time>,
 
+    /// While the task waits for its channel: when the cloud will stop it (30 days after the
+    /// operator first saw it waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_stop_time: Option<Time>,
+
     /// The poll interval in effect: the phase's interval or `spec.pollInterval`, stretched when
     /// the account's shared rate budget cannot poll all of its tasks that often.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -63,9 +63,9 @@ pub struct AccountBudget<K> {
     next_free: Option<Instant>,
     /// Slots handed out and not yet used, by task.
     reservations: HashMap<K, Instant>,
-    /// Tasks that draw on this account, with the instant after which they no longer count
-    /// (a deleted task simply stops renewing its entry).
-    members: HashMap<K, Instant>,
+    /// Tasks that draw on this account: the interval each wants, and the instant after which it
+    /// no longer counts (a deleted task simply stops renewing its entry).
+    members: HashMap<K, (Duration, Instant)>,
 }
 
 impl<K: Clone + Eq + Hash> AccountBudget<K> {
@@ -131,18 +131,54 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         self.next_free = Some(self.next_free.map_or(pushed, |f| f.max(pushed)));
     }
 
-    /// Records that `task` draws on this account until `until`, and returns the shortest
-    /// interval at which every member can be polled in turn: members / rate.
-    pub fn floor(&mut self, task: &K, now: Instant, until: Instant) -> Duration {
-        self.members.insert(task.clone(), until);
-        self.members.retain(|_, expires| *expires > now);
-        Duration::from_secs_f64(self.members.len() as f64 / self.rate)
+    /// Records that `task` wants to be polled every `desired` until `until`, and returns the
+    /// account's floor: the shortest interval any task may be polled at so that all of them
+    /// together stay within the rate.
+    ///
+    /// The floor is max-min fair: tasks that want to be polled rarely (stopped ones, every ten
+    /// minutes) keep their interval and leave the rest of the budget to the others. When every
+    /// task wants the same interval the floor is simply members / rate, so each task is served in
+    /// turn. Zero when the demand fits the budget.
+    pub fn floor(&mut self, task: &K, desired: Duration, now: Instant, until: Instant) -> Duration {
+        self.members.insert(task.clone(), (desired, until));
+        self.members.retain(|_, (_, expires)| *expires > now);
+        // A deleted task never comes back for the slot it held; forget it after a while.
+        self.reservations
+            .retain(|_, at| *at + Duration::from_secs(60) > now);
+        let mut intervals: Vec<f64> = self
+            .members
+            .values()
+            .map(|(d, _)| d.as_secs_f64().max(1e-3))
+            .collect();
+        Duration::from_secs_f64(fair_floor(&mut intervals, self.rate))
     }
 
     /// How many tasks currently draw on this account.
     pub fn members(&self) -> usize {
         self.members.len()
     }
+}
+
+/// Water-filling: the smallest floor `F` with `sum(1 / max(interval, F)) <= rate`, in seconds
+/// (0 when the intervals as wanted already fit).
+fn fair_floor(intervals: &mut [f64], rate: f64) -> f64 {
+    intervals.sort_by(f64::total_cmp);
+    // Demand of the tasks not raised to the floor, largest intervals last.
+    let mut rest: f64 = intervals.iter().map(|i| 1.0 / i).sum();
+    if rest <= rate {
+        return 0.0;
+    }
+    for (k, interval) in intervals.iter().enumerate() {
+        // Raise the k+1 shortest intervals to a common floor F: (k+1)/F + rest' = rate.
+        rest -= 1.0 / interval;
+        let raised = (k + 1) as f64;
+        let floor = raised / (rate - rest).max(f64::MIN_POSITIVE);
+        let next = intervals.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        if rate > rest && floor <= next {
+            return floor.max(*interval);
+        }
+    }
+    intervals.len() as f64 / rate
 }
 
 /// The budgets of all accounts, created on first use.
@@ -317,17 +353,55 @@ mod tests {
     }
 
     #[test]
-    fn floor_is_member_count_over_rate_and_forgets_expired_members() {
+    fn floor_is_member_count_over_rate_when_all_want_the_same_interval() {
         let mut b = ten_per_second();
         let t0 = Instant::now();
         for task in 0..29 {
-            b.floor(&task, t0, t0 + secs(60.0));
+            b.floor(&task, secs(1.0), t0, t0 + secs(60.0));
         }
-        assert_eq!(b.floor(&29, t0, t0 + secs(60.0)), secs(3.0));
-        // Task 0 stops renewing (deleted); after its entry expires it no longer counts.
+        let floor = b.floor(&29, secs(1.0), t0, t0 + secs(60.0));
+        assert!((floor.as_secs_f64() - 3.0).abs() < 1e-9, "{floor:?}");
+    }
+
+    #[test]
+    fn floor_is_zero_while_the_demand_fits_the_budget() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        for task in 0..50 {
+            // 50 tasks every 30 s: 1.7 calls/s.
+            assert_eq!(
+                b.floor(&task, secs(30.0), t0, t0 + secs(60.0)),
+                Duration::ZERO
+            );
+        }
+    }
+
+    #[test]
+    fn rarely_polled_tasks_leave_the_budget_to_the_others() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        // 600 stopped tasks every 10 min (1 call/s) and 90 running tasks every second.
+        for task in 0..600 {
+            b.floor(&task, secs(600.0), t0, t0 + secs(60.0));
+        }
+        let mut floor = Duration::ZERO;
+        for task in 600..690 {
+            floor = b.floor(&task, secs(1.0), t0, t0 + secs(60.0));
+        }
+        // The running tasks share the 9 calls/s left: every 10 s, not every 69 s.
+        assert!((floor.as_secs_f64() - 10.0).abs() < 1e-6, "{floor:?}");
+    }
+
+    #[test]
+    fn members_that_stop_renewing_no_longer_count() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        for task in 0..30 {
+            b.floor(&task, secs(1.0), t0, t0 + secs(60.0));
+        }
         let later = t0 + secs(61.0);
         for task in 1..30 {
-            b.floor(&task, later, later + secs(60.0));
+            b.floor(&task, secs(1.0), later, later + secs(60.0));
         }
         assert_eq!(b.members(), 29);
     }
@@ -338,7 +412,7 @@ mod tests {
         let t0 = Instant::now();
         b.acquire(&1, t0);
         b.acquire(&2, t0);
-        b.floor(&2, t0, t0 + secs(60.0));
+        b.floor(&2, secs(1.0), t0, t0 + secs(60.0));
         b.release(&2);
         assert_eq!(b.members(), 0);
         // Task 2 asking again gets a fresh slot after the one it gave up.

@@ -1,6 +1,23 @@
-//! The command line: one subcommand per job the binary does.
+//! The command line: one subcommand per job the binary does. Every `run` flag can also be set
+//! through an `MPU_RELAY_*` environment variable (the Helm chart sets those).
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::{error, info};
+
+use crate::api::{CloudApi, Phase};
+use crate::budget::BudgetConfig;
+use crate::cloud::client::{ClientOptions, CloudClient, SignatureVersion, StatusQuery};
+use crate::cloud::credentials::OperatorCredentials;
+use crate::cloud::{CloudError, ErrorClass};
+use crate::controller::decide::PollConfig;
+use crate::controller::{self, ControllerSettings};
+use crate::telemetry::{self, Health, LogFormat, Metrics};
 
 /// Kubernetes operator that keeps MpuRelayTask objects in step with Alibaba Cloud
 /// ApsaraVideo Live stream relay (MPU) tasks.
@@ -13,17 +30,517 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator: watch MpuRelayTasks and keep their status current.
+    Run(RunArgs),
+    /// Ask GetMPUTaskStatus once, with credentials from the environment.
+    Status(StatusArgs),
+    /// Serve a local stand-in of the GetMPUTaskStatus endpoint (for tests and demos).
+    Simulate(SimulateArgs),
     /// Print the MpuRelayTask CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
 }
 
+/// A duration in Go syntax (`30s`, `5m`, `1h30m`), the same as `spec.pollInterval`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: kube::core::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.is_negative() {
+        return Err("must not be negative".to_string());
+    }
+    Ok(d.into())
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "MPU_RELAY_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Calls per second the cloud allows each account.
+    #[arg(long, env = "MPU_RELAY_QPS", default_value_t = 10.0)]
+    pub qps: f64,
+    /// Fraction of the account's limit kept free (clock and network slack).
+    #[arg(long, env = "MPU_RELAY_QPS_MARGIN", default_value_t = 0.05)]
+    pub qps_margin: f64,
+    /// Poll interval of running tasks.
+    #[arg(long, env = "MPU_RELAY_RUNNING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub running_interval: Duration,
+    /// Poll interval of tasks waiting for their channel.
+    #[arg(long, env = "MPU_RELAY_WAITING_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub waiting_interval: Duration,
+    /// Poll interval of stopped tasks (0 stops polling them).
+    #[arg(long, env = "MPU_RELAY_STOPPED_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub stopped_interval: Duration,
+    /// Shortest retry after a transient error (doubles up to --max-backoff).
+    #[arg(long, env = "MPU_RELAY_MIN_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    pub min_backoff: Duration,
+    /// Longest retry after transient errors.
+    #[arg(long, env = "MPU_RELAY_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+    /// Retry of terminal errors (bad credentials, unknown task); a change retries at once.
+    #[arg(long, env = "MPU_RELAY_STALLED_RETRY", default_value = "5m", value_parser = parse_duration)]
+    pub stalled_retry: Duration,
+    /// Rewrite lastSyncTime at least this often even when nothing changed.
+    #[arg(long, env = "MPU_RELAY_STATUS_HEARTBEAT", default_value = "5m", value_parser = parse_duration)]
+    pub status_heartbeat: Duration,
+    /// Reconciles running at once.
+    #[arg(long, env = "MPU_RELAY_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+    /// Signature scheme of cloud calls.
+    #[arg(long, env = "MPU_RELAY_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
+    pub signature: SignatureVersion,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MPU_RELAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease, so that only one replica calls the cloud.
+    #[arg(long, env = "MPU_RELAY_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (the pod's namespace in a cluster).
+    #[arg(long, env = "MPU_RELAY_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "MPU_RELAY_LEASE_NAME",
+        default_value = "mpu-relay-operator"
+    )]
+    pub lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal (how fast a standby takes over).
+    #[arg(long, env = "MPU_RELAY_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Log format.
+    #[arg(long, env = "MPU_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub app_id: String,
+    #[arg(long)]
+    pub task_id: String,
+    /// API host or URL (`http://127.0.0.1:8080`); defaults to the API's public host.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region_id: Option<String>,
+    #[arg(long, value_enum, default_value_t = ApiArg::Live)]
+    pub api: ApiArg,
+    #[arg(long, value_enum, default_value_t = SignatureVersion::V1)]
+    pub signature: SignatureVersion,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ApiArg {
+    Live,
+    Rtc,
+}
+
+impl From<ApiArg> for CloudApi {
+    fn from(a: ApiArg) -> Self {
+        match a {
+            ApiArg::Live => CloudApi::Live,
+            ApiArg::Rtc => CloudApi::Rtc,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Accounts, tasks and roles (YAML or JSON); see examples/simulator.yaml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Exit codes of `status`, so scripts can tell failures apart.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 2;
+    pub const THROTTLED: u8 = 3;
+    pub const TRANSIENT: u8 = 4;
+    pub const TERMINAL: u8 = 5;
+}
+
 /// Parses the command line and runs the chosen subcommand; returns the process exit code.
-pub async fn parse_and_run() -> std::process::ExitCode {
+pub async fn parse_and_run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
             print!("{}", crate::api::crd_yaml());
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
+        }
+        Command::Status(args) => status(args).await,
+        Command::Simulate(args) => simulate(args).await,
+        Command::Run(args) => {
+            telemetry::init_logging(args.log_format);
+            match run(args, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "the operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Why `run` could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Kubeconfig(#[source] kube::Error),
+    #[error("operator credentials: {0}")]
+    Credentials(#[source] crate::cloud::credentials::CredentialsError),
+    #[error("HTTP client: {0}")]
+    Http(#[source] CloudError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("invalid settings: {0}")]
+    Settings(String),
+}
+
+/// The operator's main loop: runs until `shutdown` resolves.
+pub async fn run(
+    args: RunArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let RunArgs {
+        namespaces,
+        qps,
+        qps_margin,
+        running_interval,
+        waiting_interval,
+        stopped_interval,
+        min_backoff,
+        max_backoff,
+        stalled_retry,
+        status_heartbeat,
+        concurrency,
+        signature,
+        metrics_addr,
+        leader_election,
+        lease_namespace,
+        lease_name,
+        lease_duration,
+        log_format: _,
+    } = args;
+    if qps.is_nan() || qps <= 0.0 || !(0.0..1.0).contains(&qps_margin) {
+        return Err(RunError::Settings(
+            "--qps must be positive and --qps-margin in [0, 1)".into(),
+        ));
+    }
+    if running_interval.is_zero() || waiting_interval.is_zero() || min_backoff > max_backoff {
+        return Err(RunError::Settings(
+            "poll intervals must be positive and --min-backoff <= --max-backoff".into(),
+        ));
+    }
+    let settings = ControllerSettings {
+        namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        poll: PollConfig {
+            running: running_interval,
+            waiting: waiting_interval,
+            stopped: stopped_interval,
+            min_backoff,
+            max_backoff,
+            stalled_retry,
+            heartbeat: status_heartbeat,
+            ..PollConfig::default()
+        },
+        budget: BudgetConfig::for_limit(qps, qps_margin),
+        concurrency: concurrency.max(1),
+    };
+
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::Kubeconfig)?;
+    let cloud = CloudClient::new(&ClientOptions {
+        signature,
+        ..ClientOptions::default()
+    })
+    .map_err(RunError::Http)?;
+    let operator_credentials =
+        OperatorCredentials::from_env(|k| std::env::var(k).ok(), cloud.http())
+            .map_err(RunError::Credentials)?;
+    info!(credentials = ?operator_credentials, namespaces = ?settings.namespaces, qps, "starting");
+
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let metrics = Arc::new(Metrics::default());
+    let prepared = controller::prepare(
+        client.clone(),
+        cloud,
+        operator_credentials,
+        &settings,
+        metrics.clone(),
+        instance.clone(),
+    );
+    let ctx = prepared.context.clone();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let listener = telemetry::bind(metrics_addr)
+        .await
+        .map_err(|source| RunError::Metrics {
+            addr: metrics_addr,
+            source,
+        })?;
+    info!(addr = %listener.local_addr().unwrap_or(metrics_addr), "serving /metrics, /healthz, /readyz");
+    let health = Health::default();
+    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.refresh_gauges());
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics,
+        health.clone(),
+        refresh,
+        stopped(),
+    ));
+    health.set_ready(true);
+
+    if leader_election {
+        run_as_leader(
+            client,
+            prepared,
+            &lease_namespace,
+            &lease_name,
+            &instance,
+            lease_duration,
+            stop_rx,
+        )
+        .await?;
+    } else {
+        prepared.run(stopped()).await;
+    }
+    let _ = server.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers only while this process holds the Lease. Losing it stops them (another
+/// replica has taken over); shutting down releases it so a standby takes over at once.
+async fn run_as_leader(
+    client: kube::Client,
+    prepared: controller::Prepared,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    duration: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let manager = LeaseManagerBuilder::new(client, name)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace(duration.div_ceil(3).max(1))
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leader, task) = manager.watch().await;
+    info!(lease = name, namespace, "waiting to become the leader");
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {
+                drop(leader);
+                if let Ok(Ok(manager)) = task.await {
+                    let _ = manager.release().await;
+                }
+                return Ok(());
+            }
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return Err(RunError::Lease("the lease manager stopped".into()));
+                }
+            }
+        }
+        if *leader.borrow_and_update() {
+            break;
+        }
+    }
+    info!("became the leader");
+    let lost = {
+        let mut leader = leader.clone();
+        let mut stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = leader.wait_for(|l| !*l) => warn_lost(),
+                _ = stop.wait_for(|s| *s) => {},
+            }
+        }
+    };
+    prepared.run(lost).await;
+    let stopping = *stop.borrow();
+    drop(leader);
+    if let Ok(Ok(manager)) = task.await {
+        let _ = manager.release().await;
+    }
+    if stopping {
+        Ok(())
+    } else {
+        // A replica that lost its lease exits, and its pod restarts as a standby: simpler and
+        // safer than resetting every cache in place.
+        Err(RunError::Lease("lost the lease to another replica".into()))
+    }
+}
+
+fn warn_lost() {
+    tracing::warn!("lost the lease");
+}
+
+async fn status(args: StatusArgs) -> ExitCode {
+    let creds = match OperatorCredentials::from_env(
+        |k| std::env::var(k).ok(),
+        reqwest::Client::new(),
+    ) {
+        Ok(OperatorCredentials::None) => {
+            eprintln!(
+                "error: no credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (or RRSA)"
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let creds = match creds.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::TERMINAL);
+        }
+    };
+    let client = match CloudClient::new(&ClientOptions {
+        signature: args.signature,
+        ..ClientOptions::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let api: CloudApi = args.api.into();
+    let endpoint = args.endpoint.as_deref().unwrap_or(api.default_endpoint());
+    let query = StatusQuery {
+        endpoint,
+        api,
+        region_id: args.region_id.as_deref(),
+        app_id: &args.app_id,
+        task_id: &args.task_id,
+    };
+    match client.get_mpu_task_status(&creds, &query).await {
+        Ok(answer) => {
+            let phase = Phase::from_code(answer.status);
+            match args.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "requestId": answer.request_id,
+                        "statusCode": answer.status,
+                        "phase": phase.as_str(),
+                    })
+                ),
+                OutputFormat::Table => {
+                    println!(
+                        "{:<20} {:<12} {:<18} REQUEST ID",
+                        "TASK", "STATUS CODE", "PHASE"
+                    );
+                    println!(
+                        "{:<20} {:<12} {:<18} {}",
+                        args.task_id,
+                        answer.status,
+                        phase.as_str(),
+                        answer.request_id
+                    );
+                }
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            match e.api() {
+                Some(api) => eprintln!(
+                    "error: Code: {}\nMessage: {}\nRequestId: {}\nHTTP status: {}",
+                    api.code, api.message, api.request_id, api.http_status
+                ),
+                None => eprintln!("error: {e}"),
+            }
+            ExitCode::from(match e.class() {
+                ErrorClass::Throttled => exit::THROTTLED,
+                ErrorClass::Transient => exit::TRANSIENT,
+                ErrorClass::Terminal => exit::TERMINAL,
+            })
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> ExitCode {
+    telemetry::init_logging(LogFormat::Text);
+    let config = match &args.config {
+        Some(path) => match crate::simulator::SimulatorConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::USAGE);
+            }
+        },
+        None => crate::simulator::SimulatorConfig::default(),
+    };
+    info!(listen = %args.listen, "simulating GetMPUTaskStatus");
+    match crate::simulator::run_until(args.listen, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -233,6 +233,7 @@ async fn integration_status_round_trips_and_survives_spec_updates() {
         observed_generation: Some(1),
         last_sync_time: Some(now.clone()),
         phase_since: Some(now),
+        auto_stop_time: None,
         sync_interval: Some("30s".parse().unwrap()),
     };
     api.patch_status(

@@ -42,6 +42,7 @@ pub mod reasons {
     pub const THROTTLED: &str = "Throttled";
     pub const TRANSIENT_ERROR: &str = "TransientError";
     pub const AUTH_ERROR: &str = "AuthError";
+    pub const CLOCK_SKEW: &str = "ClockSkew";
     pub const PERMISSION_DENIED: &str = "PermissionDenied";
     pub const TASK_NOT_FOUND: &str = "TaskNotFound";
     pub const INVALID_REQUEST: &str = "InvalidRequest";
@@ -199,9 +200,13 @@ fn classify_api(api: &ApiError) -> (ErrorClass, &'static str) {
         || code == codes::INCOMPLETE_SIGNATURE
         || code.starts_with(codes::INVALID_ACCESS_KEY_ID_PREFIX)
         || code.starts_with(codes::INVALID_SECURITY_TOKEN_PREFIX)
-        || code.starts_with(codes::INVALID_TIMESTAMP_PREFIX)
     {
         return (Terminal, reasons::AUTH_ERROR);
+    }
+    // The cloud rejects requests whose timestamp is off by more than 15 minutes: the fix is the
+    // node's clock, not the credentials, so the reason says so.
+    if code.starts_with(codes::INVALID_TIMESTAMP_PREFIX) {
+        return (Terminal, reasons::CLOCK_SKEW);
     }
     if code.starts_with(codes::FORBIDDEN_PREFIX) {
         return (Terminal, reasons::PERMISSION_DENIED);
@@ -511,7 +516,7 @@ mod tests {
             (404, "InvalidAccessKeyId.NotFound", "AuthError"),
             (400, "InvalidAccessKeyId.Inactive", "AuthError"),
             (400, "InvalidSecurityToken.Expired", "AuthError"),
-            (400, "InvalidTimeStamp.Expired", "AuthError"),
+            (400, "InvalidTimeStamp.Expired", "ClockSkew"),
             (403, "Forbidden.RAM", "PermissionDenied"),
             (403, "Forbidden", "PermissionDenied"),
             (400, "InvalidTask.IDError", "TaskNotFound"),

@@ -1,0 +1,462 @@
+//! The controller's decisions, as a pure function: from the task, what one poll of the cloud
+//! returned, the time and the configuration, to the new status, the events to publish, whether
+//! the status must be written, and when to poll next.
+//!
+//! Nothing here does I/O or reads a clock, so every rule is a unit test away.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
+use crate::cloud::credentials::CredentialsError;
+use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
+
+/// How long the cloud lets a task wait for its channel before stopping it.
+pub const AUTO_STOP_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Condition reasons of our own (cloud errors bring theirs, see `cloud::response::reasons`).
+pub mod reasons {
+    pub const POLLED: &str = "Polled";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const NOT_STALLED: &str = "Polling";
+    pub const AUTO_STOP_SOON: &str = "AutoStopSoon";
+    pub const PHASE_CHANGED: &str = "PhaseChanged";
+}
+
+/// Polling intervals and backoff bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollConfig {
+    pub running: Duration,
+    pub waiting: Duration,
+    /// For stopped phases (2..6) and unknown codes; zero stops polling them.
+    pub stopped: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry of terminal errors (bad credentials, unknown task), which only a change can fix.
+    pub stalled_retry: Duration,
+    /// Write `lastSyncTime` at least this often even when nothing else changed.
+    pub heartbeat: Duration,
+    /// Warn this long before the cloud's 30-day auto-stop of a waiting task.
+    pub auto_stop_warning: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            running: Duration::from_secs(30),
+            waiting: Duration::from_secs(60),
+            stopped: Duration::from_secs(600),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            stalled_retry: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(300),
+            auto_stop_warning: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+/// What happened when the controller tried to poll the task.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The cloud answered.
+    Polled(MpuTaskStatus),
+    /// The cloud answered with an error, or could not be reached.
+    CloudFailed(CloudError),
+    /// No credentials to call with.
+    NoCredentials(CredentialsError),
+    /// `spec.suspend` is true: no call was made.
+    Suspended,
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// An event to publish on the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    pub severity: Severity,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// When to look at the task again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextSync {
+    /// Poll again after this long (the budget may still make it wait for a slot).
+    After(Duration),
+    /// Only a change to the object (or its Secret) brings it back.
+    OnChange,
+}
+
+/// Everything the reconciler must do after one poll.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: MpuRelayTaskStatus,
+    /// False when nothing but timestamps and the request id moved (and no heartbeat is due).
+    pub write: bool,
+    pub events: Vec<EventSpec>,
+    pub next: NextSync,
+    /// Whether the poll counts against the task's failure streak (drives nothing here, but
+    /// the reconciler's metrics and logs).
+    pub class: Option<ErrorClass>,
+}
+
+/// The interval at which the task is polled when all is well: the spec's override or the
+/// phase's interval, never below the account's floor (members / rate).
+pub fn sync_interval(
+    task: &MpuRelayTask,
+    phase: Option<Phase>,
+    config: &PollConfig,
+    floor: Duration,
+) -> Option<Duration> {
+    let base = match task.spec.poll_interval {
+        // The CRD's pattern admits no negative durations.
+        Some(d) => d.into(),
+        None => match phase {
+            Some(Phase::Running) | None => config.running,
+            Some(Phase::WaitingForChannel) => config.waiting,
+            Some(_) => config.stopped,
+        },
+    };
+    if base.is_zero() {
+        return None;
+    }
+    Some(base.max(floor))
+}
+
+/// Decides what one poll means for the task. `floor` is the account budget's shortest
+/// interval at which every task can be polled in turn.
+pub fn decide(
+    task: &MpuRelayTask,
+    outcome: &Outcome,
+    now: Timestamp,
+    config: &PollConfig,
+    floor: Duration,
+) -> Decision {
+    let prev = task.status.clone().unwrap_or_default();
+    let generation = task.metadata.generation;
+    let mut next = prev.clone();
+    next.observed_generation = generation;
+    let mut events = Vec::new();
+    let now_time = Time(now);
+
+    let (next_sync, class) = match outcome {
+        Outcome::Polled(answer) => {
+            let phase = Phase::from_code(answer.status);
+            let changed = prev.phase != Some(phase);
+            next.status_code = Some(answer.status);
+            next.phase = Some(phase);
+            next.request_id = Some(answer.request_id.clone());
+            next.last_sync_time = Some(now_time.clone());
+            if changed || prev.phase_since.is_none() {
+                next.phase_since = Some(now_time.clone());
+            }
+            next.message = Some(phase_message(phase, answer.status));
+            next.auto_stop_time = None;
+            if phase == Phase::WaitingForChannel {
+                let since = next.phase_since.as_ref().map_or(now, |t| t.0);
+                let stop_at = since + AUTO_STOP_AFTER;
+                next.auto_stop_time = Some(Time(stop_at));
+                let remaining = stop_at.duration_since(now);
+                let remaining = Duration::try_from(remaining).unwrap_or_default();
+                next.message = Some(format!(
+                    "{}; the cloud stops it at {stop_at} unless the channel starts",
+                    phase.description()
+                ));
+                if remaining < config.auto_stop_warning {
+                    events.push(EventSpec {
+                        severity: Severity::Warning,
+                        reason: reasons::AUTO_STOP_SOON,
+                        note: format!(
+                            "the task has waited for its channel since {since}; the cloud stops it at {stop_at}"
+                        ),
+                    });
+                }
+            }
+            if changed {
+                events.push(phase_event(prev.phase, phase));
+            }
+            let (ready, reason) = if phase == Phase::Running {
+                ("True", phase.as_str())
+            } else {
+                ("False", phase.as_str())
+            };
+            set_condition(
+                &mut next,
+                conditions::READY,
+                ready,
+                reason,
+                phase.description(),
+                generation,
+                &now_time,
+            );
+            set_condition(
+                &mut next,
+                conditions::SYNCED,
+                "True",
+                reasons::POLLED,
+                "GetMPUTaskStatus succeeded",
+                generation,
+                &now_time,
+            );
+            set_condition(
+                &mut next,
+                conditions::STALLED,
+                "False",
+                reasons::NOT_STALLED,
+                "polling makes progress",
+                generation,
+                &now_time,
+            );
+            let interval = sync_interval(task, Some(phase), config, floor);
+            (interval.map_or(NextSync::OnChange, NextSync::After), None)
+        }
+        Outcome::CloudFailed(err) => {
+            let class = err.class();
+            let text = err.to_string();
+            let reason = err.reason();
+            set_condition(
+                &mut next,
+                conditions::SYNCED,
+                "False",
+                reason,
+                &text,
+                generation,
+                &now_time,
+            );
+            if class == ErrorClass::Terminal {
+                stall(&mut next, &mut events, reason, &text, generation, &now_time);
+                (NextSync::After(config.stalled_retry), Some(class))
+            } else {
+                set_condition(
+                    &mut next,
+                    conditions::STALLED,
+                    "False",
+                    reasons::NOT_STALLED,
+                    "retrying",
+                    generation,
+                    &now_time,
+                );
+                let mut delay = backoff(&next, now, config);
+                if let Some(after) = err.retry_after() {
+                    delay = delay.max(after);
+                }
+                (NextSync::After(delay), Some(class))
+            }
+        }
+        Outcome::NoCredentials(err) => {
+            let text = err.to_string();
+            let reason = err.reason();
+            set_condition(
+                &mut next,
+                conditions::SYNCED,
+                "False",
+                reason,
+                &text,
+                generation,
+                &now_time,
+            );
+            if err.is_permanent() {
+                stall(&mut next, &mut events, reason, &text, generation, &now_time);
+                (
+                    NextSync::After(config.stalled_retry),
+                    Some(ErrorClass::Terminal),
+                )
+            } else {
+                set_condition(
+                    &mut next,
+                    conditions::STALLED,
+                    "False",
+                    reasons::NOT_STALLED,
+                    "retrying",
+                    generation,
+                    &now_time,
+                );
+                (
+                    NextSync::After(backoff(&next, now, config)),
+                    Some(ErrorClass::Transient),
+                )
+            }
+        }
+        Outcome::Suspended => {
+            set_condition(
+                &mut next,
+                conditions::SYNCED,
+                "False",
+                reasons::SUSPENDED,
+                "spec.suspend is true: polling is stopped",
+                generation,
+                &now_time,
+            );
+            set_condition(
+                &mut next,
+                conditions::STALLED,
+                "False",
+                reasons::SUSPENDED,
+                "suspended by the user",
+                generation,
+                &now_time,
+            );
+            (NextSync::OnChange, None)
+        }
+    };
+
+    next.sync_interval = match (next_sync, outcome) {
+        (NextSync::After(_), Outcome::Polled(_)) => {
+            let interval = sync_interval(task, next.phase, config, floor);
+            match (prev.sync_interval, interval) {
+                // Rewritten only when it moves by more than a tenth, so a budget floor that
+                // wobbles with the member count does not cause a write per poll.
+                (Some(old), Some(new)) if close(Duration::from(old), new) => Some(old),
+                (_, new) => new.map(Into::into),
+            }
+        }
+        (NextSync::OnChange, Outcome::Polled(_)) => None,
+        _ => prev.sync_interval,
+    };
+
+    let heartbeat_due = prev.last_sync_time.as_ref().is_none_or(|t| {
+        now.duration_since(t.0)
+            >= jiff::SignedDuration::try_from(config.heartbeat).unwrap_or(jiff::SignedDuration::MAX)
+    });
+    let write = significant(&prev) != significant(&next)
+        || (heartbeat_due && next.last_sync_time != prev.last_sync_time);
+
+    Decision {
+        status: next,
+        write,
+        events,
+        next: next_sync,
+        class,
+    }
+}
+
+fn close(a: Duration, b: Duration) -> bool {
+    let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+    (a - b).abs() <= 0.1 * a.max(b)
+}
+
+/// The status without what moves at every poll (timestamps of the poll, the request id), so
+/// that an unchanged task causes no write.
+fn significant(status: &MpuRelayTaskStatus) -> MpuRelayTaskStatus {
+    MpuRelayTaskStatus {
+        last_sync_time: None,
+        request_id: None,
+        ..status.clone()
+    }
+}
+
+/// Exponential backoff derived from the status itself: the time since Synced turned False,
+/// clamped to the configured bounds. Retries come 1 s, 2 s, 4 s, ... after the first failure,
+/// and the streak survives operator restarts because it lives in the object.
+fn backoff(status: &MpuRelayTaskStatus, now: Timestamp, config: &PollConfig) -> Duration {
+    let failing_for = status
+        .condition(conditions::SYNCED)
+        .filter(|c| c.status == "False")
+        .map(|c| {
+            Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    failing_for.clamp(config.min_backoff, config.max_backoff)
+}
+
+fn stall(
+    status: &mut MpuRelayTaskStatus,
+    events: &mut Vec<EventSpec>,
+    reason: &'static str,
+    text: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    set_condition(
+        status,
+        conditions::STALLED,
+        "True",
+        reason,
+        text,
+        generation,
+        now,
+    );
+    set_condition(
+        status,
+        conditions::READY,
+        "False",
+        reason,
+        text,
+        generation,
+        now,
+    );
+    status.message = Some(text.to_string());
+    events.push(EventSpec {
+        severity: Severity::Warning,
+        reason,
+        note: text.to_string(),
+    });
+}
+
+fn phase_message(phase: Phase, code: i64) -> String {
+    match phase {
+        Phase::Unknown => format!("{} ({code})", phase.description()),
+        _ => phase.description().to_string(),
+    }
+}
+
+fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
+    // A relay that stops without the user asking is what people need to hear about.
+    let severity = match phase {
+        Phase::Stopped
+        | Phase::ChannelStopped
+        | Phase::CdnError
+        | Phase::StreamUrlError
+        | Phase::Unknown => Severity::Warning,
+        Phase::WaitingForChannel | Phase::Running | Phase::StoppedByUser => Severity::Normal,
+    };
+    let note = match previous {
+        Some(prev) => format!("{prev} -> {phase}: {}", phase.description()),
+        None => format!("first observed {phase}: {}", phase.description()),
+    };
+    EventSpec {
+        severity,
+        reason: phase.as_str(),
+        note,
+    }
+}
+
+/// Sets a condition, keeping its lastTransitionTime unless its status flips.
+fn set_condition(
+    status: &mut MpuRelayTaskStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let previous = status.conditions.iter().position(|c| c.type_ == type_);
+    let transition = match previous {
+        Some(i) if status.conditions[i].status == value => {
+            status.conditions[i].last_transition_time.clone()
+        }
+        _ => now.clone(),
+    };
+    let condition = Condition {
+        type_: type_.to_string(),
+        status: value.to_string(),
+        reason: reason.to_string(),
+        // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
+        // texts come from outside.
+        message: message.chars().take(1024).collect(),
+        last_transition_time: transition,
+        observed_generation: generation,
+    };
+    match previous {
+        Some(i) => status.conditions[i] = condition,
+        None => status.conditions.push(condition),
+    }
+}

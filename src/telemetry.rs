@@ -1,0 +1,262 @@
+//! Operations: the Prometheus metrics, logging setup, and the HTTP server for `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! Labels are bounded: an account appears as a non-secret alias (a hash of its identity, never
+//! the AccessKeyId), errors as their PascalCase reason, never as text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Sets up `tracing` to stderr. `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: a second call (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A stable, non-secret name for an account in metrics and logs.
+pub fn account_alias(account: &str) -> String {
+    let digest = Sha256::digest(account.as_bytes());
+    format!("acct-{}", hex::encode(&digest[..4]))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub account: String,
+    /// `ok`, or the error class: `throttled`, `transient`, `terminal`.
+    pub result: &'static str,
+    /// `Polled`, or the error's reason.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the operator exports, prefixed `mpu_relay_`.
+pub struct Metrics {
+    registry: Registry,
+    pub cloud_calls: Family<CallLabels, Counter>,
+    pub cloud_call_seconds: Histogram,
+    pub throttled: Family<AccountLabels, Counter>,
+    pub budget_rate: Family<AccountLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub budget_tasks: Family<AccountLabels, Gauge>,
+    pub tasks: Family<PhaseLabels, Gauge>,
+    pub status_writes: Family<ResultLabels, Counter>,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub reconciles: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mpu_relay");
+        let cloud_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "cloud_calls",
+            "GetMPUTaskStatus calls by account, result and reason",
+            cloud_calls.clone(),
+        );
+        let cloud_call_seconds = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "cloud_call_duration_seconds",
+            "Latency of GetMPUTaskStatus calls",
+            cloud_call_seconds.clone(),
+        );
+        let throttled = Family::<AccountLabels, Counter>::default();
+        registry.register(
+            "cloud_throttled",
+            "Calls the cloud answered with a throttling error",
+            throttled.clone(),
+        );
+        let budget_rate = Family::default();
+        registry.register(
+            "budget_rate",
+            "Calls per second the account's budget currently allows",
+            budget_rate.clone(),
+        );
+        let budget_tasks = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "budget_tasks",
+            "Tasks polled through the account's budget",
+            budget_tasks.clone(),
+        );
+        let tasks = Family::<PhaseLabels, Gauge>::default();
+        registry.register("tasks", "MpuRelayTasks by phase", tasks.clone());
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Status patches by result (ok, error)",
+            status_writes.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by reason",
+            reconcile_errors.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        Metrics {
+            registry,
+            cloud_calls,
+            cloud_call_seconds,
+            throttled,
+            budget_rate,
+            budget_tasks,
+            tasks,
+            status_writes,
+            reconcile_errors,
+            reconciles,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Readiness as the health endpoints report it.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves. `before_scrape`
+/// refreshes gauges derived from the operator's caches.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Health,
+    before_scrape: Arc<dyn Fn() + Send + Sync>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                let refresh = before_scrape.clone();
+                async move {
+                    refresh();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = health.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the operations server's address, with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_alias_is_stable_and_hides_the_key_id() {
+        let a = account_alias("LTAI5tExampleKeyId");
+        assert_eq!(a, account_alias("LTAI5tExampleKeyId"));
+        assert!(a.starts_with("acct-") && a.len() == 13, "{a}");
+        assert!(!a.contains("LTAI"));
+        assert_ne!(a, account_alias("LTAI5tOtherKeyId"));
+    }
+
+    #[test]
+    fn metrics_are_prefixed_and_labelled_by_alias() {
+        let m = Metrics::default();
+        m.cloud_calls
+            .get_or_create(&CallLabels {
+                account: account_alias("AK"),
+                result: "ok",
+                reason: "Polled",
+            })
+            .inc();
+        let text = m.encode();
+        assert!(text.contains("mpu_relay_cloud_calls_total{"), "{text}");
+        assert!(text.contains("result=\"ok\""), "{text}");
+        assert!(!text.contains("\"AK\""), "{text}");
+    }
+}
