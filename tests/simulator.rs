@@ -736,7 +736,10 @@ async fn keep_alive_calls_on_one_connection_pay_no_nagle_delay() {
     }
     // With Nagle and delayed ACK each call would take about 40 ms.
     let per_call = started.elapsed() / CALLS;
-    assert!(per_call < Duration::from_millis(20), "{per_call:?} per call");
+    assert!(
+        per_call < Duration::from_millis(20),
+        "{per_call:?} per call"
+    );
 }
 
 #[tokio::test]

@@ -49,11 +49,32 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+    AdminError {
+        status,
+        message: message.to_string(),
+    }
+    .into_response()
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+/// An admin request the simulator cannot act on, answered as `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct AdminError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.to_string(),
+    })
 }
 
 /// One item or a list of them, so a benchmark can load 10 000 tasks in one call.
@@ -118,7 +139,7 @@ struct TaskStatus {
 async fn set_tasks(AxumState(shared): SharedState, body: Bytes) -> Response {
     let tasks = match parse::<OneOrMany<TaskStatus>>(&body) {
         Ok(t) => t.into_vec(),
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let count = tasks.len();
     let mut state = shared.lock();
@@ -151,7 +172,7 @@ async fn put_task(
 ) -> Response {
     let StatusOnly { status } = match parse(&body) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let mut state = shared.lock();
     state.set_task(&app, &task, status);
@@ -187,7 +208,7 @@ async fn put_account(
 ) -> Response {
     let account: AccountBody = match parse(&body) {
         Ok(a) => a,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     shared
         .lock()
@@ -208,7 +229,7 @@ async fn put_qps(
 ) -> Response {
     let QpsBody { qps } = match parse(&body) {
         Ok(q) => q,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     if shared.lock().set_qps(&access_key_id, qps) {
         axum::Json(json!({ "accessKeyId": access_key_id, "qps": qps })).into_response()
@@ -225,7 +246,7 @@ async fn list_faults(AxumState(shared): SharedState) -> Response {
 async fn add_faults(AxumState(shared): SharedState, body: Bytes) -> Response {
     let specs = match parse::<OneOrMany<FaultSpec>>(&body) {
         Ok(s) => s.into_vec(),
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let now = shared.clock();
     let mut state = shared.lock();
