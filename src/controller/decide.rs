@@ -460,3 +460,434 @@ fn set_condition(
         None => status.conditions.push(condition),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MpuRelayTaskSpec;
+    use crate::cloud::response::{ApiError, CloudError};
+
+    const T0: i64 = 1_790_000_000;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(T0 + seconds).unwrap()
+    }
+
+    fn task() -> MpuRelayTask {
+        let mut t = MpuRelayTask::new(
+            "relay",
+            MpuRelayTaskSpec {
+                app_id: "app".into(),
+                task_id: "task".into(),
+                endpoint: None,
+                region_id: None,
+                api: Default::default(),
+                credentials_secret_ref: None,
+                poll_interval: None,
+                suspend: false,
+            },
+        );
+        t.metadata.namespace = Some("ns".into());
+        t.metadata.generation = Some(3);
+        t
+    }
+
+    fn polled(code: i64) -> Outcome {
+        Outcome::Polled(MpuTaskStatus {
+            request_id: format!("req-{code}"),
+            status: code,
+        })
+    }
+
+    fn api_error(code: &str, http_status: u16) -> Outcome {
+        Outcome::CloudFailed(CloudError::Api(Box::new(ApiError {
+            http_status,
+            code: code.into(),
+            message: "message".into(),
+            request_id: "req".into(),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        })))
+    }
+
+    /// Applies a decision's status to the task, as the API server would after the write.
+    fn after(mut t: MpuRelayTask, d: &Decision) -> MpuRelayTask {
+        t.status = Some(d.status.clone());
+        t
+    }
+
+    fn condition<'a>(d: &'a Decision, type_: &str) -> &'a Condition {
+        d.status.condition(type_).unwrap()
+    }
+
+    #[test]
+    fn running_task_is_ready_synced_and_polled_at_the_running_interval() {
+        let d = decide(
+            &task(),
+            &polled(1),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        assert_eq!(d.status.status_code, Some(1));
+        assert_eq!(d.status.observed_generation, Some(3));
+        assert_eq!(condition(&d, conditions::READY).status, "True");
+        assert_eq!(condition(&d, conditions::SYNCED).status, "True");
+        assert_eq!(condition(&d, conditions::STALLED).status, "False");
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(d.next, NextSync::After(Duration::from_secs(30)));
+        assert!(d.write);
+    }
+
+    #[test]
+    fn every_stopped_phase_is_not_ready_with_the_phase_as_reason() {
+        for code in 2..=6 {
+            let d = decide(
+                &task(),
+                &polled(code),
+                at(0),
+                &PollConfig::default(),
+                Duration::ZERO,
+            );
+            let ready = condition(&d, conditions::READY);
+            assert_eq!(ready.status, "False");
+            assert_eq!(ready.reason, Phase::from_code(code).as_str());
+            assert_eq!(d.next, NextSync::After(Duration::from_secs(600)));
+        }
+    }
+
+    #[test]
+    fn unknown_code_keeps_the_raw_value_and_warns() {
+        let d = decide(
+            &task(),
+            &polled(42),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(d.status.phase, Some(Phase::Unknown));
+        assert_eq!(d.status.status_code, Some(42));
+        assert!(d.status.message.as_deref().unwrap().contains("(42)"));
+        assert_eq!(d.events[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn unexpected_stops_raise_warnings_and_user_stops_do_not() {
+        let running = after(
+            task(),
+            &decide(
+                &task(),
+                &polled(1),
+                at(0),
+                &PollConfig::default(),
+                Duration::ZERO,
+            ),
+        );
+        for (code, severity) in [
+            (2, Severity::Warning),
+            (3, Severity::Normal),
+            (4, Severity::Warning),
+            (5, Severity::Warning),
+            (6, Severity::Warning),
+        ] {
+            let d = decide(
+                &running,
+                &polled(code),
+                at(10),
+                &PollConfig::default(),
+                Duration::ZERO,
+            );
+            assert_eq!(d.events.len(), 1, "code {code}");
+            assert_eq!(d.events[0].severity, severity, "code {code}");
+            assert_eq!(
+                d.events[0].note.split(':').next().unwrap(),
+                format!("Running -> {}", Phase::from_code(code))
+            );
+        }
+    }
+
+    #[test]
+    fn unchanged_poll_writes_nothing_and_publishes_nothing() {
+        let config = PollConfig::default();
+        let first = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
+        let t = after(task(), &first);
+        let second = decide(&t, &polled(1), at(30), &config, Duration::ZERO);
+        assert!(!second.write, "only lastSyncTime and requestId moved");
+        assert!(second.events.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_rewrites_last_sync_time_when_due() {
+        let config = PollConfig::default();
+        let t = after(
+            task(),
+            &decide(&task(), &polled(1), at(0), &config, Duration::ZERO),
+        );
+        assert!(!decide(&t, &polled(1), at(299), &config, Duration::ZERO).write);
+        let d = decide(&t, &polled(1), at(300), &config, Duration::ZERO);
+        assert!(d.write);
+        assert_eq!(d.status.last_sync_time, Some(Time(at(300))));
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_flips() {
+        let config = PollConfig::default();
+        let running = after(
+            task(),
+            &decide(&task(), &polled(1), at(0), &config, Duration::ZERO),
+        );
+        let cdn = decide(&running, &polled(5), at(60), &config, Duration::ZERO);
+        assert_eq!(
+            condition(&cdn, conditions::READY).last_transition_time,
+            Time(at(60))
+        );
+        assert_eq!(
+            condition(&cdn, conditions::SYNCED).last_transition_time,
+            Time(at(0))
+        );
+        assert_eq!(cdn.status.phase_since, Some(Time(at(60))));
+        let stream = decide(
+            &after(running, &cdn),
+            &polled(6),
+            at(90),
+            &config,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            condition(&stream, conditions::READY).last_transition_time,
+            Time(at(60)),
+            "False -> False keeps the time even though the reason changed"
+        );
+        assert_eq!(stream.status.phase_since, Some(Time(at(90))));
+    }
+
+    #[test]
+    fn budget_floor_stretches_the_interval_and_is_shown_in_the_status() {
+        let d = decide(
+            &task(),
+            &polled(1),
+            at(0),
+            &PollConfig::default(),
+            Duration::from_secs(45),
+        );
+        assert_eq!(d.next, NextSync::After(Duration::from_secs(45)));
+        assert_eq!(
+            d.status.sync_interval.map(Duration::from),
+            Some(Duration::from_secs(45))
+        );
+    }
+
+    #[test]
+    fn sync_interval_is_rewritten_only_when_it_moves_materially() {
+        let config = PollConfig::default();
+        let t = after(
+            task(),
+            &decide(&task(), &polled(1), at(0), &config, Duration::from_secs(40)),
+        );
+        let wobble = decide(&t, &polled(1), at(40), &config, Duration::from_secs(42));
+        assert!(!wobble.write, "5 % is not material");
+        let jump = decide(&t, &polled(1), at(40), &config, Duration::from_secs(60));
+        assert!(jump.write);
+    }
+
+    #[test]
+    fn poll_interval_overrides_the_phase_but_not_the_floor() {
+        let mut t = task();
+        t.spec.poll_interval = Some("5s".parse().unwrap());
+        let config = PollConfig::default();
+        assert_eq!(
+            decide(&t, &polled(1), at(0), &config, Duration::ZERO).next,
+            NextSync::After(Duration::from_secs(5))
+        );
+        assert_eq!(
+            decide(&t, &polled(2), at(0), &config, Duration::ZERO).next,
+            NextSync::After(Duration::from_secs(5))
+        );
+        assert_eq!(
+            decide(&t, &polled(1), at(0), &config, Duration::from_secs(9)).next,
+            NextSync::After(Duration::from_secs(9))
+        );
+    }
+
+    #[test]
+    fn stopped_tasks_are_not_polled_again_when_the_stopped_interval_is_zero() {
+        let config = PollConfig {
+            stopped: Duration::ZERO,
+            ..PollConfig::default()
+        };
+        let d = decide(&task(), &polled(3), at(0), &config, Duration::ZERO);
+        assert_eq!(d.next, NextSync::OnChange);
+        assert_eq!(d.status.sync_interval, None);
+    }
+
+    #[test]
+    fn transient_errors_back_off_exponentially_from_the_first_failure() {
+        let config = PollConfig::default();
+        let mut t = after(
+            task(),
+            &decide(&task(), &polled(1), at(0), &config, Duration::ZERO),
+        );
+        let mut delays = Vec::new();
+        let mut now = 10;
+        for _ in 0..12 {
+            let d = decide(
+                &t,
+                &api_error("InternalError", 500),
+                at(now),
+                &config,
+                Duration::ZERO,
+            );
+            let NextSync::After(delay) = d.next else {
+                panic!()
+            };
+            delays.push(delay.as_secs());
+            now += delay.as_secs() as i64;
+            t = after(t, &d);
+        }
+        assert_eq!(delays, [1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        let synced = t
+            .status
+            .as_ref()
+            .unwrap()
+            .condition(conditions::SYNCED)
+            .unwrap();
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("False", "TransientError")
+        );
+        // The last known phase stays: the relay was running when last seen.
+        assert_eq!(t.status.as_ref().unwrap().phase, Some(Phase::Running));
+        assert_eq!(
+            t.status
+                .as_ref()
+                .unwrap()
+                .condition(conditions::STALLED)
+                .unwrap()
+                .status,
+            "False"
+        );
+    }
+
+    #[test]
+    fn terminal_errors_stall_the_task_warn_and_retry_slowly() {
+        let config = PollConfig::default();
+        let d = decide(
+            &task(),
+            &api_error("InvalidTask.NotFound", 404),
+            at(0),
+            &config,
+            Duration::ZERO,
+        );
+        let stalled = condition(&d, conditions::STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "TaskNotFound")
+        );
+        assert_eq!(condition(&d, conditions::READY).status, "False");
+        assert_eq!(d.next, NextSync::After(config.stalled_retry));
+        assert_eq!(d.events[0].severity, Severity::Warning);
+        assert_eq!(d.class, Some(ErrorClass::Terminal));
+    }
+
+    #[test]
+    fn clock_skew_is_named_as_the_cause() {
+        let d = decide(
+            &task(),
+            &api_error("InvalidTimeStamp.Expired", 400),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(condition(&d, conditions::STALLED).reason, "ClockSkew");
+    }
+
+    #[test]
+    fn missing_secret_stalls_and_recovers_on_the_next_good_poll() {
+        let config = PollConfig::default();
+        let missing =
+            Outcome::NoCredentials(CredentialsError::SecretNotFound { name: "ak".into() });
+        let d = decide(&task(), &missing, at(0), &config, Duration::ZERO);
+        assert_eq!(condition(&d, conditions::STALLED).reason, "SecretNotFound");
+        assert!(d.status.message.as_deref().unwrap().contains("\"ak\""));
+        let ok = decide(
+            &after(task(), &d),
+            &polled(1),
+            at(5),
+            &config,
+            Duration::ZERO,
+        );
+        assert_eq!(condition(&ok, conditions::STALLED).status, "False");
+        assert_eq!(condition(&ok, conditions::READY).status, "True");
+    }
+
+    #[test]
+    fn throttling_backs_off_at_least_as_long_as_the_cloud_asks() {
+        let outcome = Outcome::CloudFailed(CloudError::Api(Box::new(ApiError {
+            http_status: 400,
+            code: "Throttling.User".into(),
+            message: "Request was denied due to user flow control.".into(),
+            request_id: "r".into(),
+            host_id: None,
+            recommend: None,
+            retry_after: Some(Duration::from_secs(7)),
+        })));
+        let d = decide(
+            &task(),
+            &outcome,
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(condition(&d, conditions::SYNCED).reason, "Throttled");
+        assert_eq!(d.next, NextSync::After(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn suspended_task_stops_polling_and_says_so() {
+        let config = PollConfig::default();
+        let t = after(
+            task(),
+            &decide(&task(), &polled(1), at(0), &config, Duration::ZERO),
+        );
+        let d = decide(&t, &Outcome::Suspended, at(5), &config, Duration::ZERO);
+        assert_eq!(d.next, NextSync::OnChange);
+        assert_eq!(condition(&d, conditions::SYNCED).reason, "Suspended");
+        assert_eq!(
+            d.status.phase,
+            Some(Phase::Running),
+            "the last observed status is kept"
+        );
+        assert!(d.write);
+    }
+
+    #[test]
+    fn waiting_task_shows_the_auto_stop_time_and_warns_in_its_last_three_days() {
+        let config = PollConfig::default();
+        let first = decide(&task(), &polled(0), at(0), &config, Duration::ZERO);
+        let stop_at = at(30 * 24 * 3600);
+        assert_eq!(first.status.auto_stop_time, Some(Time(stop_at)));
+        assert!(
+            first
+                .events
+                .iter()
+                .all(|e| e.reason != reasons::AUTO_STOP_SOON)
+        );
+        assert_eq!(first.next, NextSync::After(Duration::from_secs(60)));
+        let t = after(task(), &first);
+        let day_26 = decide(&t, &polled(0), at(26 * 24 * 3600), &config, Duration::ZERO);
+        assert!(day_26.events.is_empty());
+        let day_28 = decide(&t, &polled(0), at(28 * 24 * 3600), &config, Duration::ZERO);
+        assert_eq!(day_28.events[0].reason, reasons::AUTO_STOP_SOON);
+        assert_eq!(day_28.events[0].severity, Severity::Warning);
+        // Once running, the auto-stop no longer applies.
+        let running = decide(&t, &polled(1), at(3600), &config, Duration::ZERO);
+        assert_eq!(running.status.auto_stop_time, None);
+    }
+}

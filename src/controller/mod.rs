@@ -230,7 +230,7 @@ async fn poll(task: &MpuRelayTask, key: &TaskRef, creds: &Credentials, ctx: &Con
     ctx.metrics
         .cloud_call_seconds
         .observe(started.elapsed().as_secs_f64());
-    let alias = telemetry::account_alias(&creds.account);
+    let alias = telemetry::account_alias(&account);
     let (result_label, reason) = match &result {
         Ok(_) => ("ok", decide::reasons::POLLED),
         Err(e) => (
