@@ -762,3 +762,64 @@ async fn simulator_stops_when_shut_down() {
     }
     assert!(refused);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Alibaba's official SDKs
+// ---------------------------------------------------------------------------------------------
+
+/// The venv with the official SDKs, made (once, cached) by `tests/sdk/setup.sh`. Like the
+/// signature cross-check, this fails rather than skips when the SDKs cannot be set up.
+fn sdk_python() -> std::path::PathBuf {
+    let setup = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/setup.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&setup)
+        .output()
+        .expect("bash runs tests/sdk/setup.sh");
+    assert!(
+        out.status.success(),
+        "tests/sdk/setup.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[tokio::test]
+async fn official_python_sdks_v1_and_v3_calls_are_accepted() {
+    let sim = start().await;
+    sim.set_task_status(APP, TASK, 4);
+    let python = sdk_python();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/call_simulator.py");
+    let host = sim.host();
+    let run = |secret: &'static str| {
+        let (python, script, host) = (python.clone(), script.clone(), host.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(script)
+                .args([host.as_str(), AK, secret, APP, TASK])
+                .output()
+                .expect("python runs")
+        })
+    };
+    let out = run(SECRET).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer, serde_json::json!({"v1": 4, "v3": 4}));
+
+    // A wrong secret reaches each SDK as SignatureDoesNotMatch (the old SDK parses our message).
+    let out = run("wrong-secret").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answer: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        answer,
+        serde_json::json!({"v1": "SignatureDoesNotMatch", "v3": "SignatureDoesNotMatch"}),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
