@@ -45,6 +45,9 @@ impl BudgetConfig {
     }
 }
 
+/// After a throttle, recovery climbs back to this fraction of the rate that was throttled.
+const CEILING_AFTER_THROTTLE: f64 = 0.8;
+
 /// What a task may do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grant {
@@ -59,6 +62,8 @@ pub enum Grant {
 pub struct AccountBudget<K> {
     config: BudgetConfig,
     rate: f64,
+    /// What recovery may climb back to after throttling (the maximum until then).
+    ceiling: f64,
     /// The earliest instant the next unreserved slot may start.
     next_free: Option<Instant>,
     /// Slots handed out and not yet used, by task.
@@ -72,6 +77,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn new(config: BudgetConfig) -> Self {
         AccountBudget {
             rate: config.max_rate,
+            ceiling: config.max_rate,
             config,
             next_free: None,
             reservations: HashMap::new(),
@@ -118,17 +124,22 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         self.members.remove(task);
     }
 
-    /// The cloud answered without throttling: regain a little rate.
+    /// The cloud answered without throttling: regain a little rate, up to the ceiling, and let
+    /// the ceiling itself creep back up (much more slowly) in case the cloud's limit was raised.
     pub fn on_success(&mut self) {
-        self.rate = (self.rate + self.config.recovery_step).min(self.config.max_rate);
+        self.ceiling = (self.ceiling + self.config.recovery_step / 50.0).min(self.config.max_rate);
+        self.rate = (self.rate + self.config.recovery_step).min(self.ceiling);
     }
 
-    /// The cloud throttled a call: slow down at once, and push the next free slot out so the
-    /// calls already queued spread at the new rate.
+    /// The cloud throttled a call: slow down at once, remember that the rate that led here is
+    /// too high (so recovery stops short of it instead of probing it again and again), and
+    /// drop every reservation: tasks coming back for them queue again at the new spacing rather
+    /// than firing at the old one.
     pub fn on_throttled(&mut self, now: Instant) {
+        self.ceiling = (self.rate * CEILING_AFTER_THROTTLE).max(self.config.min_rate);
         self.rate = (self.rate * self.config.backoff_factor).max(self.config.min_rate);
-        let pushed = now + self.spacing();
-        self.next_free = Some(self.next_free.map_or(pushed, |f| f.max(pushed)));
+        self.reservations.clear();
+        self.next_free = Some(now + self.spacing());
     }
 
     /// Records that `task` wants to be polled every `desired` until `until`, and returns the
@@ -317,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn throttling_halves_the_rate_and_success_recovers_it_slowly() {
+    fn throttling_halves_the_rate_and_success_recovers_it_slowly_below_the_throttled_rate() {
         let mut b = ten_per_second();
         let t0 = Instant::now();
         b.on_throttled(t0);
@@ -328,10 +339,32 @@ mod tests {
             b.on_success();
         }
         assert!((b.rate() - 3.5).abs() < 1e-9);
-        for _ in 0..1000 {
+        // The rate that was throttled last was 5: recovery stops at 80 % of it for a long while.
+        for _ in 0..100 {
             b.on_success();
         }
-        assert_eq!(b.rate(), 10.0, "recovery stops at the configured maximum");
+        assert!(b.rate() < 4.3, "{}", b.rate());
+        for _ in 0..100_000 {
+            b.on_success();
+        }
+        assert_eq!(
+            b.rate(),
+            10.0,
+            "in the end recovery reaches the configured maximum"
+        );
+    }
+
+    #[test]
+    fn throttling_drops_reservations_so_queued_tasks_respace_at_the_new_rate() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        for task in 0..5 {
+            b.acquire(&task, t0);
+        }
+        b.on_throttled(t0);
+        // Task 4 held 0.4 s; now it queues again behind the new 0.2 s spacing.
+        assert_eq!(b.acquire(&4, t0 + secs(0.4)), Grant::Now);
+        assert_eq!(b.acquire(&3, t0 + secs(0.4)), Grant::At(t0 + secs(0.6)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod controlplane;
+pub mod operator;
 
 pub use controlplane::shared;
 

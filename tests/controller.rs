@@ -1,0 +1,484 @@
+//! The operator end to end: its binary against the real kube-apiserver and the cloud simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use mpu_relay_operator::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
+use mpu_relay_operator::simulator::{
+    AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
+};
+use serde_json::json;
+use support::operator::{Operator, eventually};
+
+const AK: &str = "LTAI5tControllerTest";
+const SK: &str = "controller-test-secret-value-7f3a";
+
+/// A test's world: its namespace, the tasks API there, and a simulator.
+struct World {
+    client: kube::Client,
+    ns: String,
+    tasks: Api<MpuRelayTask>,
+    sim: SimulatorHandle,
+}
+
+fn account(id: &str, secret: &str, qps: u32) -> AccountConfig {
+    AccountConfig {
+        access_key_id: id.into(),
+        access_key_secret: secret.into(),
+        qps: Some(qps),
+    }
+}
+
+fn sim_task(task_id: &str, status: i64) -> TaskConfig {
+    TaskConfig {
+        app_id: "app".into(),
+        task_id: task_id.into(),
+        status,
+    }
+}
+
+async fn world(test: &str, config: SimulatorConfig) -> World {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, test).await;
+    let tasks = Api::namespaced(client.clone(), &ns);
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    World {
+        client,
+        ns,
+        tasks,
+        sim,
+    }
+}
+
+impl World {
+    async fn secret(&self, name: &str, id: &str, secret: &str) {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"accessKeyId": id, "accessKeySecret": secret},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+
+    async fn task(&self, name: &str, task_id: &str, secret: &str) {
+        let t: MpuRelayTask = serde_json::from_value(json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+            "metadata": {"name": name},
+            "spec": {
+                "appId": "app", "taskId": task_id,
+                "endpoint": self.sim.base_url(),
+                "credentialsSecretRef": {"name": secret},
+            },
+        }))
+        .unwrap();
+        self.tasks.create(&PostParams::default(), &t).await.unwrap();
+    }
+
+    async fn status(&self, name: &str) -> MpuRelayTaskStatus {
+        self.tasks
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        self.status(name)
+            .await
+            .condition(type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    /// Asks for a sync now, as a user would.
+    async fn request_sync(&self, name: &str, value: &str) {
+        self.tasks
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"mpurelay.io/sync-requested-at": value}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    fn operator(&self, args: &[&str]) -> Operator {
+        Operator::start(support::shared(), &self.ns, args, &[])
+    }
+
+    fn calls(&self, id: &str) -> u64 {
+        self.sim.stats(false).accounts[id].calls.total
+    }
+}
+
+/// Fast intervals, so that tests take seconds.
+const FAST: &[&str] = &[
+    "--running-interval",
+    "1s",
+    "--waiting-interval",
+    "1s",
+    "--stopped-interval",
+    "1s",
+    "--min-backoff",
+    "200ms",
+];
+
+fn config(accounts: Vec<AccountConfig>, tasks: Vec<TaskConfig>) -> SimulatorConfig {
+    SimulatorConfig {
+        accounts,
+        tasks,
+        ..SimulatorConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn integration_new_task_becomes_ready_and_follows_the_cloud_through_a_cdn_error() {
+    let w = world(
+        "follow",
+        config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
+    )
+    .await;
+    w.secret("ak", AK, SK).await;
+    w.task("relay", "t1", "ak").await;
+    // Default intervals: the first poll comes from the watch, not from a timer.
+    let op = w.operator(&[]);
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::READY).await == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "not Ready: {:?}\n{}",
+        w.status("relay").await,
+        op.output()
+    );
+    let status = w.status("relay").await;
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(status.status_code, Some(1));
+    assert!(status.request_id.is_some());
+    assert_eq!(
+        status.sync_interval.map(Duration::from),
+        Some(Duration::from_secs(30))
+    );
+
+    w.sim.set_task_status("app", "t1", 5);
+    w.request_sync("relay", "1").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.status("relay").await.phase == Some(Phase::CdnError)
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    assert_eq!(
+        w.condition("relay", conditions::READY).await,
+        Some(("False".into(), "CdnError".into()))
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            w.events().await.iter().any(|e| {
+                e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("CdnError")
+            })
+        })
+        .await,
+        "no CdnError warning event"
+    );
+
+    w.sim.set_task_status("app", "t1", 1);
+    w.request_sync("relay", "2").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::READY).await == Some(("True".into(), "Running".into()))
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn integration_fifty_tasks_on_one_account_stay_under_its_limit_and_are_all_served() {
+    let tasks: Vec<TaskConfig> = (0..50).map(|i| sim_task(&format!("t{i}"), 1)).collect();
+    let w = world("fifty", config(vec![account(AK, SK, 10)], tasks)).await;
+    w.secret("ak", AK, SK).await;
+    for i in 0..50 {
+        w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
+    }
+    // Every task wants a poll each second: 50 calls/s asked of a 10 calls/s account.
+    let op = w.operator(FAST);
+
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            w.sim.stats(true).tasks.unwrap().iter().all(|t| t.calls > 0)
+        })
+        .await,
+        "not every task was polled\n{}",
+        op.output()
+    );
+    // Measure a steady 12 s: staleness sampled every 100 ms from the simulator's view.
+    w.sim.reset_stats();
+    let start = std::time::Instant::now();
+    let mut max_staleness_ms = 0i64;
+    while start.elapsed() < Duration::from_secs(12) {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        for t in w.sim.stats(true).tasks.unwrap() {
+            if let Some(last) = t.last_call_unix_ms {
+                max_staleness_ms = max_staleness_ms.max(now_ms - last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = &w.sim.stats(false).accounts[AK].calls;
+    assert_eq!(stats.throttled, 0, "the cloud throttled: {stats:?}");
+    assert!(stats.max_calls_in_any_second <= 10, "{stats:?}");
+    // 10 calls/s less the 5 % margin: ~114 calls in 12 s.
+    assert!(stats.ok >= 100, "the budget was not used: {stats:?}");
+    // Every task served in turn: N/QPS = 5 s (5.26 s at the operator's 9.5/s), with slack.
+    assert!(
+        max_staleness_ms <= 6500,
+        "a task waited {max_staleness_ms} ms"
+    );
+    let interval = w.status("relay-0").await.sync_interval.map(Duration::from);
+    assert!(
+        interval.is_some_and(|d| d >= Duration::from_secs(5)),
+        "the stretched interval is shown: {interval:?}"
+    );
+    eprintln!(
+        "fifty tasks: {} calls in 12 s, max {} in any second, 0 throttled, max staleness {max_staleness_ms} ms",
+        stats.ok, stats.max_calls_in_any_second
+    );
+}
+
+#[tokio::test]
+async fn integration_operator_slows_down_when_the_cloud_limit_is_below_its_rate() {
+    let tasks: Vec<TaskConfig> = (0..20).map(|i| sim_task(&format!("t{i}"), 1)).collect();
+    // The cloud allows 4 calls/s; the operator believes 10.
+    let w = world("adapt", config(vec![account(AK, SK, 4)], tasks)).await;
+    w.secret("ak", AK, SK).await;
+    for i in 0..20 {
+        w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
+    }
+    let op = w.operator(FAST);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let early = w.sim.stats(false).accounts[AK].calls.clone();
+    assert!(early.throttled > 0, "the test needs throttling to happen");
+    // No hot loop: throttled calls are a small part of all calls.
+    assert!(early.throttled * 3 < early.total, "{early:?}");
+
+    w.sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let late = w.sim.stats(false).accounts[AK].calls.clone();
+    assert!(
+        late.throttled <= 1,
+        "still throttled after adapting: {late:?}\n{}",
+        op.output()
+    );
+    assert!(late.ok >= 16, "adapted to nothing: {late:?}");
+    assert!(op.metric("mpu_relay_cloud_throttled_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn integration_missing_secret_stalls_the_task_until_the_secret_appears() {
+    let w = world(
+        "missing-secret",
+        config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
+    )
+    .await;
+    w.task("relay", "t1", "later").await;
+    let op = w.operator(&[]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "SecretNotFound".into()))
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    let message = w.status("relay").await.message.unwrap_or_default();
+    assert!(message.contains("Secret \"later\" not found"), "{message}");
+
+    // The Secret appearing retries at once, not after the 5-minute stalled retry.
+    w.secret("later", AK, SK).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::READY).await == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    assert_eq!(
+        w.condition("relay", conditions::STALLED).await.map(|c| c.0),
+        Some("False".into())
+    );
+}
+
+#[tokio::test]
+async fn integration_wrong_credentials_stall_without_a_retry_storm() {
+    let w = world(
+        "wrong-creds",
+        config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
+    )
+    .await;
+    w.secret("ak", AK, "not-the-secret").await;
+    w.task("relay", "t1", "ak").await;
+    let op = w.operator(FAST);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "AuthError".into()))
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    let before = w.calls(AK);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        w.calls(AK),
+        before,
+        "retried a terminal error within seconds"
+    );
+}
+
+#[tokio::test]
+async fn integration_unchanged_polls_write_no_status() {
+    let tasks: Vec<TaskConfig> = (0..5).map(|i| sim_task(&format!("t{i}"), 1)).collect();
+    let w = world("no-writes", config(vec![account(AK, SK, 10)], tasks)).await;
+    w.secret("ak", AK, SK).await;
+    for i in 0..5 {
+        w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
+    }
+    let op = w.operator(FAST);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let mut all = true;
+            for i in 0..5 {
+                all &= w.status(&format!("relay-{i}")).await.phase == Some(Phase::Running);
+            }
+            all
+        })
+        .await
+    );
+    let versions = |tasks: Vec<MpuRelayTask>| -> Vec<String> {
+        tasks
+            .into_iter()
+            .map(|t| t.metadata.resource_version.unwrap())
+            .collect()
+    };
+    let before = versions(w.tasks.list(&ListParams::default()).await.unwrap().items);
+    let calls_before = w.calls(AK);
+    let writes_before = op.metric("mpu_relay_status_writes_total").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = versions(w.tasks.list(&ListParams::default()).await.unwrap().items);
+    let polls = w.calls(AK) - calls_before;
+    assert!(polls >= 20, "only {polls} polls");
+    assert_eq!(before, after, "{polls} unchanged polls changed the objects");
+    assert_eq!(
+        op.metric("mpu_relay_status_writes_total").await,
+        writes_before
+    );
+}
+
+#[tokio::test]
+async fn integration_suspended_task_is_not_polled_and_says_so() {
+    let w = world(
+        "suspend",
+        config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
+    )
+    .await;
+    w.secret("ak", AK, SK).await;
+    w.task("relay", "t1", "ak").await;
+    let _op = w.operator(FAST);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.status("relay").await.phase == Some(Phase::Running)
+        })
+        .await
+    );
+    w.tasks
+        .patch(
+            "relay",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::SYNCED).await
+                == Some(("False".into(), "Suspended".into()))
+        })
+        .await
+    );
+    let before = w.calls(AK);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.calls(AK), before);
+}
+
+#[tokio::test]
+async fn integration_secret_values_never_reach_logs_events_or_status() {
+    const TOKEN: &str = "sts-token-value-never-printed-91c2";
+    let w = world(
+        "no-leak",
+        config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
+    )
+    .await;
+    // A good Secret, and one with a wrong secret and a token (the cloud echoes its string to sign).
+    w.secret("ak", AK, SK).await;
+    let bad: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad"},
+        "stringData": {"accessKeyId": AK, "accessKeySecret": "wrong-secret-value-55e1", "securityToken": TOKEN},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), &w.ns)
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap();
+    w.task("good", "t1", "ak").await;
+    w.task("bad", "t1", "bad").await;
+    let op = w.operator(FAST);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.status("good").await.phase == Some(Phase::Running)
+                && w.condition("bad", conditions::STALLED)
+                    .await
+                    .is_some_and(|c| c.0 == "True")
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut seen = op.output();
+    seen.push_str(
+        &serde_json::to_string(&w.tasks.list(&ListParams::default()).await.unwrap()).unwrap(),
+    );
+    seen.push_str(&serde_json::to_string(&w.events().await).unwrap());
+    seen.push_str(&op.metrics().await);
+    for secret in [SK, "wrong-secret-value-55e1", TOKEN] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+    assert!(
+        !seen.contains(AK) || !op.metrics().await.contains(AK),
+        "AccessKeyId in metric labels"
+    );
+}

@@ -1,0 +1,141 @@
+//! The operator binary, run as its own process against the local control plane, as a user runs
+//! it: `mpu-relay-operator run` with a kubeconfig.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::controlplane::ControlPlane;
+
+/// A running `mpu-relay-operator run`; killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+    pub metrics_addr: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Operator {
+    /// Starts the operator watching `namespace` only (so tests running side by side never see
+    /// each other's tasks), with `args` appended and `env` set.
+    pub fn start(cp: &ControlPlane, namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operator.log");
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let out = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpu-relay-operator"));
+        cmd.arg("run")
+            .arg("--namespaces")
+            .arg(namespace)
+            .arg("--metrics-addr")
+            .arg(&metrics_addr)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info,mpu_relay_operator=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only an async-signal-safe prctl between fork and exec. The operator dies with
+        // the test thread that started it, even when the test panics.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("starting the operator binary");
+        Operator {
+            child,
+            log,
+            metrics_addr,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the operator has logged so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's /metrics page.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of a metric line starting with `prefix` (0 when absent).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit; returns the exit status and how long
+    /// it took, or None if it did not exit in time.
+    pub fn terminate(&mut self, grace: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < grace {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills the process at once (a crash, a lost node).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
