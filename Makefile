@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONTROLPLANE_DIR ?= .controlplane
 
-.PHONY: test demo lint fmt crds controlplane-binaries controlplane-up controlplane-down
+.PHONY: test demo bench fuzz lint fmt crds controlplane-binaries controlplane-up controlplane-down
 
 ## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd.
 test: controlplane-binaries
@@ -18,6 +18,14 @@ demo: controlplane-binaries
 	@echo "kubectl: $$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig"
 	$$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig apply -f examples/task.yaml
 	$$(tests/controlplane/build.sh)/kubectl --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig get mpurelaytasks
+
+## Measure budget adherence, freshness, API server cost, memory and CPU (not part of `make test`).
+bench: controlplane-binaries
+	$(CARGO) run --release --example bench
+
+## Run every fuzz target for a fixed time (FUZZ_SECONDS, default 60).
+fuzz:
+	fuzz/run.sh
 
 ## Build (once) kube-apiserver, kubectl, etcd and helm into ~/.cache/mpu-relay-operator/.
 controlplane-binaries:
