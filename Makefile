@@ -41,7 +41,7 @@ controlplane-down:
 
 ## Regenerate crds/ from the Rust types.
 crds:
-	$(CARGO) run -q -- crd > crds/mpurelaytasks.mpurelay.io.yaml
+	$(CARGO) run -q -- crd > crds/mpurelaytasks.mpurelay.io.yaml && cp crds/mpurelaytasks.mpurelay.io.yaml charts/mpu-relay-operator/crds/
 
 lint:
 	$(CARGO) fmt --check

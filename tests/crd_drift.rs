@@ -1,4 +1,4 @@
-//! `crds/` is generated from the Rust types and must never drift from them.
+//! `crds/` and the chart's copy are generated from the Rust types and must never drift from them.
 
 use mpu_relay_operator::api::{CRD_FILE_NAME, crd_yaml};
 use std::path::Path;
@@ -17,4 +17,14 @@ fn assert_matches_types(path: &Path) {
 fn crds_directory_matches_the_rust_types() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert_matches_types(&root.join("crds").join(CRD_FILE_NAME));
+}
+
+#[test]
+fn chart_crds_directory_matches_the_rust_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_matches_types(
+        &root
+            .join("charts/mpu-relay-operator/crds")
+            .join(CRD_FILE_NAME),
+    );
 }

@@ -1,0 +1,93 @@
+{{/* The chart's name, truncated to the 63 characters a label allows. */}}
+{{- define "mpu-relay-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: the prefix of every object. */}}
+{{- define "mpu-relay-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mpu-relay-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mpu-relay-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "mpu-relay-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mpu-relay-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mpu-relay-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mpu-relay-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Leader election is on when asked for, and always with more than one replica. */}}
+{{- define "mpu-relay-operator.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{- end }}
+{{- end }}
+
+{{- define "mpu-relay-operator.leaseName" -}}
+{{- default (include "mpu-relay-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "mpu-relay-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Label matchers of this release's metrics in the alert expressions. */}}
+{{- define "mpu-relay-operator.metricSelector" -}}
+{{- if .Values.prometheusRule.metricSelector }}
+{{- .Values.prometheusRule.metricSelector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (printf "%s-metrics" (include "mpu-relay-operator.fullname" .)) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* What the operator may do to the objects it watches, in each watched scope. */}}
+{{- define "mpu-relay-operator.watchRules" -}}
+- apiGroups: ["mpurelay.io"]
+  resources: ["mpurelaytasks"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["mpurelay.io"]
+  resources: ["mpurelaytasks/status"]
+  verbs: ["patch"]
+# The tasks' credentialsSecretRef Secrets, cached through a watch.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# kube-runtime's Recorder publishes events.k8s.io/v1 Events and patches their series.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Settings that cannot be expressed in values.schema.json, checked at render time. */}}
+{{- define "mpu-relay-operator.validate" -}}
+{{- if and .Values.credentials.existingSecret .Values.rrsa.enabled }}
+{{- fail "credentials.existingSecret and rrsa.enabled are mutually exclusive: the operator would use the AccessKey and ignore RRSA" }}
+{{- end }}
+{{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.name is required when serviceAccount.create is false" }}
+{{- end }}
+{{- end }}

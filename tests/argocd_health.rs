@@ -1,0 +1,189 @@
+//! The Argo CD health check in `examples/argocd/health.lua`, run by a real Lua interpreter (Lua
+//! 5.1, the language of Argo CD's gopher-lua) against statuses the operator's own `decide`
+//! writes, and against the states before the operator has written anything.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mlua::serde::SerializeOptions;
+use mlua::{Lua, LuaSerdeExt};
+use mpu_relay_operator::api::MpuRelayTask;
+use mpu_relay_operator::cloud::CloudError;
+use mpu_relay_operator::cloud::credentials::CredentialsError;
+use mpu_relay_operator::cloud::response::MpuTaskStatus;
+use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use serde_json::{Value, json};
+
+fn script() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/argocd/health.lua");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Runs the health check as Argo CD does: the object as the global `obj`, JSON nulls and absent
+/// fields both nil, and the returned table's `status` and `message`.
+fn health(obj: &Value) -> (String, String) {
+    let lua = Lua::new();
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+        .set_array_metatable(false);
+    let value = lua.to_value_with(obj, options).expect("the object converts to Lua");
+    lua.globals().set("obj", value).unwrap();
+    let hs: mlua::Table = lua
+        .load(script())
+        .set_name("health.lua")
+        .eval()
+        .unwrap_or_else(|e| panic!("health.lua failed on {obj}: {e}"));
+    let status: String = hs.get("status").expect("hs.status is a string");
+    let message: Option<String> = hs.get("message").unwrap();
+    (status, message.unwrap_or_default())
+}
+
+fn task(generation: i64, suspend: bool) -> MpuRelayTask {
+    serde_json::from_value(json!({
+        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+        "metadata": {"name": "relay", "namespace": "team", "generation": generation},
+        "spec": {"appId": "app", "taskId": "t1", "suspend": suspend},
+    }))
+    .unwrap()
+}
+
+/// The object after the operator reconciled `task` with `outcome`.
+fn reconciled(task: &MpuRelayTask, outcome: Outcome) -> MpuRelayTask {
+    let decision = decide(
+        task,
+        &outcome,
+        jiff::Timestamp::now(),
+        &PollConfig::default(),
+        Duration::ZERO,
+    );
+    let mut next = task.clone();
+    next.status = Some(decision.status);
+    next
+}
+
+fn polled(code: i64) -> Outcome {
+    Outcome::Polled(MpuTaskStatus {
+        request_id: "req-1".into(),
+        status: code,
+    })
+}
+
+fn health_of(task: &MpuRelayTask) -> (String, String) {
+    health(&serde_json::to_value(task).unwrap())
+}
+
+#[test]
+fn running_relay_is_healthy() {
+    let (status, message) = health_of(&reconciled(&task(1, false), polled(1)));
+    assert_eq!(status, "Healthy", "{message}");
+}
+
+#[test]
+fn relay_stopped_by_the_cloud_is_degraded_with_the_phase_in_the_message() {
+    for (code, phase) in [
+        (2, "Stopped"),
+        (4, "ChannelStopped"),
+        (5, "CdnError"),
+        (6, "StreamUrlError"),
+    ] {
+        let obj = reconciled(&task(1, false), polled(code));
+        let (status, message) = health_of(&obj);
+        assert_eq!(status, "Degraded", "code {code}: {message}");
+        assert_eq!(
+            obj.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()),
+            Some(phase)
+        );
+        assert!(!message.is_empty(), "code {code} has no message");
+    }
+}
+
+#[test]
+fn relay_waiting_for_its_channel_is_progressing() {
+    let (status, message) = health_of(&reconciled(&task(1, false), polled(0)));
+    assert_eq!(status, "Progressing", "{message}");
+}
+
+#[test]
+fn relay_stopped_by_its_owner_is_suspended_not_degraded() {
+    let (status, message) = health_of(&reconciled(&task(1, false), polled(3)));
+    assert_eq!(status, "Suspended", "{message}");
+}
+
+#[test]
+fn unknown_status_code_is_unknown() {
+    let (status, message) = health_of(&reconciled(&task(1, false), polled(42)));
+    assert_eq!(status, "Unknown", "{message}");
+}
+
+#[test]
+fn suspended_task_is_suspended_whatever_its_last_status() {
+    let mut running = reconciled(&task(1, false), polled(1));
+    running.spec.suspend = true;
+    running.metadata.generation = Some(2);
+    let (status, message) = health_of(&reconciled(&running, Outcome::Suspended));
+    assert_eq!(status, "Suspended", "{message}");
+    assert!(message.contains("spec.suspend"), "{message}");
+}
+
+#[test]
+fn stalled_task_is_degraded_with_the_stall_reason() {
+    let missing = CredentialsError::SecretNotFound {
+        name: "ak".into(),
+    };
+    let obj = reconciled(&task(1, false), Outcome::NoCredentials(missing));
+    let (status, message) = health_of(&obj);
+    assert_eq!(status, "Degraded", "{message}");
+    assert!(message.contains("ak"), "{message}");
+}
+
+#[test]
+fn transient_cloud_error_is_progressing_even_when_the_relay_was_running() {
+    let running = reconciled(&task(1, false), polled(1));
+    let obj = reconciled(&running, Outcome::CloudFailed(CloudError::Timeout));
+    let (status, message) = health_of(&obj);
+    assert_eq!(status, "Progressing", "{message}");
+    assert!(message.starts_with("Retrying"), "{message}");
+}
+
+#[test]
+fn transient_error_does_not_hide_a_stopped_relay() {
+    let stopped = reconciled(&task(1, false), polled(5));
+    let obj = reconciled(&stopped, Outcome::CloudFailed(CloudError::Timeout));
+    assert_eq!(health_of(&obj).0, "Degraded");
+}
+
+#[test]
+fn task_without_status_is_progressing() {
+    let (status, message) = health_of(&task(1, false));
+    assert_eq!(status, "Progressing", "{message}");
+    let empty = json!({
+        "metadata": {"name": "relay", "generation": 1},
+        "spec": {"appId": "app", "taskId": "t1"},
+        "status": {"conditions": []},
+    });
+    assert_eq!(health(&empty).0, "Progressing");
+}
+
+#[test]
+fn status_of_an_older_generation_is_progressing() {
+    let mut obj = reconciled(&task(1, false), polled(1));
+    obj.metadata.generation = Some(2);
+    let (status, message) = health_of(&obj);
+    assert_eq!(status, "Progressing", "{message}");
+    assert!(message.contains("generation 2"), "{message}");
+}
+
+#[test]
+fn argocd_cm_patch_embeds_health_lua_verbatim() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/argocd/argocd-cm-patch.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let patch: Value = serde_saphyr::from_str(&text).expect("argocd-cm-patch.yaml is YAML");
+    let embedded = patch["data"]["resource.customizations.health.mpurelay.io_MpuRelayTask"]
+        .as_str()
+        .expect("the patch sets the MpuRelayTask health key of argocd-cm");
+    assert!(
+        embedded == script(),
+        "argocd-cm-patch.yaml no longer holds health.lua verbatim; copy it again"
+    );
+}
