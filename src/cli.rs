@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// Signature scheme of cloud calls.
     #[arg(long, env = "MPU_RELAY_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
     pub signature: SignatureVersion,
+    /// Longest a cloud call may take, from sending to the last byte of the answer.
+    #[arg(long, env = "MPU_RELAY_CLOUD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub cloud_timeout: Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "MPU_RELAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -254,6 +257,7 @@ pub async fn run(
         status_heartbeat,
         concurrency,
         signature,
+        cloud_timeout,
         metrics_addr,
         leader_election,
         lease_namespace,
@@ -292,7 +296,8 @@ pub async fn run(
         .map_err(RunError::Kubeconfig)?;
     let cloud = CloudClient::new(&ClientOptions {
         signature,
-        ..ClientOptions::default()
+        timeout: cloud_timeout,
+        connect_timeout: cloud_timeout.min(ClientOptions::default().connect_timeout),
     })
     .map_err(RunError::Http)?;
     let operator_credentials =

@@ -351,6 +351,32 @@ fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(rand::rng().random_range(0.97..1.03))
 }
 
+/// Backoff of the watches (all of a controller's triggers share it): 0.5 s doubling to 5 s,
+/// reset by any event.
+///
+/// kube's default grows to 30 s, and after an API server outage the first watches fail with
+/// "resource version too old" while its cache warms up; each failure grows the delay, so spec
+/// changes were seen half a minute late. Five seconds is cheap for one watch per scope.
+#[derive(Default)]
+struct WatchBackoff {
+    next: Option<Duration>,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next.unwrap_or(Duration::from_millis(500));
+        self.next = Some((current * 2).min(Duration::from_secs(5)));
+        Some(jitter(current))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
 /// What to do when a reconcile fails (the status write was refused).
 pub fn error_policy(_task: Arc<MpuRelayTask>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
@@ -408,8 +434,7 @@ pub fn prepare(
         let (task_reader, task_writer) = reflector::store();
         // Only spec changes (generation) and annotations (sync-requested-at) trigger a
         // reconcile: our own status writes must not, or every write would cause another poll.
-        let tasks = watcher(tasks_api, watcher::Config::default().any_semantic())
-            .default_backoff()
+        let tasks = watcher(tasks_api, watcher::Config::default())
             .modify(|t: &mut MpuRelayTask| {
                 t.managed_fields_mut().clear();
             })
@@ -421,8 +446,7 @@ pub fn prepare(
                 Default::default(),
             );
         let (secret_reader, secret_writer) = reflector::store();
-        let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
-            .default_backoff()
+        let secrets = watcher(secrets_api, watcher::Config::default())
             .modify(|s: &mut Secret| {
                 s.managed_fields_mut().clear();
                 s.annotations_mut().clear();
@@ -432,6 +456,7 @@ pub fn prepare(
         let by_secret = task_reader.clone();
         let controller = Controller::for_stream(tasks, task_reader.clone())
             .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+            .trigger_backoff(WatchBackoff::default())
             // A changed Secret retries every task that names it at once (a Stalled task
             // recovers without waiting for its slow retry).
             .watches_stream(secrets, move |secret: Secret| {

@@ -43,6 +43,10 @@ pub struct SimulatorConfig {
     /// How far `Timestamp`/`x-acs-date` may be from the simulator's clock, either way.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// How far the cloud's clock is ahead of this machine's (negative: behind), to reproduce a
+    /// node whose clock is off: requests then carry timestamps the cloud finds stale.
+    #[serde(default)]
+    pub clock_offset_seconds: i64,
     /// QPS of an account that does not set its own.
     #[serde(default = "default_qps")]
     pub default_qps: u32,
@@ -65,6 +69,7 @@ impl Default for SimulatorConfig {
     fn default() -> Self {
         Self {
             clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
+            clock_offset_seconds: 0,
             default_qps: DEFAULT_QPS,
             accounts: Vec::new(),
             tasks: Vec::new(),

@@ -207,6 +207,8 @@ struct CallRecord {
 /// The simulator's whole state.
 pub struct State {
     clock_skew_micros: u64,
+    /// How far the simulated cloud's clock is ahead of this machine's (negative: behind).
+    clock_offset_micros: i64,
     default_qps: u32,
     accounts: HashMap<String, Account>,
     sts_sessions: HashMap<String, StsSession>,
@@ -253,6 +255,7 @@ impl State {
         let seed = now.wall.as_nanosecond() as u64 ^ u64::from(std::process::id());
         Self {
             clock_skew_micros: config.clock_skew_seconds.saturating_mul(1_000_000),
+            clock_offset_micros: config.clock_offset_seconds.saturating_mul(1_000_000),
             default_qps: config.default_qps,
             accounts,
             sts_sessions: HashMap::new(),
@@ -609,7 +612,11 @@ impl State {
                 messages::INVALID_TIMESTAMP_FORMAT,
             )
         })?;
-        let skew = now.wall.as_microsecond().abs_diff(stamp.as_microsecond());
+        let cloud_now = now
+            .wall
+            .as_microsecond()
+            .saturating_add(self.clock_offset_micros);
+        let skew = cloud_now.abs_diff(stamp.as_microsecond());
         if u128::from(skew) > u128::from(self.clock_skew_micros) {
             return Err(ApiError::new(
                 400,

@@ -42,7 +42,10 @@ pub struct ControlPlane {
     pub server: String,
     /// Where kube-apiserver, kubectl, etcd and helm live.
     pub bin_dir: PathBuf,
+    /// etcd first, then kube-apiserver.
     children: Mutex<Vec<Child>>,
+    api_args: Vec<String>,
+    lifetime: Lifetime,
 }
 
 /// Errors while starting a control plane; they name the step and where its log is.
@@ -306,6 +309,8 @@ impl ControlPlane {
             server,
             bin_dir,
             children: Mutex::new(children),
+            api_args,
+            lifetime,
         };
         if let Err(e) = cp.wait_ready().and_then(|()| cp.install_crds()) {
             cp.stop();
@@ -432,6 +437,32 @@ impl ControlPlane {
         }
         children.clear();
         let _ = fs::remove_file(self.dir.join(PIDS_FILE));
+    }
+
+    /// Stops kube-apiserver only (etcd keeps the data), as an outage would.
+    pub fn stop_apiserver(&self) {
+        let mut children = self.children.lock().unwrap();
+        if let Some(api) = children.get_mut(1) {
+            let _ = api.kill();
+            let _ = api.wait();
+        }
+    }
+
+    /// Starts kube-apiserver again on the same port after [`stop_apiserver`](Self::stop_apiserver),
+    /// and waits until it is ready.
+    pub fn restart_apiserver(&self) -> Result<(), StartError> {
+        let api = spawn(
+            &self.bin_dir.join("kube-apiserver"),
+            &self.api_args,
+            &self.dir.join("kube-apiserver.log"),
+            self.lifetime,
+        )?;
+        {
+            let mut children = self.children.lock().unwrap();
+            children.truncate(1);
+            children.push(api);
+        }
+        self.wait_ready()
     }
 
     /// Stops a control plane that `start_detached` left running in `dir`.

@@ -1,0 +1,389 @@
+//! Faults, actually injected: cloud errors of every kind, an API server outage, SIGTERM in the
+//! middle of calls, a wrong clock, and a leader that dies.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mpu_relay_operator::api::{MpuRelayTask, Phase, conditions};
+use mpu_relay_operator::simulator::{
+    AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
+};
+use serde_json::json;
+use support::controlplane::ControlPlane;
+use support::operator::{Operator, eventually};
+
+const AK: &str = "LTAI5tFaultTest";
+const SK: &str = "fault-test-secret";
+
+const FAST: &[&str] = &[
+    "--running-interval",
+    "1s",
+    "--waiting-interval",
+    "1s",
+    "--stopped-interval",
+    "1s",
+    "--min-backoff",
+    "200ms",
+    "--max-backoff",
+    "2s",
+    "--cloud-timeout",
+    "1s",
+];
+
+fn sim_config(tasks: usize, qps: u32) -> SimulatorConfig {
+    SimulatorConfig {
+        accounts: vec![AccountConfig {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            qps: Some(qps),
+        }],
+        tasks: (0..tasks)
+            .map(|i| TaskConfig {
+                app_id: "app".into(),
+                task_id: format!("t{i}"),
+                status: 1,
+            })
+            .collect(),
+        ..SimulatorConfig::default()
+    }
+}
+
+/// A Secret with the simulator's AccessKey and `count` tasks `relay-<i>` for tasks `t<i>`.
+async fn populate(client: &kube::Client, ns: &str, sim: &SimulatorHandle, count: usize) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ak"},
+        "stringData": {"accessKeyId": AK, "accessKeySecret": SK},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), ns);
+    for i in 0..count {
+        let t: MpuRelayTask = serde_json::from_value(json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+            "metadata": {"name": format!("relay-{i}")},
+            "spec": {"appId": "app", "taskId": format!("t{i}"), "endpoint": sim.base_url(),
+                     "credentialsSecretRef": {"name": "ak"}},
+        }))
+        .unwrap();
+        tasks.create(&PostParams::default(), &t).await.unwrap();
+    }
+}
+
+async fn synced(tasks: &Api<MpuRelayTask>, name: &str) -> Option<(String, String)> {
+    let t = tasks.get(name).await.ok()?;
+    let c = t.status?.condition(conditions::SYNCED)?.clone();
+    Some((c.status, c.reason))
+}
+
+async fn all_in_phase(tasks: &Api<MpuRelayTask>, count: usize, phase: Phase) -> bool {
+    for i in 0..count {
+        let Ok(t) = tasks.get(&format!("relay-{i}")).await else {
+            return false;
+        };
+        if t.status.and_then(|s| s.phase) != Some(phase) {
+            return false;
+        }
+    }
+    true
+}
+
+fn calls(sim: &SimulatorHandle) -> u64 {
+    sim.stats(false).accounts[AK].calls.total
+}
+
+/// Each cloud fault gives the right Synced reason, retries stay bounded, and the task recovers.
+#[tokio::test]
+async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_recover() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "cloud-faults").await;
+    let sim = Simulator::start(sim_config(1, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 1).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let mut op = Operator::start(cp, &ns, FAST, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || all_in_phase(
+            &tasks,
+            1,
+            Phase::Running
+        ))
+        .await,
+        "{}",
+        op.output()
+    );
+
+    let cases: Vec<(&str, FaultKind, &str)> = vec![
+        (
+            "5xx burst",
+            FaultKind::Http5xx {
+                code: Some("ServiceUnavailable".into()),
+                status: None,
+            },
+            "TransientError",
+        ),
+        ("timeout", FaultKind::Latency { ms: 3000 }, "TransientError"),
+        ("malformed JSON", FaultKind::Malformed, "DecodeError"),
+        (
+            "oversized body",
+            FaultKind::Huge {
+                bytes: Some(4 * 1024 * 1024),
+            },
+            "DecodeError",
+        ),
+        ("dropped connection", FaultKind::Drop, "TransientError"),
+        ("throttling storm", FaultKind::Throttle, "Throttled"),
+    ];
+    for (name, kind, reason) in cases {
+        sim.reset_stats();
+        sim.add_fault(FaultSpec {
+            kind,
+            account: None,
+            count: None,
+            duration_ms: Some(4000),
+        })
+        .unwrap();
+        let started = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(6), || async {
+                synced(&tasks, "relay-0").await == Some(("False".into(), reason.into()))
+            })
+            .await,
+            "{name}: expected Synced=False/{reason}, got {:?}\n{}",
+            synced(&tasks, "relay-0").await,
+            op.output()
+        );
+        // The fault lasts 4 s; the task polls every second when healthy. Backoff (0.2 s doubling
+        // to 2 s, or the budget after throttling) keeps retries well under a hot loop's count.
+        let during = calls(&sim);
+        assert!(
+            during <= 12,
+            "{name}: {during} calls in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            eventually(Duration::from_secs(12), || async {
+                synced(&tasks, "relay-0").await == Some(("True".into(), "Polled".into()))
+            })
+            .await,
+            "{name}: did not recover\n{}",
+            op.output()
+        );
+        assert_eq!(
+            tasks.get("relay-0").await.unwrap().status.unwrap().phase,
+            Some(Phase::Running),
+            "{name}"
+        );
+    }
+    assert!(
+        op.terminate(Duration::from_secs(10)).is_some(),
+        "the operator crashed or hung:\n{}",
+        op.output()
+    );
+}
+
+#[tokio::test]
+async fn integration_clock_skew_rejected_by_the_cloud_names_the_cause() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "clock-skew").await;
+    // The cloud's clock is 20 minutes ahead of this node's: every timestamp looks stale.
+    let sim = Simulator::start(SimulatorConfig {
+        clock_offset_seconds: 20 * 60,
+        ..sim_config(1, 10)
+    })
+    .await
+    .unwrap();
+    populate(&client, &ns, &sim, 1).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start(cp, &ns, FAST, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let Ok(t) = tasks.get("relay-0").await else {
+                return false;
+            };
+            t.status
+                .and_then(|s| s.condition(conditions::STALLED).cloned())
+                .is_some_and(|c| {
+                    c.status == "True"
+                        && c.reason == "ClockSkew"
+                        && c.message.contains("InvalidTimeStamp.Expired")
+                })
+        })
+        .await,
+        "{:?}\n{}",
+        tasks.get("relay-0").await.unwrap().status,
+        op.output()
+    );
+}
+
+#[tokio::test]
+async fn integration_sigterm_in_the_middle_of_calls_exits_cleanly_within_the_grace_period() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "sigterm").await;
+    let sim = Simulator::start(sim_config(10, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 10).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let mut op = Operator::start(
+        cp,
+        &ns,
+        &["--running-interval", "1s", "--cloud-timeout", "5s"],
+        &[],
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || all_in_phase(
+            &tasks,
+            10,
+            Phase::Running
+        ))
+        .await
+    );
+    // Every call now takes 1.5 s, so calls are in flight when the signal comes.
+    sim.add_fault(FaultSpec {
+        kind: FaultKind::Latency { ms: 1500 },
+        account: None,
+        count: None,
+        duration_ms: Some(60_000),
+    })
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, took) = op
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit within 10 s:\n{}", op.output()));
+    assert!(status.success(), "exit {status:?}:\n{}", op.output());
+    assert!(op.output().contains("stopped"), "{}", op.output());
+    eprintln!("SIGTERM to exit: {took:?}");
+}
+
+#[tokio::test]
+async fn integration_api_server_outage_is_survived_and_every_status_is_current_afterwards() {
+    // A control plane of its own: this test stops its API server.
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).expect("a dedicated control plane");
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "outage").await;
+    let sim = Simulator::start(sim_config(5, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 5).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let mut op = Operator::start(&cp, &ns, FAST, &[]);
+    assert!(
+        eventually(Duration::from_secs(15), || all_in_phase(
+            &tasks,
+            5,
+            Phase::Running
+        ))
+        .await
+    );
+
+    cp.stop_apiserver();
+    // While the API server is away, every relay stops in the cloud.
+    for i in 0..5 {
+        sim.set_task_status("app", &format!("t{i}"), 4);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cp.restart_apiserver().expect("the API server comes back");
+
+    let client = cp.client().await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        eventually(Duration::from_secs(30), || all_in_phase(
+            &tasks,
+            5,
+            Phase::ChannelStopped
+        ))
+        .await,
+        "statuses did not catch up after the outage\n{}",
+        op.output()
+    );
+    // Nothing lost: the spec changes made after the outage are still seen.
+    tasks
+        .patch(
+            "relay-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            synced(&tasks, "relay-0").await == Some(("False".into(), "Suspended".into()))
+        })
+        .await,
+        "a spec change after the outage was missed\n{}",
+        op.output()
+    );
+    assert!(
+        op.terminate(Duration::from_secs(10))
+            .is_some_and(|(s, _)| s.success()),
+        "the operator did not survive the outage:\n{}",
+        op.output()
+    );
+}
+
+#[tokio::test]
+async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_within_the_lease() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "leader").await;
+    let sim = Simulator::start(sim_config(3, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 3).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let args = [
+        FAST,
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            &ns,
+            "--lease-duration",
+            "4",
+        ],
+    ]
+    .concat();
+    let mut first = Operator::start(cp, &ns, &args, &[("POD_NAME", "replica-a")]);
+    assert!(
+        eventually(Duration::from_secs(15), || all_in_phase(
+            &tasks,
+            3,
+            Phase::Running
+        ))
+        .await
+    );
+    let mut second = Operator::start(cp, &ns, &args, &[("POD_NAME", "replica-b")]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(first.metric("mpu_relay_cloud_calls_total").await > 0.0);
+    assert_eq!(
+        second.metric("mpu_relay_cloud_calls_total").await,
+        0.0,
+        "the standby called the cloud:\n{}",
+        second.output()
+    );
+
+    // The leader dies without releasing its lease.
+    first.kill();
+    let killed = Instant::now();
+    for i in 0..3 {
+        sim.set_task_status("app", &format!("t{i}"), 5);
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || all_in_phase(
+            &tasks,
+            3,
+            Phase::CdnError
+        ))
+        .await,
+        "the standby did not take over:\n{}",
+        second.output()
+    );
+    let took = killed.elapsed();
+    // Lease of 4 s, plus the standby's retry period and one poll.
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    assert!(second.metric("mpu_relay_cloud_calls_total").await > 0.0);
+    eprintln!("takeover after the leader died: {took:?}");
+    assert!(second.terminate(Duration::from_secs(10)).is_some());
+}
