@@ -441,10 +441,17 @@ fn warn_lost() {
 }
 
 async fn status(args: StatusArgs) -> ExitCode {
-    let creds = match OperatorCredentials::from_env(
-        |k| std::env::var(k).ok(),
-        reqwest::Client::new(),
-    ) {
+    let client = match CloudClient::new(&ClientOptions {
+        signature: args.signature,
+        ..ClientOptions::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let creds = match OperatorCredentials::from_env(|k| std::env::var(k).ok(), client.http()) {
         Ok(OperatorCredentials::None) => {
             eprintln!(
                 "error: no credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (or RRSA)"
@@ -462,16 +469,6 @@ async fn status(args: StatusArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(exit::TERMINAL);
-        }
-    };
-    let client = match CloudClient::new(&ClientOptions {
-        signature: args.signature,
-        ..ClientOptions::default()
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit::USAGE);
         }
     };
     let api: CloudApi = args.api.into();
