@@ -482,3 +482,53 @@ async fn integration_secret_values_never_reach_logs_events_or_status() {
         "AccessKeyId in metric labels"
     );
 }
+
+#[tokio::test]
+async fn integration_task_without_a_secret_uses_the_operators_rrsa_credentials() {
+    const ROLE: &str = "acs:ram::1234567890123456:role/mpu-relay-operator";
+    const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
+    let mut cfg = config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]);
+    cfg.roles = vec![mpu_relay_operator::simulator::RoleConfig {
+        role_arn: ROLE.into(),
+        account: AK.into(),
+        oidc_provider_arn: Some(PROVIDER.into()),
+        max_session_seconds: 3600,
+    }];
+    let w = world("rrsa", cfg).await;
+    let t: MpuRelayTask = serde_json::from_value(json!({
+        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+        "metadata": {"name": "relay"},
+        "spec": {"appId": "app", "taskId": "t1", "endpoint": w.sim.base_url()},
+    }))
+    .unwrap();
+    w.tasks.create(&PostParams::default(), &t).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln",
+    )
+    .unwrap();
+    let sts = w.sim.base_url();
+    let op = Operator::start(
+        support::shared(),
+        &w.ns,
+        &[],
+        &[
+            ("ALIBABA_CLOUD_ROLE_ARN", ROLE),
+            ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", PROVIDER),
+            ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.to_str().unwrap()),
+            ("ALIBABA_CLOUD_STS_ENDPOINT", &sts),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.condition("relay", conditions::READY).await == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.status("relay").await,
+        op.output()
+    );
+    assert_eq!(w.sim.stats(false).sts.issued, 1);
+}
