@@ -1,0 +1,149 @@
+//! `make demo`: the operator's main job on the embedded default. It starts a local control plane
+//! (kube-apiserver + etcd), the cloud simulator and the operator, creates sample relay tasks,
+//! and then plays a script of cloud-side changes while printing `kubectl get mpurelaytasks`.
+//!
+//! Stops cleanly on Ctrl-C, or after `DEMO_SECONDS` seconds when that is set (for scripts).
+
+#[path = "../tests/support/controlplane.rs"]
+mod controlplane;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mpu_relay_operator::simulator::{Simulator, SimulatorConfig};
+
+const APP: &str = "demo-app";
+/// (object name, task id, the cloud's status at the start)
+const TASKS: &[(&str, &str, i64)] = &[
+    ("lobby-relay", "relay-1", 1),
+    ("stage-relay", "relay-2", 1),
+    ("backstage-relay", "relay-3", 0),
+];
+/// What happens in the cloud, one step every few seconds: (task id, new status, what it means).
+const SCRIPT: &[(&str, i64, &str)] = &[
+    ("relay-2", 5, "stage-relay hits a CDN problem"),
+    ("relay-3", 1, "backstage-relay's channel starts"),
+    ("relay-2", 1, "stage-relay recovers"),
+    ("relay-1", 3, "lobby-relay is stopped by its user"),
+    ("relay-1", 1, "lobby-relay is started again"),
+];
+
+fn kubectl(cp: &controlplane::ControlPlane, args: &[&str]) -> String {
+    cp.kubectl_run(args).unwrap_or_else(|e| e)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let limit = std::env::var("DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let root = controlplane::repo_root();
+    let operator_bin = root.join("target/debug/mpu-relay-operator");
+    if !operator_bin.exists() {
+        return Err("build the operator first: cargo build (make demo does)".into());
+    }
+
+    let dir = root.join(".controlplane/demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("[demo] starting the local control plane (the first run builds it: several minutes)");
+    let cp = controlplane::ControlPlane::start(&dir)?;
+
+    let config = SimulatorConfig::from_file(&root.join("examples/simulator.yaml"))?;
+    let sim = Simulator::start(config).await?;
+    for (_, task, status) in TASKS {
+        sim.set_task_status(APP, task, *status);
+    }
+    eprintln!("[demo] cloud simulator at {}", sim.base_url());
+
+    // The AccessKey is one of examples/simulator.yaml's accounts; in a real cluster it is yours.
+    let mut manifests = String::from(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: alibaba-cloud-credentials\nstringData:\n  accessKeyId: LTAI5tSimulatorDemo1\n  accessKeySecret: demo-secret-1\n",
+    );
+    for (name, task, _) in TASKS {
+        manifests.push_str(&format!(
+            "---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayTask\nmetadata:\n  name: {name}\nspec:\n  appId: {APP}\n  taskId: {task}\n  endpoint: {}\n  credentialsSecretRef:\n    name: alibaba-cloud-credentials\n",
+            sim.base_url()
+        ));
+    }
+    let manifest_path = dir.join("demo-tasks.yaml");
+    std::fs::write(&manifest_path, manifests)?;
+    print!(
+        "{}",
+        kubectl(
+            &cp,
+            &["apply", "-f", manifest_path.to_str().unwrap_or_default()]
+        )
+    );
+
+    let log_path: PathBuf = dir.join("operator.log");
+    let mut operator = Command::new(&operator_bin)
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--running-interval",
+            "2s",
+            "--waiting-interval",
+            "2s",
+            "--stopped-interval",
+            "2s",
+        ])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    eprintln!(
+        "[demo] operator running (log: {}). In another terminal:\n  export KUBECONFIG={}\n  {}/kubectl get mpurelaytasks -w\n  curl -X PUT {}/admin/tasks/{APP}/relay-1 -d '{{\"status\": 6}}'\n[demo] Ctrl-C stops everything{}",
+        log_path.display(),
+        cp.kubeconfig.display(),
+        cp.bin_dir.display(),
+        sim.base_url(),
+        limit.map_or(String::new(), |l| format!(
+            " (or it stops by itself after {}s)",
+            l.as_secs()
+        )),
+    );
+
+    let started = Instant::now();
+    let mut step = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(4));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tick.tick() => {}
+        }
+        println!(
+            "\n--- after {:>3}s ---\n{}",
+            started.elapsed().as_secs(),
+            kubectl(&cp, &["get", "mpurelaytasks"])
+        );
+        if limit.is_some_and(|l| started.elapsed() >= l) {
+            break;
+        }
+        if started.elapsed() >= Duration::from_secs(6) {
+            let (task, status, what) = SCRIPT[step % SCRIPT.len()];
+            println!("[cloud] {what} (GetMPUTaskStatus now answers {status} for {task})");
+            sim.set_task_status(APP, task, status);
+            step += 1;
+        }
+    }
+
+    println!(
+        "\n--- events ---\n{}",
+        kubectl(&cp, &["get", "events", "--sort-by=.lastTimestamp"])
+    );
+    eprintln!("[demo] stopping the operator, the simulator and the control plane");
+    // SAFETY: plain kill(2) on our child; SIGTERM is the operator's graceful shutdown.
+    unsafe { libc::kill(operator.id() as i32, libc::SIGTERM) };
+    let _ = operator.wait();
+    sim.shutdown().await;
+    cp.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("[demo] done");
+    Ok(())
+}
