@@ -1,0 +1,1130 @@
+//! The Helm chart against the real kube-apiserver: it lints, every documented value set renders
+//! objects the server accepts, it installs and uninstalls cleanly, its RBAC is exactly what the
+//! operator needs (the operator reconciles with nothing more, and can do nothing else), bad
+//! values fail with the schema's message, and the README's install section works as written.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use mpu_relay_operator::api::{MpuRelayTask, conditions};
+use mpu_relay_operator::simulator::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
+use serde_json::{Value, json};
+use support::controlplane::{ControlPlane, repo_root};
+use support::operator::{Operator, eventually};
+
+const CHART: &str = "charts/mpu-relay-operator";
+
+/// Tests that use the fixed namespaces of the examples and the README (`relay-team-a`,
+/// `relay-team-b`, `mpu-relay-system`) take turns, so one never finds the other's half-made
+/// namespace.
+static FIXED_NAMESPACES: Mutex<()> = Mutex::new(());
+
+/// Runs `cmd` with `stdin`; stdout on success, else stdout and stderr.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Result<String, String> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        ))
+    }
+}
+
+/// Keeps Helm's caches and config out of the user's home.
+fn helm_homes(cp: &ControlPlane) -> [(&'static str, PathBuf); 3] {
+    let home = cp.dir.join("helm-home");
+    [
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ]
+}
+
+/// Helm pointed at the control plane.
+fn helm_cmd(cp: &ControlPlane) -> Command {
+    let mut cmd = Command::new(cp.bin_dir.join("helm"));
+    cmd.current_dir(repo_root())
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .envs(helm_homes(cp));
+    cmd
+}
+
+fn helm(cp: &ControlPlane, args: &[&str]) -> Result<String, String> {
+    let mut cmd = helm_cmd(cp);
+    cmd.args(args);
+    run(cmd, None)
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = cp.kubectl();
+    cmd.current_dir(repo_root()).args(args);
+    run(cmd, stdin)
+}
+
+fn ok(result: Result<String, String>, what: &str) -> String {
+    result.unwrap_or_else(|e| panic!("{what} failed:\n{e}"))
+}
+
+/// Stand-ins for prometheus-operator's ServiceMonitor and PrometheusRule CRDs (the real ones
+/// are not part of this repository): the group, versions, kinds and the shape of the fields the
+/// chart sets, so that a typo there is still refused by the API server.
+const MONITORING_CRDS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [selector, endpoints]
+            properties:
+              selector:
+                type: object
+                properties:
+                  matchLabels: {type: object, additionalProperties: {type: string}}
+              namespaceSelector:
+                type: object
+                properties:
+                  matchNames: {type: array, items: {type: string}}
+              endpoints:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    port: {type: string}
+                    path: {type: string}
+                    interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                    scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              groups:
+                type: array
+                items:
+                  type: object
+                  required: [name, rules]
+                  properties:
+                    name: {type: string, minLength: 1}
+                    rules:
+                      type: array
+                      items:
+                        type: object
+                        required: [expr]
+                        properties:
+                          alert: {type: string}
+                          record: {type: string}
+                          expr: {x-kubernetes-int-or-string: true}
+                          for: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                          labels: {type: object, additionalProperties: {type: string}}
+                          annotations: {type: object, additionalProperties: {type: string}}
+"#;
+
+fn install_monitoring_crds(cp: &ControlPlane) {
+    ok(
+        kubectl(
+            cp,
+            &["apply", "--server-side", "-f", "-"],
+            Some(MONITORING_CRDS),
+        ),
+        "applying the monitoring CRDs",
+    );
+    ok(
+        kubectl(
+            cp,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/servicemonitors.monitoring.coreos.com",
+                "crd/prometheusrules.monitoring.coreos.com",
+            ],
+            None,
+        ),
+        "waiting for the monitoring CRDs",
+    );
+}
+
+/// Creates `name` unless it exists.
+fn ensure_namespace(cp: &ControlPlane, name: &str) {
+    if let Err(e) = kubectl(cp, &["create", "namespace", name], None)
+        && !e.contains("AlreadyExists")
+    {
+        panic!("creating namespace {name}: {e}");
+    }
+}
+
+/// The chart's default full name for a release.
+fn fullname(release: &str) -> String {
+    if release.contains("mpu-relay-operator") {
+        release.to_string()
+    } else {
+        format!("{release}-mpu-relay-operator")
+    }
+}
+
+/// The documented value sets: the files under examples/ that the README points at.
+const VALUE_SETS: &[(&str, &[&str])] = &[
+    ("default", &[]),
+    (
+        "namespace-scoped",
+        &["examples/namespace-scoped/values.yaml"],
+    ),
+    (
+        "high-availability",
+        &["examples/values/high-availability.yaml"],
+    ),
+    ("access-key", &["examples/values/access-key.yaml"]),
+    ("rrsa", &["examples/values/rrsa.yaml"]),
+    (
+        "all-together",
+        &[
+            "examples/values/high-availability.yaml",
+            "examples/namespace-scoped/values.yaml",
+            "examples/values/rrsa.yaml",
+        ],
+    ),
+];
+
+fn value_args(files: &[&str]) -> Vec<String> {
+    files
+        .iter()
+        .flat_map(|f| ["-f".to_string(), f.to_string()])
+        .collect()
+}
+
+#[test]
+fn chart_passes_helm_lint_strict_with_every_documented_value_set() {
+    let bin = support::controlplane::binaries().expect("the control-plane binaries build");
+    for (name, files) in VALUE_SETS {
+        let mut cmd = Command::new(bin.join("helm"));
+        cmd.current_dir(repo_root())
+            .args(["lint", "--strict", CHART])
+            .args(value_args(files));
+        let out = run(cmd, None).unwrap_or_else(|e| panic!("helm lint ({name}) failed:\n{e}"));
+        assert!(out.contains("0 chart(s) failed"), "{name}: {out}");
+    }
+}
+
+/// Objects as the API server returned them from a server-side dry run.
+fn dry_run(cp: &ControlPlane, manifests: &str) -> Vec<Value> {
+    let out = ok(
+        kubectl(
+            cp,
+            &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some(manifests),
+        ),
+        "kubectl apply --dry-run=server",
+    );
+    let v: Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+    match v["kind"].as_str() {
+        Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
+        _ => vec![v],
+    }
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn env_of(deployment: &Value) -> Vec<Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn env_value(deployment: &Value, name: &str) -> Option<String> {
+    env_of(deployment)
+        .into_iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+#[tokio::test]
+async fn integration_every_documented_value_set_renders_objects_the_api_server_accepts() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    install_monitoring_crds(cp);
+    {
+        let _fixed = FIXED_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+        ensure_namespace(cp, "relay-team-a");
+        ensure_namespace(cp, "relay-team-b");
+    }
+    let ns = support::test_namespace(&client, "dry-run").await;
+    let release = "dry";
+    for (name, files) in VALUE_SETS {
+        let mut args = vec!["template", release, CHART, "-n", &ns];
+        let extra = value_args(files);
+        args.extend(extra.iter().map(String::as_str));
+        let manifests = helm(cp, &args).unwrap_or_else(|e| panic!("helm template ({name}):\n{e}"));
+        let objects = dry_run(cp, &manifests);
+        let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        let documents = manifests
+            .split("\n---")
+            .filter(|d| d.contains("kind:"))
+            .count();
+        assert_eq!(
+            objects.len(),
+            documents,
+            "{name}: the server returned fewer objects than were rendered: {kinds:?}"
+        );
+
+        let deployments = find(&objects, "Deployment");
+        assert_eq!(deployments.len(), 1, "{name}");
+        let d = deployments[0];
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
+        assert!(c["resources"]["requests"]["memory"].is_string(), "{name}");
+        assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
+        let pod_name = env_of(d)
+            .into_iter()
+            .find(|e| e["name"] == "POD_NAME")
+            .expect("POD_NAME is set");
+        assert_eq!(
+            pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+
+        let replicas = d["spec"]["replicas"].as_i64().unwrap();
+        let leader = env_value(d, "MPU_RELAY_LEADER_ELECTION");
+        assert_eq!(
+            find(&objects, "PodDisruptionBudget").len(),
+            usize::from(replicas > 1),
+            "{name}: a PDB exactly when replicas > 1"
+        );
+        if replicas > 1 {
+            assert_eq!(leader.as_deref(), Some("true"), "{name}");
+        }
+        let lease_roles: Vec<_> = find(&objects, "Role")
+            .into_iter()
+            .filter(|r| {
+                r["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("leader-election")
+            })
+            .collect();
+        assert_eq!(
+            lease_roles.len(),
+            usize::from(leader.as_deref() == Some("true")),
+            "{name}: a Lease Role exactly when leader election is on"
+        );
+        for role in lease_roles {
+            assert_eq!(role["metadata"]["namespace"], ns.as_str(), "{name}");
+        }
+
+        let scoped = files.contains(&"examples/namespace-scoped/values.yaml");
+        let watch_roles: BTreeSet<&str> = find(&objects, "Role")
+            .into_iter()
+            .filter(|r| {
+                !r["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("leader-election")
+            })
+            .filter_map(|r| r["metadata"]["namespace"].as_str())
+            .collect();
+        if scoped {
+            assert!(find(&objects, "ClusterRole").is_empty(), "{name}");
+            assert_eq!(
+                watch_roles,
+                BTreeSet::from(["relay-team-a", "relay-team-b"]),
+                "{name}"
+            );
+            assert_eq!(
+                env_value(d, "MPU_RELAY_NAMESPACES").as_deref(),
+                Some("relay-team-a,relay-team-b")
+            );
+        } else {
+            assert_eq!(find(&objects, "ClusterRole").len(), 1, "{name}");
+            assert!(watch_roles.is_empty(), "{name}: {watch_roles:?}");
+        }
+
+        if files.contains(&"examples/values/rrsa.yaml") {
+            let volume = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+            assert_eq!(volume["audience"], "sts.aliyuncs.com", "{name}");
+            assert!(
+                env_value(d, "ALIBABA_CLOUD_ROLE_ARN").is_some_and(|v| v.starts_with("acs:ram::")),
+                "{name}"
+            );
+            assert!(env_value(d, "ALIBABA_CLOUD_OIDC_TOKEN_FILE").is_some());
+        }
+        if files.contains(&"examples/values/access-key.yaml") {
+            let id = env_of(d)
+                .into_iter()
+                .find(|e| e["name"] == "ALIBABA_CLOUD_ACCESS_KEY_ID")
+                .expect("the AccessKey comes from the Secret");
+            assert_eq!(
+                id["valueFrom"]["secretKeyRef"]["name"],
+                "alibaba-cloud-credentials"
+            );
+        }
+        if files.contains(&"examples/values/high-availability.yaml") {
+            assert_eq!(find(&objects, "ServiceMonitor").len(), 1, "{name}");
+            let rule = find(&objects, "PrometheusRule");
+            let text = rule[0]["spec"].to_string();
+            for expr in [
+                r#"phase=~\"CdnError|StreamUrlError|ChannelStopped|Stopped\"}) > 0"#,
+                "rate(mpu_relay_cloud_throttled_total{",
+                "rate(mpu_relay_reconciles_total{",
+                "absent(mpu_relay_reconciles_total{",
+            ] {
+                assert!(text.contains(expr), "{name}: no {expr} in {text}");
+            }
+        }
+        let service = find(&objects, "Service");
+        assert_eq!(service[0]["spec"]["ports"][0]["name"], "metrics", "{name}");
+    }
+}
+
+/// Everything listable left in `ns`, as `kind/name`.
+fn leftovers(cp: &ControlPlane, ns: &str) -> Vec<String> {
+    let types = ok(
+        kubectl(
+            cp,
+            &[
+                "api-resources",
+                "--verbs=list",
+                "--namespaced",
+                "-o",
+                "name",
+            ],
+            None,
+        ),
+        "kubectl api-resources",
+    );
+    let types: Vec<&str> = types.lines().filter(|l| !l.is_empty()).collect();
+    let out = ok(
+        kubectl(cp, &["get", &types.join(","), "-n", ns, "-o", "name"], None),
+        "listing the namespace",
+    );
+    out.lines().map(String::from).collect()
+}
+
+fn cluster_leftovers(cp: &ControlPlane, release: &str) -> Vec<String> {
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let out = ok(
+        kubectl(
+            cp,
+            &[
+                "get",
+                "clusterroles,clusterrolebindings",
+                "-l",
+                &selector,
+                "-o",
+                "name",
+            ],
+            None,
+        ),
+        "listing cluster-scoped objects",
+    );
+    out.lines().map(String::from).collect()
+}
+
+/// The rules `--as` has in `ns`, from `kubectl auth can-i --list`, without the ones every
+/// authenticated user has (self reviews, discovery).
+fn granted(cp: &ControlPlane, as_user: &str, ns: &str) -> BTreeSet<String> {
+    let out = ok(
+        kubectl(
+            cp,
+            &[
+                "auth",
+                "can-i",
+                "--list",
+                "-n",
+                ns,
+                &format!("--as={as_user}"),
+            ],
+            None,
+        ),
+        "kubectl auth can-i --list",
+    );
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(' ') && !l.trim().is_empty())
+        .filter(|l| !l.starts_with("selfsubject"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn can_i(cp: &ControlPlane, as_user: &str, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    let as_arg = format!("--as={as_user}");
+    all.push(&as_arg);
+    match kubectl(cp, &all, None) {
+        Ok(out) => out.trim() == "yes",
+        Err(out) if out.trim_start().starts_with("no") => false,
+        Err(e) => panic!("kubectl auth can-i {args:?}: {e}"),
+    }
+}
+
+/// The rules of one watched scope, as `kubectl auth can-i --list` prints them.
+fn watch_rules() -> BTreeSet<String> {
+    [
+        "mpurelaytasks.mpurelay.io [] [] [get list watch]",
+        "mpurelaytasks.mpurelay.io/status [] [] [patch]",
+        "secrets [] [] [get list watch]",
+        "events.events.k8s.io [] [] [create patch]",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+#[tokio::test]
+async fn integration_helm_install_then_uninstall_leaves_only_the_crd() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "install-uninstall").await;
+    let other = support::test_namespace(&client, "install-uninstall-other").await;
+    let release = "roundtrip";
+    let out = ok(
+        helm(
+            cp,
+            &[
+                "install",
+                release,
+                CHART,
+                "-n",
+                &ns,
+                "--set",
+                "replicaCount=2",
+            ],
+        ),
+        "helm install",
+    );
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert!(
+        out.contains("leader election through Lease"),
+        "NOTES: {out}"
+    );
+    let installed = leftovers(cp, &ns);
+    for expected in [
+        format!("deployment.apps/{}", fullname(release)),
+        format!("serviceaccount/{}", fullname(release)),
+        format!("service/{}-metrics", fullname(release)),
+        format!("poddisruptionbudget.policy/{}", fullname(release)),
+        format!(
+            "role.rbac.authorization.k8s.io/{}-leader-election",
+            fullname(release)
+        ),
+    ] {
+        assert!(installed.contains(&expected), "{expected} in {installed:?}");
+    }
+    assert_eq!(cluster_leftovers(cp, release).len(), 2);
+
+    // Cluster-wide by default: exactly the watch rules, in any namespace; the Lease only at home.
+    let sa = format!("system:serviceaccount:{ns}:{}", fullname(release));
+    assert_eq!(granted(cp, &sa, &other), watch_rules());
+    let mut at_home = watch_rules();
+    at_home.insert("leases.coordination.k8s.io [] [] [create]".into());
+    at_home.insert(format!(
+        "leases.coordination.k8s.io [] [{}] [get patch update]",
+        fullname(release)
+    ));
+    assert_eq!(granted(cp, &sa, &ns), at_home);
+
+    ok(
+        helm(cp, &["uninstall", release, "-n", &ns]),
+        "helm uninstall",
+    );
+    assert_eq!(leftovers(cp, &ns), Vec::<String>::new());
+    assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+    ok(
+        kubectl(cp, &["get", "crd", "mpurelaytasks.mpurelay.io"], None),
+        "the CRD stays",
+    );
+}
+
+#[tokio::test]
+async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_write_anything_else()
+{
+    let cp = support::shared();
+    let client = cp.client().await;
+    let home = support::test_namespace(&client, "scoped-home").await;
+    let watched = support::test_namespace(&client, "scoped-watched").await;
+    let elsewhere = support::test_namespace(&client, "scoped-elsewhere").await;
+    let release = "scoped";
+    let set = format!("watchNamespaces={{{watched}}}");
+    ok(
+        helm(
+            cp,
+            &[
+                "install",
+                release,
+                CHART,
+                "-n",
+                &home,
+                "--set",
+                &set,
+                "--set",
+                "leaderElection.enabled=true",
+            ],
+        ),
+        "helm install",
+    );
+    let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
+    let lease = fullname(release);
+
+    // The whole grant, per namespace: nothing beyond the list.
+    assert_eq!(granted(cp, &sa, &watched), watch_rules());
+    assert_eq!(
+        granted(cp, &sa, &home),
+        BTreeSet::from([
+            "leases.coordination.k8s.io [] [] [create]".to_string(),
+            format!("leases.coordination.k8s.io [] [{lease}] [get patch update]"),
+        ])
+    );
+    assert_eq!(granted(cp, &sa, &elsewhere), BTreeSet::new());
+
+    // Secrets: readable where tasks are watched, nowhere else, and never cluster-wide.
+    for verb in ["get", "list", "watch"] {
+        assert!(can_i(cp, &sa, &[verb, "secrets", "-n", &watched]), "{verb}");
+        assert!(
+            !can_i(cp, &sa, &[verb, "secrets", "-n", &elsewhere]),
+            "{verb}"
+        );
+        assert!(!can_i(cp, &sa, &[verb, "secrets", "-n", &home]), "{verb}");
+        assert!(
+            !can_i(cp, &sa, &[verb, "secrets", "--all-namespaces"]),
+            "{verb}"
+        );
+    }
+    // Writes: only the status patch, Events and its own Lease.
+    let resources = [
+        "mpurelaytasks.mpurelay.io",
+        "secrets",
+        "events",
+        "events.events.k8s.io",
+        "configmaps",
+        "pods",
+        "serviceaccounts",
+        "deployments.apps",
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+        "leases.coordination.k8s.io",
+    ];
+    for ns in [&watched, &home, &elsewhere] {
+        for resource in resources {
+            for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+                let allowed = (ns == &watched
+                    && resource == "events.events.k8s.io"
+                    && (verb == "create" || verb == "patch"))
+                    || (ns == &home
+                        && resource == "leases.coordination.k8s.io"
+                        && verb == "create");
+                assert_eq!(
+                    can_i(cp, &sa, &[verb, resource, "-n", ns]),
+                    allowed,
+                    "{verb} {resource} in {ns}"
+                );
+            }
+        }
+    }
+    assert!(can_i(
+        cp,
+        &sa,
+        &[
+            "patch",
+            "mpurelaytasks.mpurelay.io",
+            "--subresource=status",
+            "-n",
+            &watched
+        ]
+    ));
+    assert!(!can_i(
+        cp,
+        &sa,
+        &[
+            "update",
+            "mpurelaytasks.mpurelay.io",
+            "--subresource=status",
+            "-n",
+            &watched
+        ]
+    ));
+    assert!(!can_i(
+        cp,
+        &sa,
+        &[
+            "patch",
+            "mpurelaytasks.mpurelay.io",
+            "--subresource=status",
+            "-n",
+            &elsewhere
+        ]
+    ));
+    assert!(can_i(
+        cp,
+        &sa,
+        &[
+            "update",
+            &format!("leases.coordination.k8s.io/{lease}"),
+            "-n",
+            &home
+        ]
+    ));
+    assert!(!can_i(
+        cp,
+        &sa,
+        &[
+            "update",
+            "leases.coordination.k8s.io/someone-elses",
+            "-n",
+            &home
+        ]
+    ));
+    assert!(!can_i(
+        cp,
+        &sa,
+        &[
+            "delete",
+            &format!("leases.coordination.k8s.io/{lease}"),
+            "-n",
+            &home
+        ]
+    ));
+    ok(
+        helm(cp, &["uninstall", release, "-n", &home]),
+        "helm uninstall",
+    );
+}
+
+/// A kubeconfig for the admin token that impersonates `user` (kube-rs honours `as`).
+fn impersonating_kubeconfig(cp: &ControlPlane, user: &str, path: &Path) {
+    let token = std::fs::read_to_string(cp.dir.join("admin.token")).unwrap();
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cp.server,
+            "certificate-authority": cp.dir.join("ca.crt"),
+        }}],
+        "users": [{"name": "operator", "user": {"token": token.trim(), "as": user}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "operator",
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn integration_operator_with_the_charts_service_account_reconciles_a_task_end_to_end() {
+    const AK: &str = "LTAI5tHelmChartTest";
+    const SK: &str = "helm-chart-test-secret-9c1d";
+    let cp = support::shared();
+    let client = cp.client().await;
+    let home = support::test_namespace(&client, "chart-identity-home").await;
+    let watched = support::test_namespace(&client, "chart-identity-watched").await;
+    let release = "identity";
+    let set = format!("watchNamespaces={{{watched}}}");
+    ok(
+        helm(
+            cp,
+            &[
+                "install",
+                release,
+                CHART,
+                "-n",
+                &home,
+                "--set",
+                &set,
+                "--set",
+                "leaderElection.enabled=true",
+            ],
+        ),
+        "helm install",
+    );
+
+    // The operator gets the installed Deployment's settings (its env), as the pod would.
+    let deployment: Value = serde_json::from_str(&ok(
+        kubectl(
+            cp,
+            &[
+                "get",
+                "deployment",
+                &fullname(release),
+                "-n",
+                &home,
+                "-o",
+                "json",
+            ],
+            None,
+        ),
+        "reading the Deployment",
+    ))
+    .unwrap();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in env_of(&deployment) {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = match (
+            e["value"].as_str(),
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Some(v), _) => v.to_string(),
+            (None, Some("metadata.namespace")) => home.clone(),
+            (None, Some("metadata.name")) => format!("{}-0", fullname(release)),
+            _ => panic!("unexpected env {e}"),
+        };
+        // The test's log level is more useful than the chart's default when this fails.
+        if name != "RUST_LOG" {
+            env.push((name, value));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
+    impersonating_kubeconfig(cp, &sa, &kubeconfig);
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+
+    let sim = Simulator::start(SimulatorConfig {
+        accounts: vec![AccountConfig {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            qps: Some(10),
+        }],
+        tasks: vec![TaskConfig {
+            app_id: "app".into(),
+            task_id: "t1".into(),
+            status: 1,
+        }],
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ak"},
+        "stringData": {"accessKeyId": AK, "accessKeySecret": SK},
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), &watched)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &watched);
+    let task: MpuRelayTask = serde_json::from_value(json!({
+        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+        "metadata": {"name": "relay"},
+        "spec": {"appId": "app", "taskId": "t1", "endpoint": sim.base_url(),
+                 "credentialsSecretRef": {"name": "ak"}},
+    }))
+    .unwrap();
+    tasks.create(&PostParams::default(), &task).await.unwrap();
+
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let op = Operator::start(cp, &watched, &[], &env_refs);
+
+    let ready = eventually(Duration::from_secs(30), || async {
+        tasks
+            .get("relay")
+            .await
+            .ok()
+            .and_then(|t| t.status)
+            .and_then(|s| {
+                s.condition(conditions::READY)
+                    .map(|c| c.status == "True" && c.reason == "Running")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(ready, "the task did not become Ready:\n{}", op.output());
+
+    // It held the Lease (in the release namespace, under the chart's name) and published an
+    // Event, both through the chart's RBAC.
+    let lease = ok(
+        kubectl(
+            cp,
+            &[
+                "get",
+                "lease",
+                &fullname(release),
+                "-n",
+                &home,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        ),
+        "reading the Lease",
+    );
+    assert_eq!(lease, format!("{}-0", fullname(release)));
+    let evented = eventually(Duration::from_secs(10), || async {
+        kubectl(
+            cp,
+            &["get", "events.events.k8s.io", "-n", &watched, "-o", "name"],
+            None,
+        )
+        .is_ok_and(|out| !out.trim().is_empty())
+    })
+    .await;
+    assert!(evented, "no Event was published:\n{}", op.output());
+    let log = op.output();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "the operator hit an RBAC denial:\n{log}"
+    );
+}
+
+#[test]
+fn integration_invalid_values_fail_at_install_with_the_schemas_message() {
+    let cp = support::shared();
+    let ns = "invalid-values";
+    ensure_namespace(cp, ns);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--set", "replicaCount=-1"],
+            "at '/replicaCount': minimum: got -1, want 0",
+        ),
+        (
+            &["--set", "logFormat=xml"],
+            "at '/logFormat': value must be one of 'text', 'json'",
+        ),
+        (
+            &["--set", "cloud.signature=v2"],
+            "at '/cloud/signature': value must be one of 'v1', 'v3'",
+        ),
+        (
+            &["--set", "polling.running=soon"],
+            "at '/polling/running': 'soon' does not match pattern",
+        ),
+        (
+            &["--set", "watchNamespaces={Team_A}"],
+            "at '/watchNamespaces/0'",
+        ),
+        (
+            &["--set", "rrsa.enabled=true"],
+            "at '/rrsa/roleArn': '' does not match pattern",
+        ),
+        (
+            &["--set", "replicas=2"],
+            "additional properties 'replicas' not allowed",
+        ),
+        (
+            &[
+                "--set",
+                "credentials.existingSecret=ak",
+                "-f",
+                "examples/values/rrsa.yaml",
+            ],
+            "credentials.existingSecret and rrsa.enabled are mutually exclusive",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["install", "bad", CHART, "-n", ns];
+        all.extend_from_slice(args);
+        match helm(cp, &all) {
+            Ok(out) => panic!("helm install {args:?} succeeded:\n{out}"),
+            Err(e) => assert!(
+                e.contains(message),
+                "{args:?}: expected {message:?} in\n{e}"
+            ),
+        }
+        // The same values fail helm template, without a cluster.
+        let mut template = vec!["template", "bad", CHART];
+        template.extend_from_slice(args);
+        let err = helm(cp, &template).expect_err("helm template must fail too");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let releases = ok(helm(cp, &["list", "-n", ns, "-a", "-q"]), "helm list");
+    assert_eq!(releases.trim(), "", "a failed install left a release");
+}
+
+/// The ```sh blocks between the README's install markers, in order.
+fn readme_install_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let begin = readme
+        .find("<!-- install:begin -->")
+        .expect("README has <!-- install:begin -->");
+    let end = readme
+        .find("<!-- install:end -->")
+        .expect("README has <!-- install:end -->");
+    let section = &readme[begin..end];
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(
+        current.is_none(),
+        "an unterminated ```sh block in the README"
+    );
+    blocks
+}
+
+#[tokio::test]
+async fn integration_readme_install_section_works_as_written() {
+    let cp = support::shared();
+    let blocks = readme_install_blocks();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "install, upgrade, RRSA, uninstall; update this test with the README"
+    );
+    let _fixed = FIXED_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    let path = format!(
+        "{}:{}",
+        cp.bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ns = "mpu-relay-system";
+    let release = "mpu-relay-operator";
+    let deployment = || -> Value {
+        serde_json::from_str(&ok(
+            kubectl(
+                cp,
+                &["get", "deployment", release, "-n", ns, "-o", "json"],
+                None,
+            ),
+            "reading the Deployment",
+        ))
+        .unwrap()
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        let mut sh = Command::new("bash");
+        sh.args(["-euo", "pipefail", "-c", block])
+            .current_dir(repo_root())
+            .env("PATH", &path)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("IMAGE", "registry.example.com/mpu-relay-operator")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tReadmeTest")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "readme-test-secret")
+            .envs(helm_homes(cp));
+        let out = run(sh, None).unwrap_or_else(|e| {
+            panic!("README install block {} failed:\n{block}\n---\n{e}", i + 1)
+        });
+        match i {
+            0 => {
+                let d = deployment();
+                assert_eq!(
+                    d["spec"]["template"]["spec"]["containers"][0]["image"],
+                    "registry.example.com/mpu-relay-operator:0.1.0"
+                );
+                assert!(
+                    env_of(&d)
+                        .iter()
+                        .any(|e| e["name"] == "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+                            && e["valueFrom"]["secretKeyRef"]["name"]
+                                == "alibaba-cloud-credentials"),
+                    "{out}"
+                );
+                assert_eq!(cluster_leftovers(cp, release).len(), 2);
+            }
+            1 => {
+                assert_eq!(
+                    env_value(&deployment(), "MPU_RELAY_NAMESPACES").as_deref(),
+                    Some("relay-team-a,relay-team-b")
+                );
+                assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+                for team in ["relay-team-a", "relay-team-b"] {
+                    ok(
+                        kubectl(cp, &["get", "role", release, "-n", team], None),
+                        "the team's Role",
+                    );
+                }
+            }
+            2 => {
+                let d = deployment();
+                assert!(env_value(&d, "ALIBABA_CLOUD_ROLE_ARN").is_some());
+                assert!(
+                    !env_of(&d)
+                        .iter()
+                        .any(|e| e["name"] == "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+                    "RRSA replaced the AccessKey"
+                );
+                // --reuse-values kept the namespaces of the previous step.
+                assert_eq!(
+                    env_value(&d, "MPU_RELAY_NAMESPACES").as_deref(),
+                    Some("relay-team-a,relay-team-b")
+                );
+            }
+            _ => {
+                assert_eq!(leftovers(cp, ns), Vec::<String>::new());
+                for team in ["relay-team-a", "relay-team-b"] {
+                    assert_eq!(leftovers(cp, team), Vec::<String>::new(), "{team}");
+                }
+                assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+                ok(
+                    kubectl(cp, &["get", "crd", "mpurelaytasks.mpurelay.io"], None),
+                    "the CRD stays",
+                );
+            }
+        }
+    }
+}
