@@ -27,7 +27,9 @@ fn health(obj: &Value) -> (String, String) {
         .serialize_none_to_null(false)
         .serialize_unit_to_null(false)
         .set_array_metatable(false);
-    let value = lua.to_value_with(obj, options).expect("the object converts to Lua");
+    let value = lua
+        .to_value_with(obj, options)
+        .expect("the object converts to Lua");
     lua.globals().set("obj", value).unwrap();
     let hs: mlua::Table = lua
         .load(script())
@@ -91,7 +93,10 @@ fn relay_stopped_by_the_cloud_is_degraded_with_the_phase_in_the_message() {
         let (status, message) = health_of(&obj);
         assert_eq!(status, "Degraded", "code {code}: {message}");
         assert_eq!(
-            obj.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()),
+            obj.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map(|p| p.as_str()),
             Some(phase)
         );
         assert!(!message.is_empty(), "code {code} has no message");
@@ -128,9 +133,7 @@ fn suspended_task_is_suspended_whatever_its_last_status() {
 
 #[test]
 fn stalled_task_is_degraded_with_the_stall_reason() {
-    let missing = CredentialsError::SecretNotFound {
-        name: "ak".into(),
-    };
+    let missing = CredentialsError::SecretNotFound { name: "ak".into() };
     let obj = reconciled(&task(1, false), Outcome::NoCredentials(missing));
     let (status, message) = health_of(&obj);
     assert_eq!(status, "Degraded", "{message}");
