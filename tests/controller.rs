@@ -129,17 +129,7 @@ impl World {
     }
 }
 
-/// Fast intervals, so that tests take seconds.
-const FAST: &[&str] = &[
-    "--running-interval",
-    "1s",
-    "--waiting-interval",
-    "1s",
-    "--stopped-interval",
-    "1s",
-    "--min-backoff",
-    "200ms",
-];
+use support::operator::FAST_POLLING as FAST;
 
 fn config(accounts: Vec<AccountConfig>, tasks: Vec<TaskConfig>) -> SimulatorConfig {
     SimulatorConfig {

@@ -18,20 +18,14 @@ use support::operator::{Operator, eventually};
 const AK: &str = "LTAI5tFaultTest";
 const SK: &str = "fault-test-secret";
 
-const FAST: &[&str] = &[
-    "--running-interval",
-    "1s",
-    "--waiting-interval",
-    "1s",
-    "--stopped-interval",
-    "1s",
-    "--min-backoff",
-    "200ms",
-    "--max-backoff",
-    "2s",
-    "--cloud-timeout",
-    "1s",
-];
+/// Fast polling, retries capped at 2 s, and cloud calls that time out after 1 s.
+fn fast() -> Vec<&'static str> {
+    [
+        support::operator::FAST_POLLING,
+        &["--max-backoff", "2s", "--cloud-timeout", "1s"],
+    ]
+    .concat()
+}
 
 fn sim_config(tasks: usize, qps: u32) -> SimulatorConfig {
     SimulatorConfig {
@@ -106,7 +100,7 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
     let sim = Simulator::start(sim_config(1, 10)).await.unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::start(cp, &ns, FAST, &[]);
+    let mut op = Operator::start(cp, &ns, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || all_in_phase(
             &tasks,
@@ -201,7 +195,7 @@ async fn integration_clock_skew_rejected_by_the_cloud_names_the_cause() {
     .unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let op = Operator::start(cp, &ns, FAST, &[]);
+    let op = Operator::start(cp, &ns, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || async {
             let Ok(t) = tasks.get("relay-0").await else {
@@ -271,7 +265,7 @@ async fn integration_api_server_outage_is_survived_and_every_status_is_current_a
     let sim = Simulator::start(sim_config(5, 10)).await.unwrap();
     populate(&client, &ns, &sim, 5).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::start(&cp, &ns, FAST, &[]);
+    let mut op = Operator::start(&cp, &ns, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(15), || all_in_phase(
             &tasks,
@@ -335,7 +329,7 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
     populate(&client, &ns, &sim, 3).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
     let args = [
-        FAST,
+        &fast()[..],
         &[
             "--leader-election",
             "--lease-namespace",

@@ -102,8 +102,7 @@ pub struct Decision {
     pub write: bool,
     pub events: Vec<EventSpec>,
     pub next: NextSync,
-    /// Whether the poll counts against the task's failure streak (drives nothing here, but
-    /// the reconciler's metrics and logs).
+    /// The class of the failure when the poll failed (for the reconciler's log line).
     pub class: Option<ErrorClass>,
 }
 
@@ -140,11 +139,13 @@ pub fn decide(
     floor: Duration,
 ) -> Decision {
     let prev = task.status.clone().unwrap_or_default();
-    let generation = task.metadata.generation;
     let mut next = prev.clone();
-    next.observed_generation = generation;
+    next.observed_generation = task.metadata.generation;
     let mut events = Vec::new();
-    let now_time = Time(now);
+    let stamp = Stamp {
+        generation: task.metadata.generation,
+        time: Time(now),
+    };
 
     let (next_sync, class) = match outcome {
         Outcome::Polled(answer) => {
@@ -153,9 +154,9 @@ pub fn decide(
             next.status_code = Some(answer.status);
             next.phase = Some(phase);
             next.request_id = Some(answer.request_id.clone());
-            next.last_sync_time = Some(now_time.clone());
+            next.last_sync_time = Some(stamp.time.clone());
             if changed || prev.phase_since.is_none() {
-                next.phase_since = Some(now_time.clone());
+                next.phase_since = Some(stamp.time.clone());
             }
             next.message = Some(phase_message(phase, answer.status));
             next.auto_stop_time = None;
@@ -182,126 +183,80 @@ pub fn decide(
             if changed {
                 events.push(phase_event(prev.phase, phase));
             }
-            let (ready, reason) = if phase == Phase::Running {
-                ("True", phase.as_str())
+            let ready = if phase == Phase::Running {
+                "True"
             } else {
-                ("False", phase.as_str())
+                "False"
             };
-            set_condition(
+            stamp.set(
                 &mut next,
                 conditions::READY,
                 ready,
-                reason,
+                phase.as_str(),
                 phase.description(),
-                generation,
-                &now_time,
             );
-            set_condition(
+            stamp.set(
                 &mut next,
                 conditions::SYNCED,
                 "True",
                 reasons::POLLED,
                 "GetMPUTaskStatus succeeded",
-                generation,
-                &now_time,
             );
-            set_condition(
+            stamp.set(
                 &mut next,
                 conditions::STALLED,
                 "False",
                 reasons::NOT_STALLED,
                 "polling makes progress",
-                generation,
-                &now_time,
             );
             let interval = sync_interval(task, Some(phase), config, floor);
             (interval.map_or(NextSync::OnChange, NextSync::After), None)
         }
         Outcome::CloudFailed(err) => {
             let class = err.class();
-            let text = err.to_string();
-            let reason = err.reason();
-            set_condition(
-                &mut next,
-                conditions::SYNCED,
-                "False",
-                reason,
-                &text,
-                generation,
-                &now_time,
-            );
-            if class == ErrorClass::Terminal {
-                stall(&mut next, &mut events, reason, &text, generation, &now_time);
-                (NextSync::After(config.stalled_retry), Some(class))
-            } else {
-                set_condition(
-                    &mut next,
-                    conditions::STALLED,
-                    "False",
-                    reasons::NOT_STALLED,
-                    "retrying",
-                    generation,
-                    &now_time,
-                );
-                let mut delay = backoff(&next, now, config);
-                if let Some(after) = err.retry_after() {
-                    delay = delay.max(after);
-                }
-                (NextSync::After(delay), Some(class))
-            }
+            let failure = Failure {
+                reason: err.reason(),
+                text: err.to_string(),
+                terminal: class == ErrorClass::Terminal,
+                retry_after: err.retry_after(),
+            };
+            (
+                failure.record(&mut next, &mut events, &stamp, config),
+                Some(class),
+            )
         }
         Outcome::NoCredentials(err) => {
-            let text = err.to_string();
-            let reason = err.reason();
-            set_condition(
-                &mut next,
-                conditions::SYNCED,
-                "False",
-                reason,
-                &text,
-                generation,
-                &now_time,
-            );
-            if err.is_permanent() {
-                stall(&mut next, &mut events, reason, &text, generation, &now_time);
-                (
-                    NextSync::After(config.stalled_retry),
-                    Some(ErrorClass::Terminal),
-                )
+            let failure = Failure {
+                reason: err.reason(),
+                text: err.to_string(),
+                terminal: err.is_permanent(),
+                retry_after: None,
+            };
+            let class = if failure.terminal {
+                ErrorClass::Terminal
             } else {
-                set_condition(
-                    &mut next,
-                    conditions::STALLED,
-                    "False",
-                    reasons::NOT_STALLED,
-                    "retrying",
-                    generation,
-                    &now_time,
-                );
-                (
-                    NextSync::After(backoff(&next, now, config)),
-                    Some(ErrorClass::Transient),
-                )
-            }
+                ErrorClass::Transient
+            };
+            (
+                failure.record(&mut next, &mut events, &stamp, config),
+                Some(class),
+            )
         }
         Outcome::Suspended => {
-            set_condition(
+            let why = "spec.suspend is true: polling is stopped";
+            stamp.set(
                 &mut next,
                 conditions::SYNCED,
                 "False",
                 reasons::SUSPENDED,
-                "spec.suspend is true: polling is stopped",
-                generation,
-                &now_time,
+                why,
             );
-            set_condition(
+            stamp.set(
                 &mut next,
                 conditions::STALLED,
                 "False",
                 reasons::SUSPENDED,
                 "suspended by the user",
-                generation,
-                &now_time,
             );
             (NextSync::OnChange, None)
         }
@@ -366,38 +321,49 @@ fn backoff(status: &MpuRelayTaskStatus, now: Timestamp, config: &PollConfig) -> 
     failing_for.clamp(config.min_backoff, config.max_backoff)
 }
 
-fn stall(
-    status: &mut MpuRelayTaskStatus,
-    events: &mut Vec<EventSpec>,
+/// A failed poll, as the status records it.
+struct Failure {
     reason: &'static str,
-    text: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    set_condition(
-        status,
-        conditions::STALLED,
-        "True",
-        reason,
-        text,
-        generation,
-        now,
-    );
-    set_condition(
-        status,
-        conditions::READY,
-        "False",
-        reason,
-        text,
-        generation,
-        now,
-    );
-    status.message = Some(text.to_string());
-    events.push(EventSpec {
-        severity: Severity::Warning,
-        reason,
-        note: text.to_string(),
-    });
+    text: String,
+    /// Retrying cannot help until something changes.
+    terminal: bool,
+    /// How long the cloud asked us to wait.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// Writes the failure into the conditions (keeping the last observed phase: the relay was
+    /// in it when last seen) and says when to try again: slowly for terminal errors, which
+    /// also stall the task and raise a warning, with backoff otherwise.
+    fn record(
+        self,
+        status: &mut MpuRelayTaskStatus,
+        events: &mut Vec<EventSpec>,
+        stamp: &Stamp,
+        config: &PollConfig,
+    ) -> NextSync {
+        stamp.set(status, conditions::SYNCED, "False", self.reason, &self.text);
+        if self.terminal {
+            stamp.set(status, conditions::STALLED, "True", self.reason, &self.text);
+            stamp.set(status, conditions::READY, "False", self.reason, &self.text);
+            status.message = Some(self.text.clone());
+            events.push(EventSpec {
+                severity: Severity::Warning,
+                reason: self.reason,
+                note: self.text,
+            });
+            return NextSync::After(config.stalled_retry);
+        }
+        stamp.set(
+            status,
+            conditions::STALLED,
+            "False",
+            reasons::NOT_STALLED,
+            "retrying",
+        );
+        let delay = backoff(status, stamp.time.0, config);
+        NextSync::After(self.retry_after.map_or(delay, |after| delay.max(after)))
+    }
 }
 
 fn phase_message(phase: Phase, code: i64) -> String {
@@ -428,36 +394,44 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
     }
 }
 
-/// Sets a condition, keeping its lastTransitionTime unless its status flips.
-fn set_condition(
-    status: &mut MpuRelayTaskStatus,
-    type_: &str,
-    value: &str,
-    reason: &str,
-    message: &str,
+/// What every condition written by one decision carries: the generation it describes and the
+/// decision's time.
+struct Stamp {
     generation: Option<i64>,
-    now: &Time,
-) {
-    let previous = status.conditions.iter().position(|c| c.type_ == type_);
-    let transition = match previous {
-        Some(i) if status.conditions[i].status == value => {
-            status.conditions[i].last_transition_time.clone()
+    time: Time,
+}
+
+impl Stamp {
+    /// Sets a condition, keeping its lastTransitionTime unless its status flips.
+    fn set(
+        &self,
+        status: &mut MpuRelayTaskStatus,
+        type_: &str,
+        value: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let previous = status.conditions.iter().position(|c| c.type_ == type_);
+        let transition = match previous {
+            Some(i) if status.conditions[i].status == value => {
+                status.conditions[i].last_transition_time.clone()
+            }
+            _ => self.time.clone(),
+        };
+        let condition = Condition {
+            type_: type_.to_string(),
+            status: value.to_string(),
+            reason: reason.to_string(),
+            // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
+            // texts come from outside.
+            message: message.chars().take(1024).collect(),
+            last_transition_time: transition,
+            observed_generation: self.generation,
+        };
+        match previous {
+            Some(i) => status.conditions[i] = condition,
+            None => status.conditions.push(condition),
         }
-        _ => now.clone(),
-    };
-    let condition = Condition {
-        type_: type_.to_string(),
-        status: value.to_string(),
-        reason: reason.to_string(),
-        // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
-        // texts come from outside.
-        message: message.chars().take(1024).collect(),
-        last_transition_time: transition,
-        observed_generation: generation,
-    };
-    match previous {
-        Some(i) => status.conditions[i] = condition,
-        None => status.conditions.push(condition),
     }
 }
 

@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 use super::controlplane::ControlPlane;
 
+/// Poll intervals of a second, so that behaviour over many polls takes seconds to test.
+pub const FAST_POLLING: &[&str] = &[
+    "--running-interval",
+    "1s",
+    "--waiting-interval",
+    "1s",
+    "--stopped-interval",
+    "1s",
+    "--min-backoff",
+    "200ms",
+];
+
 /// A running `mpu-relay-operator run`; killed when dropped.
 pub struct Operator {
     child: Child,
