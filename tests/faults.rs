@@ -175,7 +175,7 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
         );
     }
     assert!(
-        op.terminate(Duration::from_secs(10)).is_some(),
+        op.terminate(Duration::from_secs(10)).await.is_some(),
         "the operator crashed or hung:\n{}",
         op.output()
     );
@@ -249,9 +249,12 @@ async fn integration_sigterm_in_the_middle_of_calls_exits_cleanly_within_the_gra
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, took) = op
         .terminate(Duration::from_secs(10))
+        .await
         .unwrap_or_else(|| panic!("no exit within 10 s:\n{}", op.output()));
     assert!(status.success(), "exit {status:?}:\n{}", op.output());
     assert!(op.output().contains("stopped"), "{}", op.output());
+    // In-flight calls take 1.5 s; they finish, nothing new starts, and the process exits.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     eprintln!("SIGTERM to exit: {took:?}");
 }
 
@@ -314,6 +317,7 @@ async fn integration_api_server_outage_is_survived_and_every_status_is_current_a
     );
     assert!(
         op.terminate(Duration::from_secs(10))
+            .await
             .is_some_and(|(s, _)| s.success()),
         "the operator did not survive the outage:\n{}",
         op.output()
@@ -379,5 +383,5 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
     assert!(second.metric("mpu_relay_cloud_calls_total").await > 0.0);
     eprintln!("takeover after the leader died: {took:?}");
-    assert!(second.terminate(Duration::from_secs(10)).is_some());
+    assert!(second.terminate(Duration::from_secs(10)).await.is_some());
 }

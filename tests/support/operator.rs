@@ -107,8 +107,12 @@ impl Operator {
     }
 
     /// Sends SIGTERM and waits up to `grace` for the exit; returns the exit status and how long
-    /// it took, or None if it did not exit in time.
-    pub fn terminate(&mut self, grace: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+    /// it took, or None if it did not exit in time. Async, so that an in-process simulator on
+    /// the test's runtime keeps answering the calls the operator finishes meanwhile.
+    pub async fn terminate(
+        &mut self,
+        grace: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let started = Instant::now();
@@ -116,7 +120,7 @@ impl Operator {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some((status, started.elapsed()));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
     }
