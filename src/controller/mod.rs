@@ -32,6 +32,8 @@ use decide::{Decision, NextSync, Outcome, PollConfig, Severity, decide};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
+/// Written by client-side apply: a copy of the whole object, useless to the controller.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The controller's name in events.
 pub const CONTROLLER_NAME: &str = "mpu-relay-operator";
 
@@ -435,8 +437,11 @@ pub fn prepare(
         // Only spec changes (generation) and annotations (sync-requested-at) trigger a
         // reconcile: our own status writes must not, or every write would cause another poll.
         let tasks = watcher(tasks_api, watcher::Config::default())
+            // The cache holds every task: keep only what reconciles read. kubectl and Argo CD's
+            // client-side apply store a whole copy of the object in this annotation.
             .modify(|t: &mut MpuRelayTask| {
                 t.managed_fields_mut().clear();
+                t.annotations_mut().remove(LAST_APPLIED);
             })
             .reflect(task_writer)
             .applied_objects()
