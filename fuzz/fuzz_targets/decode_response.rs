@@ -1,0 +1,67 @@
+//! Response and error decoding: any status, header and body decode to a value or a typed error,
+//! never a panic, and what comes out respects the decoder's documented bounds.
+
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mpu_relay_operator::cloud::response::{
+    BODY_EXCERPT_MAX, CloudError, MESSAGE_MAX, decode_response, parse_retry_after,
+    server_string_to_sign,
+};
+
+#[derive(Arbitrary, Debug)]
+struct Input<'a> {
+    http_status: u16,
+    retry_after: Option<&'a str>,
+    body: &'a [u8],
+}
+
+fuzz_target!(|input: Input<'_>| {
+    let ok_status = (200..300).contains(&input.http_status);
+    match decode_response(input.http_status, input.retry_after, input.body) {
+        Ok(status) => {
+            assert!(
+                ok_status,
+                "a {} answer decoded as a status",
+                input.http_status
+            );
+            // The body was a JSON object naming this RequestId.
+            let value: serde_json::Value = serde_json::from_slice(input.body).unwrap();
+            assert_eq!(
+                value["RequestId"].as_str(),
+                Some(status.request_id.as_str())
+            );
+            assert_eq!(value["Status"].as_i64(), Some(status.status));
+        }
+        Err(error) => {
+            // Everything the controller asks of an error works on every error.
+            let _ = (
+                error.class(),
+                error.reason(),
+                error.retry_after(),
+                error.to_string(),
+            );
+            match &error {
+                CloudError::Api(api) => {
+                    assert!(
+                        !ok_status,
+                        "a {} answer decoded as an error",
+                        api.http_status
+                    );
+                    assert!(!api.code.is_empty());
+                    assert!(api.message.chars().count() <= MESSAGE_MAX + 1);
+                    assert_eq!(api.retry_after, parse_retry_after(input.retry_after));
+                    let _ = server_string_to_sign(&api.message);
+                }
+                CloudError::Decode { excerpt, .. } => {
+                    assert!(excerpt.chars().count() <= BODY_EXCERPT_MAX + 1);
+                }
+                other => panic!("decoding produced a transport error: {other:?}"),
+            }
+        }
+    }
+    if let Some(delay) = parse_retry_after(input.retry_after) {
+        assert!(!delay.is_zero(), "only a positive retry-after counts");
+    }
+});
