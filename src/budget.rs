@@ -12,7 +12,7 @@
 //!
 //! Time is always passed in; nothing here reads a clock, so every behaviour is unit-tested.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,11 @@ pub struct BudgetConfig {
     pub recovery_step: f64,
     /// Factor applied to the rate on a throttling answer.
     pub backoff_factor: f64,
+    /// The cloud's own rule, enforced on the calls actually granted: at most this many calls in
+    /// any `window`. Pacing alone keeps to it while calls go out on time; this guard keeps to
+    /// it when they do not (a busy CPU sends a backlog of granted calls in a burst).
+    pub window_calls: usize,
+    pub window: Duration,
 }
 
 impl BudgetConfig {
@@ -41,6 +46,9 @@ impl BudgetConfig {
             min_rate: (max_rate / 20.0).max(0.01),
             recovery_step: (max_rate / 100.0).max(0.001),
             backoff_factor: 0.5,
+            window_calls: (qps.floor() as usize).max(1),
+            // 25 ms of slack for the time between the grant and the call reaching the cloud.
+            window: Duration::from_millis(1025),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct AccountBudget<K> {
     next_free: Option<Instant>,
     /// Slots handed out and not yet used, by task.
     reservations: HashMap<K, Instant>,
+    /// When the last `window_calls` calls were granted, oldest first.
+    granted: VecDeque<Instant>,
     /// Tasks that draw on this account: the interval each wants, and the instant after which it
     /// no longer counts (a deleted task simply stops renewing its entry).
     members: HashMap<K, (Duration, Instant)>,
@@ -80,6 +90,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             ceiling: config.max_rate,
             config,
             next_free: None,
+            granted: VecDeque::new(),
             reservations: HashMap::new(),
             members: HashMap::new(),
         }
@@ -99,11 +110,11 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// the account is idle.
     pub fn acquire(&mut self, task: &K, now: Instant) -> Grant {
         if let Some(&at) = self.reservations.get(task) {
-            if at <= now {
-                self.reservations.remove(task);
-                return Grant::Now;
+            if at > now {
+                return Grant::At(at);
             }
-            return Grant::At(at);
+            self.reservations.remove(task);
+            return self.grant_now(task, now);
         }
         let slot = match self.next_free {
             Some(free) if free > now => free,
@@ -111,11 +122,30 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         };
         self.next_free = Some(slot + self.spacing());
         if slot <= now {
-            Grant::Now
+            self.grant_now(task, now)
         } else {
             self.reservations.insert(task.clone(), slot);
             Grant::At(slot)
         }
+    }
+
+    /// Grants a call now unless it would be one too many in the cloud's window; then the task
+    /// keeps a reservation for when the window's oldest call has left it.
+    fn grant_now(&mut self, task: &K, now: Instant) -> Grant {
+        if self.granted.len() >= self.config.window_calls
+            && let Some(&oldest) = self.granted.front()
+            && now < oldest + self.config.window
+        {
+            let at = oldest + self.config.window;
+            self.reservations.insert(task.clone(), at);
+            self.next_free = Some(self.next_free.map_or(at, |f| f.max(at)) + self.spacing());
+            return Grant::At(at);
+        }
+        self.granted.push_back(now);
+        while self.granted.len() > self.config.window_calls {
+            self.granted.pop_front();
+        }
+        Grant::Now
     }
 
     /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
@@ -242,6 +272,8 @@ mod tests {
             min_rate: 0.5,
             recovery_step: 0.1,
             backoff_factor: 0.5,
+            window_calls: 10,
+            window: Duration::from_secs(1),
         })
     }
 
@@ -462,6 +494,32 @@ mod tests {
             budgets.account(&"a").acquire(&3, t0),
             Grant::At(_)
         ));
+    }
+
+    #[test]
+    fn calls_sent_late_in_a_burst_never_exceed_the_cloud_window() {
+        // Slots were handed out on time, but a busy process comes back for all of them at
+        // once, 3 s late: only 10 go out in that second, the rest wait for the window.
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03));
+        let t0 = Instant::now();
+        let grants: Vec<Grant> = (0..30).map(|task| b.acquire(&task, t0)).collect();
+        let late = t0 + secs(3.0);
+        let mut now_calls = 0;
+        for (task, grant) in grants.iter().enumerate() {
+            let task = task as u32;
+            let again = match grant {
+                Grant::Now => continue,
+                Grant::At(_) => b.acquire(&task, late),
+            };
+            if again == Grant::Now {
+                now_calls += 1;
+            } else {
+                let Grant::At(at) = again else { unreachable!() };
+                assert!(at >= t0 + secs(1.025), "deferred past the window: {at:?}");
+            }
+        }
+        // The first call went out at t0, long before: 10 may go at `late`.
+        assert_eq!(now_calls, 10);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct RunArgs {
     #[arg(long, env = "MPU_RELAY_QPS", default_value_t = 10.0)]
     pub qps: f64,
     /// Fraction of the account's limit kept free (clock and network slack).
-    #[arg(long, env = "MPU_RELAY_QPS_MARGIN", default_value_t = 0.05)]
+    #[arg(long, env = "MPU_RELAY_QPS_MARGIN", default_value_t = 0.03)]
     pub qps_margin: f64,
     /// Poll interval of running tasks.
     #[arg(long, env = "MPU_RELAY_RUNNING_INTERVAL", default_value = "30s", value_parser = parse_duration)]

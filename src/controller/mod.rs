@@ -167,6 +167,11 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     apply(&task, &namespace, &decision, &ctx).await?;
 
     Ok(match decision.next {
+        // When the budget sets the pace, come back a little early and queue for the next free
+        // slot: the budget then never idles while tasks wait, and the queue keeps them in turn.
+        NextSync::After(delay) if !floor.is_zero() && delay <= floor => {
+            Action::requeue(delay.mul_f64(rand::rng().random_range(0.90..0.97)))
+        }
         NextSync::After(delay) => Action::requeue(jitter(delay)),
         NextSync::OnChange => {
             if account.is_some() {
