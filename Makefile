@@ -6,11 +6,13 @@ CONTROLPLANE_DIR ?= .controlplane
 
 .PHONY: test demo bench fuzz lint fmt crds controlplane-binaries controlplane-up controlplane-down
 
-## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd.
+## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd,
+## then a 10-second run of each fuzz target (installs cargo-fuzz on first use).
 test: controlplane-binaries
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	FUZZ_SECONDS=10 fuzz/run.sh
 
 ## Start the local control plane, the simulator and the operator with sample tasks, and show
 ## `kubectl get mpurelaytasks` following the cloud. Ctrl-C stops it; DEMO_SECONDS=30 stops it by itself.
