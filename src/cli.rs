@@ -332,7 +332,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let listener = telemetry::bind(metrics_addr)
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .map_err(|source| RunError::Metrics {
             addr: metrics_addr,
@@ -416,7 +416,7 @@ async fn run_as_leader(
         let mut stop = stop.clone();
         async move {
             tokio::select! {
-                _ = leader.wait_for(|l| !*l) => warn_lost(),
+                _ = leader.wait_for(|l| !*l) => tracing::warn!("lost the lease"),
                 _ = stop.wait_for(|s| *s) => {},
             }
         }
@@ -434,10 +434,6 @@ async fn run_as_leader(
         // safer than resetting every cache in place.
         Err(RunError::Lease("lost the lease to another replica".into()))
     }
-}
-
-fn warn_lost() {
-    tracing::warn!("lost the lease");
 }
 
 async fn status(args: StatusArgs) -> ExitCode {

@@ -4,7 +4,6 @@
 //! Labels are bounded: an account appears as a non-secret alias (a hash of its identity, never
 //! the AccessKeyId), errors as their PascalCase reason, never as text.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -224,11 +223,6 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// Binds the operations server's address, with a clear error when it is taken.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 #[cfg(test)]

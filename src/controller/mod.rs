@@ -197,33 +197,34 @@ async fn poll(task: &MpuRelayTask, key: &TaskRef, creds: &Credentials, ctx: &Con
     // The cloud limits calls per account; a key used against two endpoints (regions) counts
     // twice, so the budget is per (account, endpoint).
     let account = format!("{}@{}", creds.account, task.spec.endpoint());
-    let desired = decide::sync_interval(
-        task,
-        task.status.as_ref().and_then(|s| s.phase),
-        &ctx.poll,
-        Duration::ZERO,
-    )
-    .unwrap_or(ctx.poll.stopped.max(ctx.poll.running));
     let now = Instant::now();
-    let (grant, floor) = {
+    let floor = {
         let mut budgets = ctx.budgets.lock().expect("budget lock");
         let budget = budgets.account(&account);
+        if let Grant::At(at) = budget.acquire(key, now) {
+            debug!(
+                wait_ms = (at - now).as_millis() as u64,
+                "waiting for a budget slot"
+            );
+            return Polled::Wait(at.saturating_duration_since(now));
+        }
+        // Only a task that calls renews its membership and needs the floor (a sort over the
+        // account's members), so a reconcile that just waits for its slot skips both.
+        let desired = decide::sync_interval(
+            task,
+            task.status.as_ref().and_then(|s| s.phase),
+            &ctx.poll,
+            Duration::ZERO,
+        )
+        .unwrap_or(ctx.poll.stopped.max(ctx.poll.running));
         // A member counts until it has missed a few of its polls (then it is gone or moved).
-        let floor = budget.floor(
+        budget.floor(
             key,
             desired,
             now,
             now + desired * 3 + Duration::from_secs(60),
-        );
-        (budget.acquire(key, now), floor)
+        )
     };
-    if let Grant::At(at) = grant {
-        debug!(
-            wait_ms = (at - now).as_millis() as u64,
-            "waiting for a budget slot"
-        );
-        return Polled::Wait(at.saturating_duration_since(now));
-    }
 
     let query = StatusQuery {
         endpoint: task.spec.endpoint(),
