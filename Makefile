@@ -42,7 +42,7 @@ controlplane-down:
 
 ## Regenerate crds/ from the Rust types.
 crds:
-	$(CARGO) run -q -- crd > crds/mpurelaytasks.mpurelay.io.yaml && cp crds/mpurelaytasks.mpurelay.io.yaml charts/mpu-relay-operator/crds/
+	$(CARGO) run -q -- crd --dir crds && $(CARGO) run -q -- crd --dir charts/mpu-relay-operator/crds
 
 lint:
 	$(CARGO) fmt --check

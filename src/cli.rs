@@ -10,11 +10,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::{error, info};
 
-use crate::api::{CloudApi, Phase};
-use crate::budget::BudgetConfig;
-use crate::cloud::client::{ClientOptions, CloudClient, SignatureVersion, StatusQuery};
-use crate::cloud::credentials::OperatorCredentials;
+use crate::api::{CloudApi, Phase, SignatureVersion};
+use crate::cloud::client::{ClientOptions, CloudClient, StatusQuery};
+use crate::cloud::credentials::{self, OperatorCredentials, RrsaSettings};
+use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
+use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
 use crate::controller::{self, ControllerSettings};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -36,8 +37,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve a local stand-in of the GetMPUTaskStatus endpoint (for tests and demos).
     Simulate(SimulateArgs),
-    /// Print the MpuRelayTask CustomResourceDefinition as YAML (what `crds/` holds).
-    Crd,
+    /// Print the CustomResourceDefinitions (MpuRelayTask, MpuRelayAccount,
+    /// ClusterMpuRelayAccount) as one YAML stream (what `crds/` holds, one file each).
+    Crd(CrdArgs),
 }
 
 /// A duration in Go syntax (`30s`, `5m`, `1h30m`), the same as `spec.pollInterval`.
@@ -54,12 +56,24 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; all namespaces when empty.
     #[arg(long, env = "MPU_RELAY_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Calls per second the cloud allows each account.
-    #[arg(long, env = "MPU_RELAY_QPS", default_value_t = 10.0)]
-    pub qps: f64,
-    /// Fraction of the account's limit kept free (clock and network slack).
-    #[arg(long, env = "MPU_RELAY_QPS_MARGIN", default_value_t = 0.03)]
-    pub qps_margin: f64,
+    /// Endpoints accounts may name, comma-separated URL patterns: `https://*.aliyuncs.com`
+    /// (any subdomain), `https://live.aliyuncs.com:8443`, `http://127.0.0.1:*` (any port).
+    /// An account whose endpoint matches none is not Ready and nothing is sent to it.
+    #[arg(
+        long,
+        env = "MPU_RELAY_ALLOWED_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ALLOWED_ENDPOINTS
+    )]
+    pub allowed_endpoints: Vec<String>,
+    /// Let tasks use MpuRelayAccounts of their own namespace (credentials from a Secret there).
+    /// Off: only ClusterMpuRelayAccounts, which the cluster admin creates.
+    #[arg(long, env = "MPU_RELAY_NAMESPACED_ACCOUNTS", default_value_t = false)]
+    pub namespaced_accounts: bool,
+    /// The operator's own namespace: where a ClusterMpuRelayAccount's Secret is when it names
+    /// no namespace (the chart sets it to the release namespace).
+    #[arg(long, env = "MPU_RELAY_OPERATOR_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
     /// Poll interval of running tasks.
     #[arg(long, env = "MPU_RELAY_RUNNING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub running_interval: Duration,
@@ -84,9 +98,6 @@ pub struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, env = "MPU_RELAY_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
-    /// Signature scheme of cloud calls.
-    #[arg(long, env = "MPU_RELAY_SIGNATURE", value_enum, default_value_t = SignatureVersion::V1)]
-    pub signature: SignatureVersion,
     /// Longest a cloud call may take, from sending to the last byte of the answer.
     #[arg(long, env = "MPU_RELAY_CLOUD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub cloud_timeout: Duration,
@@ -112,6 +123,13 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "MPU_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct CrdArgs {
+    /// Write one file per CRD into this directory instead of printing them.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -177,8 +195,18 @@ pub mod exit {
 pub async fn parse_and_run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
+        Command::Crd(CrdArgs { dir: None }) => {
             print!("{}", crate::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Crd(CrdArgs { dir: Some(dir) }) => {
+            for file in crate::api::crd_files() {
+                let path = dir.join(&file.file_name);
+                if let Err(e) = std::fs::write(&path, file.yaml) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Command::Status(args) => status(args).await,
@@ -246,8 +274,9 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let RunArgs {
         namespaces,
-        qps,
-        qps_margin,
+        allowed_endpoints,
+        namespaced_accounts,
+        operator_namespace,
         running_interval,
         waiting_interval,
         stopped_interval,
@@ -256,7 +285,6 @@ pub async fn run(
         stalled_retry,
         status_heartbeat,
         concurrency,
-        signature,
         cloud_timeout,
         metrics_addr,
         leader_election,
@@ -265,16 +293,44 @@ pub async fn run(
         lease_duration,
         log_format: _,
     } = args;
-    if qps.is_nan() || qps <= 0.0 || !(0.0..1.0).contains(&qps_margin) {
+    let positive = [
+        ("--running-interval", running_interval),
+        ("--waiting-interval", waiting_interval),
+        ("--min-backoff", min_backoff),
+        ("--max-backoff", max_backoff),
+        ("--stalled-retry", stalled_retry),
+        ("--status-heartbeat", status_heartbeat),
+        ("--cloud-timeout", cloud_timeout),
+    ];
+    for (flag, value) in positive {
+        // Zero would requeue at once, forever (a hot loop); over a day is not a poll.
+        if value.is_zero() || value > Duration::from_secs(24 * 3600) {
+            return Err(RunError::Settings(format!(
+                "{flag} must be between 1ms and 24h (got {value:?})"
+            )));
+        }
+    }
+    if stopped_interval > Duration::from_secs(24 * 3600) {
         return Err(RunError::Settings(
-            "--qps must be positive and --qps-margin in [0, 1)".into(),
+            "--stopped-interval must be at most 24h (0 stops polling stopped tasks)".into(),
         ));
     }
-    if running_interval.is_zero() || waiting_interval.is_zero() || min_backoff > max_backoff {
+    if leader_election && lease_duration < 3 {
         return Err(RunError::Settings(
-            "poll intervals must be positive and --min-backoff <= --max-backoff".into(),
+            "--lease-duration must be at least 3 seconds (it is renewed every third of it)".into(),
         ));
     }
+    if min_backoff > max_backoff {
+        return Err(RunError::Settings(
+            "--min-backoff must not exceed --max-backoff".into(),
+        ));
+    }
+    let allowed = AllowedEndpoints::parse(&allowed_endpoints)
+        .map_err(|e| RunError::Settings(format!("--allowed-endpoints: {e}")))?;
+    let env = |k: &str| std::env::var(k).ok();
+    let sts = allowed
+        .check(&credentials::sts_endpoint_from_env(env))
+        .map_err(|e| RunError::Settings(format!("STS endpoint: {e}")))?;
     let settings = ControllerSettings {
         namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         poll: PollConfig {
@@ -287,32 +343,44 @@ pub async fn run(
             heartbeat: status_heartbeat,
             ..PollConfig::default()
         },
-        budget: BudgetConfig::for_limit(qps, qps_margin),
         concurrency: concurrency.max(1),
+        namespaced_accounts,
     };
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
 
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Kubeconfig)?;
     let cloud = CloudClient::new(&ClientOptions {
-        signature,
         timeout: cloud_timeout,
         connect_timeout: cloud_timeout.min(ClientOptions::default().connect_timeout),
+        instance: Some(instance.clone()),
     })
     .map_err(RunError::Http)?;
+    let rrsa = RrsaSettings::from_env(env, sts.clone(), cloud.clone());
     let operator_credentials =
-        OperatorCredentials::from_env(|k| std::env::var(k).ok(), cloud.http())
-            .map_err(RunError::Credentials)?;
-    info!(credentials = ?operator_credentials, namespaces = ?settings.namespaces, qps, "starting");
-
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        OperatorCredentials::from_env(env, &rrsa).map_err(RunError::Credentials)?;
+    info!(
+        credentials = ?operator_credentials,
+        namespaces = ?settings.namespaces,
+        allowed_endpoints = ?allowed_endpoints,
+        namespaced_accounts,
+        "starting"
+    );
+    let resolver = ResolverSettings {
+        allowed,
+        sts,
+        operator_namespace,
+        operator_credentials,
+        rrsa,
+    };
     let metrics = Arc::new(Metrics::default());
     let prepared = controller::prepare(
         client.clone(),
         cloud,
-        operator_credentials,
+        resolver,
         &settings,
         metrics.clone(),
         instance.clone(),
@@ -437,17 +505,23 @@ async fn run_as_leader(
 }
 
 async fn status(args: StatusArgs) -> ExitCode {
-    let client = match CloudClient::new(&ClientOptions {
-        signature: args.signature,
-        ..ClientOptions::default()
-    }) {
+    let client = match CloudClient::new(&ClientOptions::default()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    let creds = match OperatorCredentials::from_env(|k| std::env::var(k).ok(), client.http()) {
+    let env = |k: &str| std::env::var(k).ok();
+    let sts = match Endpoint::parse(&credentials::sts_endpoint_from_env(env)) {
+        Ok(sts) => sts,
+        Err(e) => {
+            eprintln!("error: STS endpoint: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let rrsa = RrsaSettings::from_env(env, sts, client.clone());
+    let creds = match OperatorCredentials::from_env(env, &rrsa) {
         Ok(OperatorCredentials::None) => {
             eprintln!(
                 "error: no credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (or RRSA)"
@@ -468,10 +542,19 @@ async fn status(args: StatusArgs) -> ExitCode {
         }
     };
     let api: CloudApi = args.api.into();
-    let endpoint = args.endpoint.as_deref().unwrap_or(api.default_endpoint());
+    // The user's own command with the user's own credentials: any endpoint they name.
+    let endpoint = match Endpoint::parse(args.endpoint.as_deref().unwrap_or(api.default_endpoint()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let query = StatusQuery {
-        endpoint,
+        endpoint: &endpoint,
         api,
+        signature: args.signature,
         region_id: args.region_id.as_deref(),
         app_id: &args.app_id,
         task_id: &args.task_id,

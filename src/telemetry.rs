@@ -72,18 +72,30 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-/// Every metric the operator exports, prefixed `mpu_relay_`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountObjectLabels {
+    /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount.
+    pub account: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Every metric the operator exports, prefixed `mpu_relay_`. Fields are private: callers say
+/// what happened (`record_call`, ...), and the names and labels are decided here.
 pub struct Metrics {
     registry: Registry,
-    pub cloud_calls: Family<CallLabels, Counter>,
-    pub cloud_call_seconds: Histogram,
-    pub throttled: Family<AccountLabels, Counter>,
-    pub budget_rate: Family<AccountLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub budget_tasks: Family<AccountLabels, Gauge>,
-    pub tasks: Family<PhaseLabels, Gauge>,
-    pub status_writes: Family<ResultLabels, Counter>,
-    pub reconcile_errors: Family<ReasonLabels, Counter>,
-    pub reconciles: Counter,
+    cloud_calls: Family<CallLabels, Counter>,
+    cloud_call_seconds: Histogram,
+    throttled: Family<AccountLabels, Counter>,
+    budget_rate: Family<AccountLabels, FloatGauge>,
+    budget_limit: Family<AccountLabels, FloatGauge>,
+    budget_used: Family<AccountLabels, FloatGauge>,
+    budget_tasks: Family<AccountLabels, Gauge>,
+    account_ready: Family<AccountObjectLabels, Gauge>,
+    tasks: Family<PhaseLabels, Gauge>,
+    status_writes: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    reconciles: Counter,
 }
 
 impl Default for Metrics {
@@ -92,7 +104,7 @@ impl Default for Metrics {
         let cloud_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "cloud_calls",
-            "GetMPUTaskStatus calls by account, result and reason",
+            "GetMPUTaskStatus calls by cloud account, result and reason",
             cloud_calls.clone(),
         );
         let cloud_call_seconds = Histogram::new([
@@ -106,20 +118,38 @@ impl Default for Metrics {
         let throttled = Family::<AccountLabels, Counter>::default();
         registry.register(
             "cloud_throttled",
-            "Calls the cloud answered with a throttling error",
+            "Calls the cloud answered with a throttling error, by cloud account",
             throttled.clone(),
         );
         let budget_rate = Family::default();
         registry.register(
             "budget_rate",
-            "Calls per second the account's budget currently allows",
+            "Calls per second the cloud account's budget currently allows",
             budget_rate.clone(),
+        );
+        let budget_limit = Family::default();
+        registry.register(
+            "budget_limit",
+            "The cloud account's limit, calls per second",
+            budget_limit.clone(),
+        );
+        let budget_used = Family::default();
+        registry.register(
+            "budget_used",
+            "Calls per second made through the cloud account's budget (last 10 s)",
+            budget_used.clone(),
         );
         let budget_tasks = Family::<AccountLabels, Gauge>::default();
         registry.register(
             "budget_tasks",
-            "Tasks polled through the account's budget",
+            "Tasks polled through the cloud account's budget",
             budget_tasks.clone(),
+        );
+        let account_ready = Family::<AccountObjectLabels, Gauge>::default();
+        registry.register(
+            "account_ready",
+            "1 when the account object is Ready, 0 when not",
+            account_ready.clone(),
         );
         let tasks = Family::<PhaseLabels, Gauge>::default();
         registry.register("tasks", "MpuRelayTasks by phase", tasks.clone());
@@ -143,7 +173,10 @@ impl Default for Metrics {
             cloud_call_seconds,
             throttled,
             budget_rate,
+            budget_limit,
+            budget_used,
             budget_tasks,
+            account_ready,
             tasks,
             status_writes,
             reconcile_errors,
@@ -159,6 +192,97 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// One GetMPUTaskStatus call through the budget `account` (its alias) and what it gave.
+    pub fn record_call(
+        &self,
+        account: &str,
+        result: &Result<crate::cloud::MpuTaskStatus, crate::cloud::CloudError>,
+        elapsed: std::time::Duration,
+    ) {
+        use crate::cloud::ErrorClass;
+        self.cloud_call_seconds.observe(elapsed.as_secs_f64());
+        let (result_label, reason) = match result {
+            Ok(_) => ("ok", "Polled"),
+            Err(e) => (
+                match e.class() {
+                    ErrorClass::Throttled => "throttled",
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Terminal => "terminal",
+                },
+                e.reason(),
+            ),
+        };
+        let account = account.to_string();
+        self.cloud_calls
+            .get_or_create(&CallLabels {
+                account: account.clone(),
+                result: result_label,
+                reason,
+            })
+            .inc();
+        if result_label == "throttled" {
+            self.throttled
+                .get_or_create(&AccountLabels { account })
+                .inc();
+        }
+    }
+
+    pub fn record_reconcile(&self) {
+        self.reconciles.inc();
+    }
+
+    pub fn record_status_write(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn record_reconcile_error(&self, reason: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn record_account_ready(&self, account: String, ready: bool) {
+        self.account_ready
+            .get_or_create(&AccountObjectLabels { account })
+            .set(i64::from(ready));
+    }
+
+    /// The account object is gone: drop its series.
+    pub fn forget_account(&self, account: String) {
+        self.account_ready.remove(&AccountObjectLabels { account });
+    }
+
+    /// Replaces the task-by-phase counts.
+    pub fn set_tasks_by_phase(&self, counts: impl IntoIterator<Item = (&'static str, i64)>) {
+        self.tasks.clear();
+        for (phase, count) in counts {
+            self.tasks.get_or_create(&PhaseLabels { phase }).set(count);
+        }
+    }
+
+    /// Replaces the budget gauges with the budgets that exist now (gone ones lose their series).
+    pub fn set_budgets(
+        &self,
+        budgets: impl IntoIterator<Item = (String, crate::budget::BudgetView)>,
+    ) {
+        self.budget_rate.clear();
+        self.budget_limit.clear();
+        self.budget_used.clear();
+        self.budget_tasks.clear();
+        for (alias, view) in budgets {
+            let labels = AccountLabels { account: alias };
+            self.budget_rate.get_or_create(&labels).set(view.rate);
+            self.budget_limit.get_or_create(&labels).set(view.limit);
+            self.budget_used.get_or_create(&labels).set(view.used);
+            self.budget_tasks
+                .get_or_create(&labels)
+                .set(i64::try_from(view.members).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -241,13 +365,11 @@ mod tests {
     #[test]
     fn metrics_are_prefixed_and_labelled_by_alias() {
         let m = Metrics::default();
-        m.cloud_calls
-            .get_or_create(&CallLabels {
-                account: account_alias("AK"),
-                result: "ok",
-                reason: "Polled",
-            })
-            .inc();
+        let answer = Ok(crate::cloud::MpuTaskStatus {
+            request_id: "r".into(),
+            status: 1,
+        });
+        m.record_call(&account_alias("AK"), &answer, std::time::Duration::ZERO);
         let text = m.encode();
         assert!(text.contains("mpu_relay_cloud_calls_total{"), "{text}");
         assert!(text.contains("result=\"ok\""), "{text}");

@@ -1,36 +1,40 @@
-//! The HTTP call to GetMPUTaskStatus: endpoint parsing, signing with fresh nonce and time,
-//! bounded reading of the answer, and mapping of transport failures to [`CloudError`].
+//! The HTTP calls to Alibaba Cloud: GetMPUTaskStatus, and STS (GetCallerIdentity to learn which
+//! cloud account a key belongs to, AssumeRoleWithOIDC for RRSA). Signs with a fresh nonce and
+//! time, reads answers with a size bound, never follows redirects, and maps transport failures
+//! to [`CloudError`].
+//!
+//! Callers hand it an [`Endpoint`] that has passed the allow-list; the client itself never
+//! derives a host from anything else.
 
 use std::time::Duration;
 
 use rand::Rng;
+use serde::Deserialize;
 
-use crate::api::CloudApi;
+use crate::api::{CloudApi, SignatureVersion};
 use crate::cloud::credentials::Credentials;
-use crate::cloud::response::{CloudError, MpuTaskStatus, RETRY_AFTER_HEADER, decode_response};
-use crate::cloud::sign::{self, Freshness, Method, MpuStatusCall, SignedRequest};
+use crate::cloud::endpoint::Endpoint;
+use crate::cloud::response::{
+    CloudError, DecodeProblem, MpuTaskStatus, RETRY_AFTER_HEADER, decode_json, decode_response,
+};
+use crate::cloud::sign::{self, Freshness, Method, MpuStatusCall, RpcOperation, SignedRequest};
+use crate::cloud::transport::{transport_error, transport_text};
 
 /// A GetMPUTaskStatus answer is a few dozen bytes; anything past this is not one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const USER_AGENT: &str = concat!("mpu-relay-operator/", env!("CARGO_PKG_VERSION"));
+/// STS API version of GetCallerIdentity and AssumeRoleWithOIDC.
+pub const STS_VERSION: &str = "2015-04-01";
 
-/// Which signature scheme to sign calls with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignatureVersion {
-    /// HMAC-SHA1 over the query (SignatureVersion 1.0), as the core SDK sends it.
-    #[default]
-    V1,
-    /// ACS3-HMAC-SHA256 in the Authorization header, as today's SDKs send it.
-    V3,
-}
-
-/// Timeouts and signing of a [`CloudClient`].
+/// Timeouts of a [`CloudClient`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// For the whole call, from sending to the last byte of the answer.
     pub timeout: Duration,
-    pub signature: SignatureVersion,
+    /// Sent as `User-Agent` after the operator's name and version (e.g. the pod name), so
+    /// the cloud's logs can tell replicas apart.
+    pub instance: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -38,59 +42,53 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
-            signature: SignatureVersion::V1,
+            instance: None,
         }
     }
 }
 
-/// Which task to ask about, and where.
+/// Which task to ask about, where and how.
 #[derive(Clone, Copy, Debug)]
 pub struct StatusQuery<'a> {
-    /// `host`, `host:port`, or a URL with `http://` / `https://`.
-    pub endpoint: &'a str,
+    pub endpoint: &'a Endpoint,
     pub api: CloudApi,
+    pub signature: SignatureVersion,
     pub region_id: Option<&'a str>,
     pub app_id: &'a str,
     pub task_id: &'a str,
 }
 
-/// Where an endpoint string points: the URL to send to and the `host[:port]` to sign.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub base_url: String,
-    pub host: String,
+/// Who a key belongs to, as STS GetCallerIdentity says.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallerIdentity {
+    /// The Alibaba Cloud account ID (UID) calls are counted against.
+    pub account_id: String,
+    #[serde(default)]
+    pub arn: String,
 }
 
-impl Endpoint {
-    /// HTTPS unless `http://` is written out.
-    pub fn parse(endpoint: &str) -> Result<Endpoint, CloudError> {
-        let trimmed = endpoint.trim().trim_end_matches('/');
-        let (scheme, host) = match trimmed.split_once("://") {
-            Some((scheme @ ("http" | "https"), host)) => (scheme, host),
-            Some((other, _)) => {
-                return Err(CloudError::Connect(format!(
-                    "endpoint scheme {other:?} is not http or https"
-                )));
-            }
-            None => ("https", trimmed),
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(CloudError::Connect(format!(
-                "endpoint {endpoint:?} is not a host[:port] or a URL without a path"
-            )));
-        }
-        Ok(Endpoint {
-            base_url: format!("{scheme}://{host}"),
-            host: host.to_string(),
-        })
-    }
+/// An AssumeRoleWithOIDC request (RRSA).
+#[derive(Clone, Debug)]
+pub struct AssumeRoleWithOidc<'a> {
+    pub role_arn: &'a str,
+    pub oidc_provider_arn: &'a str,
+    pub oidc_token: &'a str,
+    pub session_name: &'a str,
+    pub duration_seconds: u32,
 }
 
-/// Calls GetMPUTaskStatus. Cheap to clone; clones share one connection pool.
+/// Temporary credentials and when they expire.
+#[derive(Clone, Debug)]
+pub struct StsCredentials {
+    pub credentials: Credentials,
+    pub expires: jiff::Timestamp,
+}
+
+/// Calls Alibaba Cloud. Cheap to clone; clones share one connection pool.
 #[derive(Clone)]
 pub struct CloudClient {
     http: reqwest::Client,
-    signature: SignatureVersion,
 }
 
 /// Installs ring as rustls' process-wide crypto provider (the same one kube uses), once.
@@ -102,23 +100,22 @@ fn ensure_crypto_provider() {
 impl CloudClient {
     pub fn new(options: &ClientOptions) -> Result<CloudClient, CloudError> {
         ensure_crypto_provider();
+        let user_agent = match &options.instance {
+            Some(instance) => format!("{USER_AGENT} ({instance})"),
+            None => USER_AGENT.to_string(),
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)
-            .user_agent(USER_AGENT)
+            .user_agent(user_agent)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
+            // A signed request goes to the allowed endpoint and nowhere else: a redirect would
+            // carry the signature (and in V1 the AccessKeyId and STS token) to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CloudError::Connect(transport_text(&e)))?;
-        Ok(CloudClient {
-            http,
-            signature: options.signature,
-        })
-    }
-
-    /// The underlying HTTP client, shared with the STS exchange of RRSA credentials.
-    pub fn http(&self) -> reqwest::Client {
-        self.http.clone()
+        Ok(CloudClient { http })
     }
 
     /// Asks Alibaba Cloud for the status of one relay task.
@@ -127,7 +124,6 @@ impl CloudClient {
         credentials: &Credentials,
         query: &StatusQuery<'_>,
     ) -> Result<MpuTaskStatus, CloudError> {
-        let endpoint = Endpoint::parse(query.endpoint)?;
         let call = MpuStatusCall {
             api_version: query.api.version(),
             app_id: query.app_id,
@@ -140,23 +136,110 @@ impl CloudClient {
             nonce: &nonce,
             timestamp: jiff::Timestamp::now(),
         };
-        let signed = match self.signature {
+        let signed = match query.signature {
             SignatureVersion::V1 => {
                 sign::sign_v1(Method::Get, &call, &credentials.signing(), &fresh)
             }
-            SignatureVersion::V3 => {
-                sign::sign_v3(&endpoint.host, &call, &credentials.signing(), &fresh)
-            }
+            SignatureVersion::V3 => sign::sign_v3(
+                &query.endpoint.authority(),
+                &call,
+                &credentials.signing(),
+                &fresh,
+            ),
         };
-        self.send(&endpoint, signed).await
+        let (status, retry_after, body) = self.send(query.endpoint, signed).await?;
+        decode_response(status, retry_after.as_deref(), &body)
+    }
+
+    /// STS GetCallerIdentity: which cloud account `credentials` belong to.
+    pub async fn get_caller_identity(
+        &self,
+        credentials: &Credentials,
+        sts: &Endpoint,
+    ) -> Result<CallerIdentity, CloudError> {
+        let nonce = new_nonce();
+        let fresh = Freshness {
+            nonce: &nonce,
+            timestamp: jiff::Timestamp::now(),
+        };
+        let operation = RpcOperation {
+            action: "GetCallerIdentity",
+            version: STS_VERSION,
+            params: &[],
+        };
+        let signed = sign::sign_v1_rpc(Method::Get, &operation, &credentials.signing(), &fresh);
+        let (status, retry_after, body) = self.send(sts, signed).await?;
+        let value = decode_json(status, retry_after.as_deref(), &body)?;
+        let identity: CallerIdentity =
+            serde_json::from_value(value).map_err(|_| CloudError::Decode {
+                http_status: status,
+                problem: DecodeProblem::MissingField("AccountId"),
+            })?;
+        if identity.account_id.is_empty()
+            || identity.account_id.len() > 32
+            || !identity.account_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(CloudError::Decode {
+                http_status: status,
+                problem: DecodeProblem::MissingField("AccountId"),
+            });
+        }
+        Ok(identity)
+    }
+
+    /// STS AssumeRoleWithOIDC (RRSA): an unsigned form POST exchanging the OIDC token.
+    pub async fn assume_role_with_oidc(
+        &self,
+        sts: &Endpoint,
+        request: &AssumeRoleWithOidc<'_>,
+    ) -> Result<StsCredentials, CloudError> {
+        let duration = request.duration_seconds.to_string();
+        let form = [
+            ("Action", "AssumeRoleWithOIDC"),
+            ("Version", STS_VERSION),
+            ("Format", "JSON"),
+            ("RoleArn", request.role_arn),
+            ("OIDCProviderArn", request.oidc_provider_arn),
+            ("OIDCToken", request.oidc_token),
+            ("RoleSessionName", request.session_name),
+            ("DurationSeconds", duration.as_str()),
+        ];
+        let response = self
+            .http
+            .post(format!("{}/", sts.base_url()))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let (status, retry_after, body) = read_bounded(response).await?;
+        let value = decode_json(status, retry_after.as_deref(), &body)?;
+        let missing = |field| CloudError::Decode {
+            http_status: status,
+            problem: DecodeProblem::MissingField(field),
+        };
+        let parsed: StsAnswer =
+            serde_json::from_value(value).map_err(|_| missing("Credentials"))?;
+        let expires: jiff::Timestamp = parsed
+            .credentials
+            .expiration
+            .parse()
+            .map_err(|_| missing("Credentials.Expiration"))?;
+        Ok(StsCredentials {
+            credentials: Credentials::access_key(
+                parsed.credentials.access_key_id,
+                parsed.credentials.access_key_secret,
+                Some(parsed.credentials.security_token),
+            ),
+            expires,
+        })
     }
 
     async fn send(
         &self,
         endpoint: &Endpoint,
         signed: SignedRequest,
-    ) -> Result<MpuTaskStatus, CloudError> {
-        let url = format!("{}{}?{}", endpoint.base_url, signed.path, signed.query);
+    ) -> Result<(u16, Option<String>, Vec<u8>), CloudError> {
+        let url = format!("{}{}?{}", endpoint.base_url(), signed.path, signed.query);
         let method = match signed.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -168,32 +251,60 @@ impl CloudClient {
                 request = request.header(name, value);
             }
         }
-        let mut response = request
+        let response = request
             .header("accept", "application/json")
             .send()
             .await
             .map_err(|e| transport_error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-        {
+        read_bounded(response).await
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsAnswer {
+    credentials: StsAnswerCredentials,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsAnswerCredentials {
+    access_key_id: String,
+    access_key_secret: String,
+    security_token: String,
+    expiration: String,
+}
+
+/// The status, `x-acs-retry-after` and at most [`MAX_BODY_BYTES`] of body; a redirect is an
+/// error of its own (never followed, its body never read).
+async fn read_bounded(
+    mut response: reqwest::Response,
+) -> Result<(u16, Option<String>, Vec<u8>), CloudError> {
+    let status = response.status().as_u16();
+    if response.status().is_redirection() {
+        return Err(CloudError::Redirected {
+            http_status: status,
+        });
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(CloudError::body_too_large(status, MAX_BODY_BYTES));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(CloudError::body_too_large(status, MAX_BODY_BYTES));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(CloudError::body_too_large(status, MAX_BODY_BYTES));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        decode_response(status, retry_after.as_deref(), &body)
+        body.extend_from_slice(&chunk);
     }
+    Ok((status, retry_after, body))
 }
 
 /// 32 lowercase hex digits, as the official SDK makes them.
@@ -201,78 +312,9 @@ fn new_nonce() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
 }
 
-/// Maps a reqwest failure to a [`CloudError`] class.
-pub fn transport_error(e: &reqwest::Error) -> CloudError {
-    if e.is_timeout() {
-        CloudError::Timeout
-    } else if e.is_connect() {
-        CloudError::Connect(transport_text(e))
-    } else {
-        CloudError::Transport(transport_text(e))
-    }
-}
-
-/// The error's kind and causes ("connect error: tcp connect error: Connection refused"), but
-/// not its URL: reqwest prints the URL, and a V1 URL carries the signature and any STS token.
-fn transport_text(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_body() || e.is_decode() {
-        "error reading the response body"
-    } else if e.is_request() {
-        "error sending the request"
-    } else if e.is_builder() {
-        "invalid HTTP client settings"
-    } else {
-        "HTTP error"
-    };
-    let mut text = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoint_without_scheme_is_https() {
-        assert_eq!(
-            Endpoint::parse("live.aliyuncs.com").unwrap(),
-            Endpoint {
-                base_url: "https://live.aliyuncs.com".into(),
-                host: "live.aliyuncs.com".into()
-            }
-        );
-    }
-
-    #[test]
-    fn endpoint_with_explicit_http_and_port_is_kept() {
-        assert_eq!(
-            Endpoint::parse("http://127.0.0.1:8080/").unwrap(),
-            Endpoint {
-                base_url: "http://127.0.0.1:8080".into(),
-                host: "127.0.0.1:8080".into()
-            }
-        );
-    }
-
-    #[test]
-    fn endpoint_with_a_path_or_other_scheme_is_rejected() {
-        assert!(Endpoint::parse("https://live.aliyuncs.com/x").is_err());
-        assert!(Endpoint::parse("ftp://live.aliyuncs.com").is_err());
-        assert!(Endpoint::parse("").is_err());
-    }
 
     #[test]
     fn nonces_are_32_hex_digits_and_unique() {
@@ -294,7 +336,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let creds = Credentials::access_key("AK", "SECRET", Some("TOKEN".into()));
         let err = client
             .get_mpu_task_status(
@@ -302,6 +344,7 @@ mod tests {
                 &StatusQuery {
                     endpoint: &endpoint,
                     api: CloudApi::Live,
+                    signature: SignatureVersion::V1,
                     region_id: None,
                     app_id: "a",
                     task_id: "t",

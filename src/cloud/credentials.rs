@@ -1,26 +1,27 @@
 //! Where AccessKeys come from, and the type that keeps their secret out of every log line.
 //!
-//! Sources, in the order a task uses them:
-//! 1. the task's `spec.credentialsSecretRef`: a Kubernetes Secret in its namespace (read from the
-//!    controller's watch cache, so a changed Secret is used at the next call: nothing to reload);
-//! 2. the operator's own credentials, Alibaba's default chain: the environment
-//!    (`ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, optional
-//!    `ALIBABA_CLOUD_SECURITY_TOKEN`), else RRSA on ACK (`ALIBABA_CLOUD_ROLE_ARN`,
-//!    `ALIBABA_CLOUD_OIDC_PROVIDER_ARN`, `ALIBABA_CLOUD_OIDC_TOKEN_FILE`) exchanged with STS
-//!    `AssumeRoleWithOIDC` and cached until shortly before expiry.
+//! Sources (an account names one):
+//! - a Kubernetes Secret with the fixed keys `accessKeyId`, `accessKeySecret` and optionally
+//!   `securityToken` (no other key is ever read, whatever the account says);
+//! - RRSA on ACK: the pod's projected service-account token (`ALIBABA_CLOUD_OIDC_TOKEN_FILE`)
+//!   exchanged with STS `AssumeRoleWithOIDC` for a role's temporary credentials, cached until
+//!   shortly before expiry;
+//! - the operator's own: Alibaba's default chain over its environment
+//!   (`ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, optional
+//!   `ALIBABA_CLOUD_SECURITY_TOKEN`, else RRSA from `ALIBABA_CLOUD_ROLE_ARN`,
+//!   `ALIBABA_CLOUD_OIDC_PROVIDER_ARN`, `ALIBABA_CLOUD_OIDC_TOKEN_FILE`).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use serde::Deserialize;
-use tokio::sync::Mutex;
 
-use crate::api::CredentialsSecretRef;
-use crate::cloud::client::transport_error;
-use crate::cloud::response::{CloudError, decode_response};
+use crate::api::secret_keys;
+use crate::cloud::client::{AssumeRoleWithOidc, CloudClient, StsCredentials};
+use crate::cloud::endpoint::Endpoint;
+use crate::cloud::response::{CloudError, ErrorClass};
 use crate::cloud::sign;
 
 pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
@@ -32,13 +33,18 @@ pub const ENV_OIDC_TOKEN_FILE: &str = "ALIBABA_CLOUD_OIDC_TOKEN_FILE";
 pub const ENV_ROLE_SESSION_NAME: &str = "ALIBABA_CLOUD_ROLE_SESSION_NAME";
 pub const ENV_STS_REGION: &str = "ALIBABA_CLOUD_STS_REGION";
 /// Full STS endpoint (`https://sts.example.com` or `http://127.0.0.1:8080`), overriding the
-/// region-derived one; for private endpoints and local testing.
+/// region-derived one; for private endpoints and local testing. It must be allowed like any
+/// other endpoint.
 pub const ENV_STS_ENDPOINT: &str = "ALIBABA_CLOUD_STS_ENDPOINT";
 
-const STS_VERSION: &str = "2015-04-01";
 const STS_DURATION_SECONDS: u32 = 3600;
 /// Refresh STS credentials when this little of their lifetime remains (as Alibaba's SDKs do).
 const STS_REFRESH_BEFORE: Duration = Duration::from_secs(180);
+/// Credentials this close to expiry are not used even when a refresh failed.
+const STS_EXPIRY_SLACK: Duration = Duration::from_secs(30);
+/// After a failed STS exchange, callers get the same error for this long instead of each
+/// trying STS again (an STS outage must not turn into a storm of exchanges).
+const STS_FAILURE_CACHE: Duration = Duration::from_secs(10);
 
 /// A secret value. Debug and Display print `<redacted>`; only [`SecretString::expose`] gives
 /// the value, and only signing calls it.
@@ -75,30 +81,25 @@ pub struct Credentials {
     pub access_key_secret: SecretString,
     /// STS token of temporary credentials.
     pub security_token: Option<SecretString>,
-    /// The identity whose rate limit these credentials draw on: the AccessKeyId for a long-term
-    /// key, the role ARN for RRSA (whose temporary AccessKeyIds change at every refresh).
-    pub account: String,
 }
 
 impl Credentials {
-    /// Long-term AccessKey credentials.
+    /// AccessKey credentials (long-term, or temporary with a token).
     pub fn access_key(
         access_key_id: impl Into<String>,
         access_key_secret: impl Into<Arc<str>>,
         security_token: Option<String>,
     ) -> Self {
-        let access_key_id = access_key_id.into();
         Credentials {
-            account: access_key_id.clone(),
-            access_key_id,
+            access_key_id: access_key_id.into(),
             access_key_secret: SecretString::new(access_key_secret),
             security_token: security_token.map(SecretString::new),
         }
     }
 
     /// The borrowed form the signer takes.
-    pub fn signing(&self) -> sign::Credentials<'_> {
-        sign::Credentials {
+    pub fn signing(&self) -> sign::SigningKey<'_> {
+        sign::SigningKey {
             access_key_id: &self.access_key_id,
             access_key_secret: self.access_key_secret.expose(),
             security_token: self.security_token.as_ref().map(SecretString::expose),
@@ -107,92 +108,99 @@ impl Credentials {
 }
 
 /// Why no credentials could be had. Messages name Secrets, keys and variables, never values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("Secret {name:?} not found in the task's namespace")]
-    SecretNotFound { name: String },
-    #[error("Secret {name:?} has no key {key:?}")]
-    SecretKeyMissing { name: String, key: String },
-    #[error("Secret {name:?} key {key:?} is empty or not UTF-8")]
-    SecretKeyInvalid { name: String, key: String },
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} cannot be read by the operator: {reason}")]
+    SecretUnreadable {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
     #[error(
-        "no credentialsSecretRef on the task and no operator credentials: set {ENV_ACCESS_KEY_ID}/{ENV_ACCESS_KEY_SECRET} or RRSA ({ENV_ROLE_ARN}, {ENV_OIDC_PROVIDER_ARN}, {ENV_OIDC_TOKEN_FILE})"
+        "Secret {name:?} {problem}; it needs the keys accessKeyId and accessKeySecret (and optionally securityToken)"
+    )]
+    SecretInvalid { name: String, problem: String },
+    #[error(
+        "the operator has no credentials of its own: set {ENV_ACCESS_KEY_ID}/{ENV_ACCESS_KEY_SECRET} or RRSA ({ENV_ROLE_ARN}, {ENV_OIDC_PROVIDER_ARN}, {ENV_OIDC_TOKEN_FILE})"
     )]
     NotConfigured,
+    #[error(
+        "RRSA needs the operator's projected service-account token: {ENV_OIDC_TOKEN_FILE} is not set"
+    )]
+    NoOidcToken,
     #[error("environment variable {0} is set but {1} is not")]
     IncompleteEnvironment(&'static str, &'static str),
-    #[error("cannot read the OIDC token file {path}: {source}")]
-    TokenFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the OIDC token file {path}: {reason}")]
+    TokenFile { path: String, reason: String },
     #[error("STS AssumeRoleWithOIDC failed: {0}")]
     Sts(#[source] CloudError),
-    #[error("STS AssumeRoleWithOIDC answered an unexpected body: {0}")]
-    StsDecode(String),
 }
 
 impl CredentialsError {
-    /// True when retrying without a change (of the Secret, the spec or the deployment) cannot
-    /// help; STS outages are worth retrying.
+    /// True when retrying without a change (of the Secret, the account or the deployment)
+    /// cannot help; STS outages and API server hiccups are worth retrying.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, CredentialsError::Sts(e) if e.class() != crate::cloud::response::ErrorClass::Terminal)
+        match self {
+            CredentialsError::Sts(e) => e.class() == ErrorClass::Terminal,
+            CredentialsError::SecretUnreadable { .. } | CredentialsError::TokenFile { .. } => false,
+            _ => true,
+        }
     }
 
     /// PascalCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
         match self {
             CredentialsError::SecretNotFound { .. } => "SecretNotFound",
-            CredentialsError::SecretKeyMissing { .. }
-            | CredentialsError::SecretKeyInvalid { .. } => "SecretInvalid",
-            CredentialsError::NotConfigured | CredentialsError::IncompleteEnvironment(..) => {
-                "CredentialsNotConfigured"
-            }
-            CredentialsError::TokenFile { .. }
-            | CredentialsError::Sts(_)
-            | CredentialsError::StsDecode(_) => "RrsaError",
+            CredentialsError::SecretUnreadable { .. } => "SecretUnreadable",
+            CredentialsError::SecretInvalid { .. } => "SecretInvalid",
+            CredentialsError::NotConfigured
+            | CredentialsError::NoOidcToken
+            | CredentialsError::IncompleteEnvironment(..) => "CredentialsNotConfigured",
+            CredentialsError::TokenFile { .. } | CredentialsError::Sts(_) => "RrsaError",
         }
     }
 }
 
-/// Reads the AccessKey a task's `credentialsSecretRef` points at.
-pub fn from_secret(
-    secret: Option<&Secret>,
-    reference: &CredentialsSecretRef,
-) -> Result<Credentials, CredentialsError> {
-    let name = reference.name.clone();
-    let secret = secret.ok_or_else(|| CredentialsError::SecretNotFound { name: name.clone() })?;
+/// Reads an AccessKey from a Secret's fixed keys. `name` is the Secret's name, for messages.
+pub fn from_secret(secret: &Secret, name: &str) -> Result<Credentials, CredentialsError> {
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
+    let invalid = |problem: String| CredentialsError::SecretInvalid {
+        name: name.to_string(),
+        problem,
+    };
     let read = |key: &str| -> Result<Option<String>, CredentialsError> {
         match data.get(key) {
             None => Ok(None),
             Some(bytes) => match std::str::from_utf8(&bytes.0) {
                 Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
-                _ => Err(CredentialsError::SecretKeyInvalid {
-                    name: name.clone(),
-                    key: key.to_string(),
-                }),
+                _ => Err(invalid(format!("key {key:?} is empty or not UTF-8"))),
             },
         }
     };
-    let required = |key: &str| {
-        read(key)?.ok_or_else(|| CredentialsError::SecretKeyMissing {
-            name: name.clone(),
-            key: key.to_string(),
-        })
-    };
-    let id = required(&reference.access_key_id_key)?;
-    let secret_value = required(&reference.access_key_secret_key)?;
-    let token = read(&reference.security_token_key)?;
+    let required = |key: &str| read(key)?.ok_or_else(|| invalid(format!("has no key {key:?}")));
+    let id = required(secret_keys::ACCESS_KEY_ID)?;
+    let secret_value = required(secret_keys::ACCESS_KEY_SECRET)?;
+    let token = read(secret_keys::SECURITY_TOKEN)?;
     Ok(Credentials::access_key(id, secret_value, token))
 }
 
-/// The operator's own credentials (for tasks without a `credentialsSecretRef`).
+/// Where STS is, from the environment: `ALIBABA_CLOUD_STS_ENDPOINT`, else the region's
+/// (`ALIBABA_CLOUD_STS_REGION`), else `sts.aliyuncs.com`.
+pub fn sts_endpoint_from_env(lookup: impl Fn(&str) -> Option<String>) -> String {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    get(ENV_STS_ENDPOINT).unwrap_or_else(|| match get(ENV_STS_REGION) {
+        Some(region) => format!("https://sts.{region}.aliyuncs.com"),
+        None => "https://sts.aliyuncs.com".to_string(),
+    })
+}
+
+/// The operator's own credentials, for `ClusterMpuRelayAccount`s with `credentials.operator`.
 #[derive(Clone)]
 pub enum OperatorCredentials {
-    /// None configured: tasks must name a Secret.
+    /// None configured.
     None,
     /// A fixed AccessKey from the environment.
     Static(Credentials),
@@ -210,11 +218,48 @@ impl fmt::Debug for OperatorCredentials {
     }
 }
 
+/// Settings every RRSA exchange shares: the operator's token file, its session name and STS.
+#[derive(Clone)]
+pub struct RrsaSettings {
+    pub token_file: Option<String>,
+    pub session_name: String,
+    pub sts: Endpoint,
+    pub cloud: CloudClient,
+}
+
+impl RrsaSettings {
+    pub fn from_env(
+        lookup: impl Fn(&str) -> Option<String>,
+        sts: Endpoint,
+        cloud: CloudClient,
+    ) -> Self {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        RrsaSettings {
+            token_file: get(ENV_OIDC_TOKEN_FILE),
+            session_name: get(ENV_ROLE_SESSION_NAME)
+                .unwrap_or_else(|| "mpu-relay-operator".to_string()),
+            sts,
+            cloud,
+        }
+    }
+
+    /// A provider for one role.
+    pub fn provider(&self, role_arn: &str, oidc_provider_arn: &str) -> RrsaProvider {
+        RrsaProvider {
+            role_arn: role_arn.to_string(),
+            oidc_provider_arn: oidc_provider_arn.to_string(),
+            settings: self.clone(),
+            state: Mutex::new(RrsaState::default()),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
 impl OperatorCredentials {
     /// Alibaba's default chain over `lookup` (the process environment in production).
     pub fn from_env(
         lookup: impl Fn(&str) -> Option<String>,
-        http: reqwest::Client,
+        rrsa: &RrsaSettings,
     ) -> Result<Self, CredentialsError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         match (get(ENV_ACCESS_KEY_ID), get(ENV_ACCESS_KEY_SECRET)) {
@@ -239,27 +284,16 @@ impl OperatorCredentials {
             }
             (None, None) => {}
         }
-        let (Some(role_arn), Some(provider_arn), Some(token_file)) = (
+        let (Some(role_arn), Some(provider_arn), Some(_)) = (
             get(ENV_ROLE_ARN),
             get(ENV_OIDC_PROVIDER_ARN),
-            get(ENV_OIDC_TOKEN_FILE),
+            rrsa.token_file.as_ref(),
         ) else {
             return Ok(OperatorCredentials::None);
         };
-        let endpoint = get(ENV_STS_ENDPOINT).unwrap_or_else(|| match get(ENV_STS_REGION) {
-            Some(region) => format!("https://sts.{region}.aliyuncs.com"),
-            None => "https://sts.aliyuncs.com".to_string(),
-        });
-        Ok(OperatorCredentials::Rrsa(Arc::new(RrsaProvider {
-            role_arn,
-            oidc_provider_arn: provider_arn,
-            token_file,
-            session_name: get(ENV_ROLE_SESSION_NAME)
-                .unwrap_or_else(|| "mpu-relay-operator".to_string()),
-            endpoint,
-            http,
-            cached: Mutex::new(None),
-        })))
+        Ok(OperatorCredentials::Rrsa(Arc::new(
+            rrsa.provider(&role_arn, &provider_arn),
+        )))
     }
 
     /// The credentials to sign with now.
@@ -270,102 +304,132 @@ impl OperatorCredentials {
             OperatorCredentials::Rrsa(p) => p.credentials().await,
         }
     }
+
+    /// The role's cloud account when the credentials come from RRSA (its ARN names it).
+    pub fn role_account_id(&self) -> Option<&str> {
+        match self {
+            OperatorCredentials::Rrsa(p) => role_account_id(&p.role_arn),
+            _ => None,
+        }
+    }
 }
 
-/// RRSA on ACK: the pod's projected service-account token exchanged for STS credentials.
+/// The UID in a RAM ARN, `acs:ram::<uid>:role/<name>`.
+pub fn role_account_id(arn: &str) -> Option<&str> {
+    let uid = arn.strip_prefix("acs:ram::")?.split(':').next()?;
+    (!uid.is_empty() && uid.len() <= 32 && uid.bytes().all(|b| b.is_ascii_digit())).then_some(uid)
+}
+
+/// RRSA on ACK for one role: the pod's projected service-account token exchanged for STS
+/// credentials.
 pub struct RrsaProvider {
     role_arn: String,
     oidc_provider_arn: String,
-    token_file: String,
-    session_name: String,
-    endpoint: String,
-    http: reqwest::Client,
-    cached: Mutex<Option<(Credentials, jiff::Timestamp)>>,
+    settings: RrsaSettings,
+    state: Mutex<RrsaState>,
+    /// Held only by the one caller refreshing, so concurrent callers cause one exchange; a
+    /// caller that finds valid credentials never waits for it.
+    refresh: tokio::sync::Mutex<()>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct StsResponse {
-    credentials: StsCredentials,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct StsCredentials {
-    access_key_id: String,
-    access_key_secret: String,
-    security_token: String,
-    expiration: String,
+#[derive(Default)]
+struct RrsaState {
+    current: Option<StsCredentials>,
+    failed: Option<(Instant, CredentialsError)>,
 }
 
 impl RrsaProvider {
-    /// Cached STS credentials, refreshed when fewer than three minutes remain. The lock is
-    /// held across the refresh so that many tasks needing credentials at once cause one call.
-    pub async fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        let mut cached = self.cached.lock().await;
-        let now = jiff::Timestamp::now();
-        if let Some((creds, expires)) = cached.as_ref()
-            && now + STS_REFRESH_BEFORE < *expires
-        {
-            return Ok(creds.clone());
-        }
-        let fresh = self.assume_role().await?;
-        *cached = Some(fresh.clone());
-        Ok(fresh.0)
+    pub fn role_arn(&self) -> &str {
+        &self.role_arn
     }
 
-    async fn assume_role(&self) -> Result<(Credentials, jiff::Timestamp), CredentialsError> {
-        let token = tokio::fs::read_to_string(&self.token_file)
-            .await
-            .map_err(|source| CredentialsError::TokenFile {
-                path: self.token_file.clone(),
-                source,
-            })?;
-        let duration = STS_DURATION_SECONDS.to_string();
-        let form = [
-            ("Action", "AssumeRoleWithOIDC"),
-            ("Version", STS_VERSION),
-            ("Format", "JSON"),
-            ("RoleArn", self.role_arn.as_str()),
-            ("OIDCProviderArn", self.oidc_provider_arn.as_str()),
-            ("OIDCToken", token.trim()),
-            ("RoleSessionName", self.session_name.as_str()),
-            ("DurationSeconds", duration.as_str()),
-        ];
-        let response = self
-            .http
-            .post(format!("{}/", self.endpoint.trim_end_matches('/')))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| CredentialsError::Sts(transport_error(&e)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| CredentialsError::Sts(transport_error(&e)))?;
-        if !(200..300).contains(&status) {
-            // Errors have the same shape as every RPC API's; a body without a Code decodes to an
-            // error too, so Ok here cannot happen for a non-2xx status.
-            return Err(match decode_response(status, None, &body) {
-                Err(e) => CredentialsError::Sts(e),
-                Ok(_) => CredentialsError::StsDecode(format!("HTTP {status}")),
-            });
+    /// Cached STS credentials, refreshed when fewer than three minutes remain. When a refresh
+    /// fails, the credentials in hand are used until they actually expire, and the failure is
+    /// remembered briefly so that an STS outage costs one exchange per few seconds, not one per
+    /// caller.
+    pub async fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        if let Some(ready) = self.usable(STS_REFRESH_BEFORE) {
+            return ready;
         }
-        let parsed: StsResponse = serde_json::from_slice(&body)
-            .map_err(|e| CredentialsError::StsDecode(e.to_string()))?;
-        let expires: jiff::Timestamp = parsed
-            .credentials
-            .expiration
-            .parse()
-            .map_err(|e: jiff::Error| CredentialsError::StsDecode(e.to_string()))?;
-        let mut creds = Credentials::access_key(
-            parsed.credentials.access_key_id,
-            parsed.credentials.access_key_secret,
-            Some(parsed.credentials.security_token),
-        );
-        creds.account = self.role_arn.clone();
-        Ok((creds, expires))
+        let _refreshing = self.refresh.lock().await;
+        // Someone else may have refreshed (or failed) while this caller waited.
+        if let Some(ready) = self.usable(STS_REFRESH_BEFORE) {
+            return ready;
+        }
+        match self.assume_role().await {
+            Ok(fresh) => {
+                let credentials = fresh.credentials.clone();
+                let mut state = self.lock();
+                state.current = Some(fresh);
+                state.failed = None;
+                Ok(credentials)
+            }
+            Err(e) => {
+                let mut state = self.lock();
+                state.failed = Some((Instant::now(), e.clone()));
+                let still_valid = state
+                    .current
+                    .as_ref()
+                    .filter(|c| jiff::Timestamp::now() + STS_EXPIRY_SLACK < c.expires);
+                match still_valid {
+                    Some(c) => Ok(c.credentials.clone()),
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RrsaState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What to answer without an exchange: fresh credentials, or a recent failure (with the
+    /// credentials in hand while they last). `None`: time to exchange.
+    fn usable(&self, refresh_before: Duration) -> Option<Result<Credentials, CredentialsError>> {
+        let state = self.lock();
+        let now = jiff::Timestamp::now();
+        if let Some(c) = &state.current
+            && now + refresh_before < c.expires
+        {
+            return Some(Ok(c.credentials.clone()));
+        }
+        let (at, error) = state.failed.as_ref()?;
+        if at.elapsed() >= STS_FAILURE_CACHE {
+            return None;
+        }
+        Some(match &state.current {
+            Some(c) if now + STS_EXPIRY_SLACK < c.expires => Ok(c.credentials.clone()),
+            _ => Err(error.clone()),
+        })
+    }
+
+    async fn assume_role(&self) -> Result<StsCredentials, CredentialsError> {
+        let path = self
+            .settings
+            .token_file
+            .as_ref()
+            .ok_or(CredentialsError::NoOidcToken)?;
+        let token =
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| CredentialsError::TokenFile {
+                    path: path.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+        self.settings
+            .cloud
+            .assume_role_with_oidc(
+                &self.settings.sts,
+                &AssumeRoleWithOidc {
+                    role_arn: &self.role_arn,
+                    oidc_provider_arn: &self.oidc_provider_arn,
+                    oidc_token: token.trim(),
+                    session_name: &self.settings.session_name,
+                    duration_seconds: STS_DURATION_SECONDS,
+                },
+            )
+            .await
+            .map_err(CredentialsError::Sts)
     }
 }
 
@@ -386,6 +450,15 @@ mod tests {
         }
     }
 
+    fn rrsa_settings(token_file: Option<&str>) -> RrsaSettings {
+        RrsaSettings {
+            token_file: token_file.map(str::to_string),
+            session_name: "mpu-relay-operator".into(),
+            sts: Endpoint::parse("sts.aliyuncs.com").unwrap(),
+            cloud: CloudClient::new(&Default::default()).unwrap(),
+        }
+    }
+
     #[test]
     fn secret_values_never_appear_in_debug_or_display() {
         let c = Credentials::access_key("LTAIexample", "s3cr3t-value", Some("tok3n".into()));
@@ -396,23 +469,14 @@ mod tests {
     }
 
     #[test]
-    fn secret_with_default_keys_gives_credentials_whose_account_is_the_key_id() {
-        let s = secret(&[("accessKeyId", "AK1"), ("accessKeySecret", "SK1")]);
-        let c = from_secret(Some(&s), &CredentialsSecretRef::named("ak")).unwrap();
+    fn secret_with_the_fixed_keys_gives_credentials() {
+        let s = secret(&[
+            ("accessKeyId", "AK1"),
+            ("accessKeySecret", "SK1\n"),
+            ("securityToken", "TOKEN"),
+        ]);
+        let c = from_secret(&s, "ak").unwrap();
         assert_eq!(c.access_key_id, "AK1");
-        assert_eq!(c.access_key_secret.expose(), "SK1");
-        assert_eq!(c.security_token, None);
-        assert_eq!(c.account, "AK1");
-    }
-
-    #[test]
-    fn secret_with_overridden_key_names_and_token_is_read() {
-        let s = secret(&[("id", "AK1"), ("key", "SK1\n"), ("sts", "TOKEN")]);
-        let mut r = CredentialsSecretRef::named("ak");
-        r.access_key_id_key = "id".into();
-        r.access_key_secret_key = "key".into();
-        r.security_token_key = "sts".into();
-        let c = from_secret(Some(&s), &r).unwrap();
         assert_eq!(
             c.access_key_secret.expose(),
             "SK1",
@@ -422,28 +486,28 @@ mod tests {
     }
 
     #[test]
-    fn missing_secret_or_key_is_a_permanent_error_naming_it() {
-        let r = CredentialsSecretRef::named("ak");
-        let e = from_secret(None, &r).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Secret \"ak\" not found in the task's namespace"
-        );
-        assert!(e.is_permanent());
-        assert_eq!(e.reason(), "SecretNotFound");
-
-        let s = secret(&[("accessKeyId", "AK1")]);
-        let e = from_secret(Some(&s), &r).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Secret \"ak\" has no key \"accessKeySecret\""
-        );
+    fn secret_with_other_key_names_is_invalid_and_never_read() {
+        let s = secret(&[("password", "hunter2"), ("id", "AK1"), ("key", "SK1")]);
+        let e = from_secret(&s, "ak").unwrap_err();
         assert_eq!(e.reason(), "SecretInvalid");
+        assert!(e.is_permanent());
+        let text = format!("{e} {e:?}");
+        assert!(text.contains("accessKeyId"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("AK1"), "{text}");
+    }
+
+    #[test]
+    fn missing_secret_key_names_the_key() {
+        let s = secret(&[("accessKeyId", "AK1")]);
+        let e = from_secret(&s, "ak").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Secret \"ak\" has no key \"accessKeySecret\"")
+        );
     }
 
     #[test]
     fn environment_chain_prefers_static_keys_then_rrsa_then_nothing() {
-        let http = reqwest::Client::new();
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| {
                 pairs
@@ -452,40 +516,64 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
+        let settings = rrsa_settings(Some("/var/run/token"));
         let stat = OperatorCredentials::from_env(
             env(&[
                 (ENV_ACCESS_KEY_ID, "AK"),
                 (ENV_ACCESS_KEY_SECRET, "SK"),
                 (ENV_ROLE_ARN, "r"),
             ]),
-            http.clone(),
+            &settings,
         )
         .unwrap();
         assert!(matches!(stat, OperatorCredentials::Static(ref c) if c.access_key_id == "AK"));
 
         let rrsa = OperatorCredentials::from_env(
             env(&[
-                (ENV_ROLE_ARN, "acs:ram::1:role/r"),
-                (ENV_OIDC_PROVIDER_ARN, "acs:ram::1:oidc-provider/p"),
-                (ENV_OIDC_TOKEN_FILE, "/var/run/token"),
-                (ENV_STS_REGION, "cn-hangzhou"),
+                (ENV_ROLE_ARN, "acs:ram::1234:role/r"),
+                (ENV_OIDC_PROVIDER_ARN, "acs:ram::1234:oidc-provider/p"),
             ]),
-            http.clone(),
+            &settings,
         )
         .unwrap();
-        let OperatorCredentials::Rrsa(p) = rrsa else {
-            panic!("expected RRSA")
-        };
-        assert_eq!(p.endpoint, "https://sts.cn-hangzhou.aliyuncs.com");
-        assert_eq!(p.session_name, "mpu-relay-operator");
+        assert_eq!(rrsa.role_account_id(), Some("1234"));
 
-        let none = OperatorCredentials::from_env(env(&[]), http.clone()).unwrap();
+        let none = OperatorCredentials::from_env(env(&[]), &settings).unwrap();
         assert!(matches!(none, OperatorCredentials::None));
 
-        let half = OperatorCredentials::from_env(env(&[(ENV_ACCESS_KEY_ID, "AK")]), http);
+        let half = OperatorCredentials::from_env(env(&[(ENV_ACCESS_KEY_ID, "AK")]), &settings);
         assert!(matches!(
             half,
             Err(CredentialsError::IncompleteEnvironment(..))
         ));
+    }
+
+    #[test]
+    fn sts_endpoint_follows_the_environment() {
+        let none = |_: &str| None;
+        assert_eq!(sts_endpoint_from_env(none), "https://sts.aliyuncs.com");
+        let region = |k: &str| (k == ENV_STS_REGION).then(|| "cn-hangzhou".to_string());
+        assert_eq!(
+            sts_endpoint_from_env(region),
+            "https://sts.cn-hangzhou.aliyuncs.com"
+        );
+    }
+
+    #[test]
+    fn role_arns_name_their_account() {
+        assert_eq!(
+            role_account_id("acs:ram::1234567890:role/x"),
+            Some("1234567890")
+        );
+        assert_eq!(role_account_id("acs:ram:::role/x"), None);
+        assert_eq!(role_account_id("arn:aws:iam::1:role/x"), None);
+    }
+
+    #[tokio::test]
+    async fn rrsa_without_a_token_file_is_a_configuration_error() {
+        let provider =
+            rrsa_settings(None).provider("acs:ram::1:role/r", "acs:ram::1:oidc-provider/p");
+        let e = provider.credentials().await.unwrap_err();
+        assert_eq!(e.reason(), "CredentialsNotConfigured");
     }
 }

@@ -1,10 +1,12 @@
-//! Everything that talks to Alibaba Cloud: request signing, response decoding, the HTTP client
-//! and credentials.
+//! Everything that talks to Alibaba Cloud: where calls may go (endpoints and the allow-list),
+//! request signing, response decoding, the HTTP client, and credentials.
 
 pub mod client;
 pub mod credentials;
+pub mod endpoint;
 pub mod response;
 pub mod sign;
+pub mod transport;
 
 pub use response::{CloudError, ErrorClass, MpuTaskStatus};
-pub use sign::{Credentials, Freshness, Method, MpuStatusCall, SignedRequest};
+pub use sign::{Freshness, Method, MpuStatusCall, SignedRequest, SigningKey};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Most characters of a response body kept in a [`CloudError::Decode`], so a huge or binary body cannot bloat
-/// logs or status messages.
-pub const BODY_EXCERPT_MAX: usize = 200;
+/// Most characters kept of an error answer's `Code` and `RequestId`: nothing else of a body that is not a
+/// usable answer reaches status, events or logs, and these only bounded.
+pub const ID_MAX: usize = 128;
 /// Most characters of a server `Message` kept; `SignatureDoesNotMatch` messages carry a whole string to sign.
 pub const MESSAGE_MAX: usize = 2048;
 /// Header through which today's SDK learns how long to back off from throttling, in milliseconds.
@@ -47,6 +47,7 @@ pub mod reasons {
     pub const TASK_NOT_FOUND: &str = "TaskNotFound";
     pub const INVALID_REQUEST: &str = "InvalidRequest";
     pub const DECODE_ERROR: &str = "DecodeError";
+    pub const REDIRECTED: &str = "Redirected";
 }
 
 /// A successful GetMPUTaskStatus answer.
@@ -98,6 +99,8 @@ pub enum DecodeProblem {
     MissingRequestId,
     #[error("error response has no `Code`")]
     MissingCode,
+    #[error("`{0}` is missing or malformed")]
+    MissingField(&'static str),
     #[error("body is larger than {limit} bytes")]
     TooLarge { limit: usize },
 }
@@ -112,12 +115,15 @@ pub enum CloudError {
     )]
     Api(Box<ApiError>),
     /// The answer could not be understood.
-    #[error("undecodable response (HTTP {http_status}): {problem}; body starts {excerpt:?}")]
+    #[error("undecodable response (HTTP {http_status}): {problem}")]
     Decode {
         http_status: u16,
         problem: DecodeProblem,
-        excerpt: String,
     },
+    /// The endpoint answered with a redirect, which is never followed: signed requests go only
+    /// to the endpoint the account names.
+    #[error("the endpoint answered a redirect (HTTP {http_status}), which is never followed")]
+    Redirected { http_status: u16 },
     /// No complete answer in time (set by the HTTP client).
     #[error("request timed out")]
     Timeout,
@@ -135,7 +141,6 @@ impl CloudError {
         CloudError::Decode {
             http_status,
             problem: DecodeProblem::TooLarge { limit },
-            excerpt: String::new(),
         }
     }
 
@@ -151,6 +156,7 @@ impl CloudError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CloudError::Api(api) => classify_api(api).0,
+            CloudError::Redirected { .. } => ErrorClass::Terminal,
             CloudError::Decode { .. }
             | CloudError::Timeout
             | CloudError::Connect(_)
@@ -163,6 +169,7 @@ impl CloudError {
         match self {
             CloudError::Api(api) => classify_api(api).1,
             CloudError::Decode { .. } => reasons::DECODE_ERROR,
+            CloudError::Redirected { .. } => reasons::REDIRECTED,
             CloudError::Timeout | CloudError::Connect(_) | CloudError::Transport(_) => {
                 reasons::TRANSIENT_ERROR
             }
@@ -250,20 +257,16 @@ struct ErrorBody {
     recommend: Option<String>,
 }
 
-/// Decodes a GetMPUTaskStatus response. `retry_after` is the raw `x-acs-retry-after` header, if any.
-///
-/// A 2xx body must be a JSON object with a string `RequestId` and an integer `Status`; anything else is a
-/// [`CloudError::Decode`]. A non-2xx body must carry a `Code`; one that does not is a Decode error, which the
-/// class rules treat as Transient.
-pub fn decode_response(
+/// Decodes any RPC answer: a 2xx JSON object is returned as it is; an error answer becomes a
+/// [`CloudError::Api`] (bounded `Code`, `Message` and `RequestId`, nothing else of the body).
+pub fn decode_json(
     http_status: u16,
     retry_after: Option<&str>,
     body: &[u8],
-) -> Result<MpuTaskStatus, CloudError> {
+) -> Result<serde_json::Value, CloudError> {
     let decode_err = |problem| CloudError::Decode {
         http_status,
         problem,
-        excerpt: excerpt(body),
     };
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| decode_err(DecodeProblem::NotJson))?;
@@ -279,19 +282,37 @@ pub fn decode_response(
             .ok_or_else(|| decode_err(DecodeProblem::MissingCode))?;
         return Err(CloudError::Api(Box::new(ApiError {
             http_status,
-            code,
+            code: truncate_chars(&code, ID_MAX),
             message: clean_message(err.message.as_deref().unwrap_or_default()),
-            request_id: err.request_id.unwrap_or_default(),
-            host_id: err.host_id,
-            recommend: err.recommend,
+            request_id: truncate_chars(&err.request_id.unwrap_or_default(), ID_MAX),
+            host_id: err.host_id.map(|h| truncate_chars(&h, ID_MAX)),
+            recommend: err.recommend.map(|r| truncate_chars(&r, MESSAGE_MAX)),
             retry_after: parse_retry_after(retry_after),
         })));
     }
+    Ok(value)
+}
+
+/// Decodes a GetMPUTaskStatus response. `retry_after` is the raw `x-acs-retry-after` header, if any.
+///
+/// A 2xx body must be a JSON object with a string `RequestId` and an integer `Status`; anything else is a
+/// [`CloudError::Decode`]. A non-2xx body must carry a `Code`; one that does not is a Decode error, which the
+/// class rules treat as Transient.
+pub fn decode_response(
+    http_status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<MpuTaskStatus, CloudError> {
+    let decode_err = |problem| CloudError::Decode {
+        http_status,
+        problem,
+    };
+    let value = decode_json(http_status, retry_after, body)?;
     let request_id = value
         .get("RequestId")
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| decode_err(DecodeProblem::MissingRequestId))?
-        .to_owned();
+        .ok_or_else(|| decode_err(DecodeProblem::MissingRequestId))?;
+    let request_id = truncate_chars(request_id, ID_MAX);
     let status = value
         .get("Status")
         .ok_or_else(|| decode_err(DecodeProblem::MissingStatus))?
@@ -300,14 +321,7 @@ pub fn decode_response(
     Ok(MpuTaskStatus { request_id, status })
 }
 
-/// The first [`BODY_EXCERPT_MAX`] characters of a body, lossily decoded.
-fn excerpt(body: &[u8]) -> String {
-    // Decoding only a prefix keeps a huge body from being copied whole; 4 bytes per char at most.
-    let prefix = &body[..body.len().min(BODY_EXCERPT_MAX * 4)];
-    truncate_chars(&String::from_utf8_lossy(prefix), BODY_EXCERPT_MAX)
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
+pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_owned(),
@@ -431,21 +445,25 @@ mod tests {
     }
 
     #[test]
-    fn decode_error_excerpt_is_bounded() {
-        let huge = vec![b'x'; 1_000_000];
-        match decode_response(200, None, &huge) {
-            Err(CloudError::Decode { excerpt, .. }) => {
-                assert!(excerpt.chars().count() <= BODY_EXCERPT_MAX + 1)
-            }
-            other => panic!("expected a decode error, got {other:?}"),
+    fn undecodable_bodies_leave_nothing_of_themselves_in_the_error() {
+        let echo = b"AccessKeyId=LTAIsecretish&password=hunter2 not json".to_vec();
+        for status in [200, 302, 500] {
+            let err = decode_response(status, None, &echo).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("LTAI"), "{text}");
         }
-        let multibyte = "é".repeat(1000);
-        match decode_response(500, None, multibyte.as_bytes()) {
-            Err(CloudError::Decode { excerpt, .. }) => {
-                assert_eq!(excerpt.chars().count(), BODY_EXCERPT_MAX + 1)
-            }
-            other => panic!("expected a decode error, got {other:?}"),
-        }
+    }
+
+    #[test]
+    fn error_codes_and_request_ids_are_bounded() {
+        let body = serde_json::json!({
+            "Code": "X".repeat(10_000), "RequestId": "R".repeat(10_000), "Message": "m"
+        });
+        let err = decode_response(400, None, body.to_string().as_bytes()).unwrap_err();
+        let api = err.api().unwrap();
+        assert!(api.code.chars().count() <= ID_MAX + 1);
+        assert!(api.request_id.chars().count() <= ID_MAX + 1);
     }
 
     #[test]

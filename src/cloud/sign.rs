@@ -217,17 +217,17 @@ pub fn signatures_equal(a: &str, b: &str) -> bool {
 
 /// AccessKey credentials as the signer needs them. The secret is borrowed only for the signing call.
 #[derive(Clone, Copy)]
-pub struct Credentials<'a> {
+pub struct SigningKey<'a> {
     pub access_key_id: &'a str,
     pub access_key_secret: &'a str,
     /// STS token, present for temporary credentials (RRSA, ECS RAM role).
     pub security_token: Option<&'a str>,
 }
 
-impl fmt::Debug for Credentials<'_> {
+impl fmt::Debug for SigningKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the secret or the token, even in a test failure.
-        f.debug_struct("Credentials")
+        f.debug_struct("SigningKey")
             .field("access_key_id", &self.access_key_id)
             .field("access_key_secret", &"<redacted>")
             .field("security_token", &self.security_token.map(|_| "<redacted>"))
@@ -317,7 +317,35 @@ pub fn v1_recompute(
 /// Every parameter of a V1 GetMPUTaskStatus call except `Signature`, as the old official SDK sends them.
 pub fn v1_params(
     call: &MpuStatusCall<'_>,
-    credentials: &Credentials<'_>,
+    credentials: &SigningKey<'_>,
+    fresh: &Freshness<'_>,
+) -> BTreeMap<String, String> {
+    let mut own = Vec::with_capacity(3);
+    if let Some(region) = call.region_id {
+        own.push((params::REGION_ID, region));
+    }
+    own.push((params::APP_ID, call.app_id));
+    own.push((params::TASK_ID, call.task_id));
+    let operation = RpcOperation {
+        action: ACTION_GET_MPU_TASK_STATUS,
+        version: call.api_version,
+        params: &own,
+    };
+    v1_rpc_params(&operation, credentials, fresh)
+}
+
+/// Any RPC operation: its name, API version and own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcOperation<'a> {
+    pub action: &'a str,
+    pub version: &'a str,
+    pub params: &'a [(&'a str, &'a str)],
+}
+
+/// Every parameter of a V1 RPC call except `Signature`: the common ones, then the operation's own.
+pub fn v1_rpc_params(
+    operation: &RpcOperation<'_>,
+    credentials: &SigningKey<'_>,
     fresh: &Freshness<'_>,
 ) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
@@ -325,8 +353,8 @@ pub fn v1_params(
         map.insert(k.to_owned(), v.to_owned());
     };
     put(params::FORMAT, FORMAT_JSON);
-    put(params::VERSION, call.api_version);
-    put(params::ACTION, ACTION_GET_MPU_TASK_STATUS);
+    put(params::VERSION, operation.version);
+    put(params::ACTION, operation.action);
     put(params::ACCESS_KEY_ID, credentials.access_key_id);
     put(params::SIGNATURE_METHOD, V1_SIGNATURE_METHOD);
     put(params::SIGNATURE_TYPE, V1_SIGNATURE_TYPE);
@@ -336,11 +364,9 @@ pub fn v1_params(
     if let Some(token) = credentials.security_token {
         put(params::SECURITY_TOKEN, token);
     }
-    if let Some(region) = call.region_id {
-        put(params::REGION_ID, region);
+    for (name, value) in operation.params {
+        put(name, value);
     }
-    put(params::APP_ID, call.app_id);
-    put(params::TASK_ID, call.task_id);
     map
 }
 
@@ -349,17 +375,50 @@ pub fn v1_params(
 pub fn sign_v1(
     method: Method,
     call: &MpuStatusCall<'_>,
-    credentials: &Credentials<'_>,
+    credentials: &SigningKey<'_>,
     fresh: &Freshness<'_>,
 ) -> SignedRequest {
     let params = v1_params(call, credentials, fresh);
+    sign_v1_params(
+        method,
+        ACTION_GET_MPU_TASK_STATUS,
+        call.api_version,
+        &params,
+        credentials,
+    )
+}
+
+/// A signed V1 request for any RPC operation (STS GetCallerIdentity, ...).
+pub fn sign_v1_rpc(
+    method: Method,
+    operation: &RpcOperation<'_>,
+    credentials: &SigningKey<'_>,
+    fresh: &Freshness<'_>,
+) -> SignedRequest {
+    let params = v1_rpc_params(operation, credentials, fresh);
+    sign_v1_params(
+        method,
+        operation.action,
+        operation.version,
+        &params,
+        credentials,
+    )
+}
+
+fn sign_v1_params(
+    method: Method,
+    action: &str,
+    version: &str,
+    query_params: &BTreeMap<String, String>,
+    credentials: &SigningKey<'_>,
+) -> SignedRequest {
     let V1Signature {
         string_to_sign,
         signature,
-    } = v1_sign(method, &params, credentials.access_key_secret);
+    } = v1_sign(method, query_params, credentials.access_key_secret);
     let query = format!(
         "{}&{}={}",
-        canonical_query(&params),
+        canonical_query(query_params),
         params::SIGNATURE,
         percent_encode(&signature)
     );
@@ -368,11 +427,8 @@ pub fn sign_v1(
         path: RPC_PATH,
         query,
         headers: vec![
-            (
-                headers::ACTION.to_owned(),
-                ACTION_GET_MPU_TASK_STATUS.to_owned(),
-            ),
-            (headers::VERSION.to_owned(), call.api_version.to_owned()),
+            (headers::ACTION.to_owned(), action.to_owned()),
+            (headers::VERSION.to_owned(), version.to_owned()),
         ],
         string_to_sign,
     }
@@ -552,7 +608,7 @@ pub fn v3_recompute(
 pub fn sign_v3(
     host: &str,
     call: &MpuStatusCall<'_>,
-    credentials: &Credentials<'_>,
+    credentials: &SigningKey<'_>,
     fresh: &Freshness<'_>,
 ) -> SignedRequest {
     let query = BTreeMap::from([
@@ -631,7 +687,7 @@ mod tests {
         task_id: "task*~/",
         region_id: Some("cn-hangzhou"),
     };
-    const CREDS: Credentials<'static> = Credentials {
+    const CREDS: SigningKey<'static> = SigningKey {
         access_key_id: "ak",
         access_key_secret: "s",
         security_token: None,
@@ -723,7 +779,7 @@ mod tests {
             nonce: "n1",
             timestamp: ts("2024-01-02T03:04:05.999Z"),
         };
-        let creds = Credentials {
+        let creds = SigningKey {
             security_token: Some("tok"),
             ..CREDS
         };
@@ -879,7 +935,7 @@ mod tests {
             nonce: "n3",
             timestamp: ts("2024-01-02T03:04:05Z"),
         };
-        let creds = Credentials {
+        let creds = SigningKey {
             security_token: Some("tok"),
             ..CREDS
         };
@@ -969,7 +1025,7 @@ mod tests {
 
     #[test]
     fn credentials_debug_never_prints_secret_or_token() {
-        let creds = Credentials {
+        let creds = SigningKey {
             security_token: Some("TOKEN123"),
             access_key_secret: "SECRET123",
             ..CREDS

@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
-use crate::cloud::credentials::CredentialsError;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
 /// How long the cloud lets a task wait for its channel before stopping it.
@@ -64,10 +63,22 @@ pub enum Outcome {
     Polled(MpuTaskStatus),
     /// The cloud answered with an error, or could not be reached.
     CloudFailed(CloudError),
-    /// No credentials to call with.
-    NoCredentials(CredentialsError),
+    /// The task's account cannot be used (none named, not found, not allowed for this
+    /// namespace, or not ready): no call was made.
+    AccountUnusable(Problem),
     /// `spec.suspend` is true: no call was made.
     Suspended,
+}
+
+/// Why a task's account cannot be used, as the task's conditions say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase condition and event reason.
+    pub reason: &'static str,
+    /// For people: what is wrong and what to change. Never holds a secret.
+    pub message: String,
+    /// Only a change (of the task, the account, its Secret) can fix it.
+    pub permanent: bool,
 }
 
 /// Severity of an event.
@@ -98,6 +109,9 @@ pub enum NextSync {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub status: MpuRelayTaskStatus,
+    /// True when the account's budget, not the task's own interval, sets the pace of `next`
+    /// (the reconciler then queues for the next free slot a little early).
+    pub budget_bound: bool,
     /// False when nothing but timestamps and the request id moved (and no heartbeat is due).
     pub write: bool,
     pub events: Vec<EventSpec>,
@@ -106,27 +120,24 @@ pub struct Decision {
     pub class: Option<ErrorClass>,
 }
 
-/// The interval at which the task is polled when all is well: the spec's override or the
-/// phase's interval, never below the account's floor (members / rate).
-pub fn sync_interval(
+/// The interval the task asks to be polled at when all is well: `spec.pollInterval`, or the
+/// phase's interval. `None`: not polled again until something changes.
+pub fn desired_interval(
     task: &MpuRelayTask,
     phase: Option<Phase>,
     config: &PollConfig,
-    floor: Duration,
 ) -> Option<Duration> {
     let base = match task.spec.poll_interval {
-        // The CRD's pattern admits no negative durations.
-        Some(d) => d.into(),
-        None => match phase {
+        // A negative duration (the CRD refuses them; an old object might hold one) means the
+        // phase's own interval.
+        Some(d) if !d.is_negative() => Duration::from(d),
+        _ => match phase {
             Some(Phase::Running) | None => config.running,
             Some(Phase::WaitingForChannel) => config.waiting,
             Some(_) => config.stopped,
         },
     };
-    if base.is_zero() {
-        return None;
-    }
-    Some(base.max(floor))
+    (!base.is_zero()).then_some(base)
 }
 
 /// Decides what one poll means for the task. `floor` is the account budget's shortest
@@ -189,27 +200,40 @@ pub fn decide(
                 "False"
             };
             stamp.set(
-                &mut next,
+                &mut next.conditions,
                 conditions::READY,
                 ready,
                 phase.as_str(),
                 phase.description(),
             );
             stamp.set(
-                &mut next,
+                &mut next.conditions,
                 conditions::SYNCED,
                 "True",
                 reasons::POLLED,
                 "GetMPUTaskStatus succeeded",
             );
-            stamp.set(
-                &mut next,
-                conditions::STALLED,
-                "False",
-                reasons::NOT_STALLED,
-                "polling makes progress",
-            );
-            let interval = sync_interval(task, Some(phase), config, floor);
+            // A relay the cloud stopped does not restart by itself: GitOps tools (kstatus
+            // Failed, Argo CD Degraded) must say so instead of waiting for it forever. A relay
+            // its user stopped is what they asked for, so it is not stalled.
+            if stopped_by_the_cloud(phase) {
+                stamp.set(
+                    &mut next.conditions,
+                    conditions::STALLED,
+                    "True",
+                    phase.as_str(),
+                    &format!("{}; it will not restart by itself", phase.description()),
+                );
+            } else {
+                stamp.set(
+                    &mut next.conditions,
+                    conditions::STALLED,
+                    "False",
+                    reasons::NOT_STALLED,
+                    "polling makes progress",
+                );
+            }
+            let interval = desired_interval(task, Some(phase), config).map(|d| d.max(floor));
             (interval.map_or(NextSync::OnChange, NextSync::After), None)
         }
         Outcome::CloudFailed(err) => {
@@ -225,11 +249,11 @@ pub fn decide(
                 Some(class),
             )
         }
-        Outcome::NoCredentials(err) => {
+        Outcome::AccountUnusable(problem) => {
             let failure = Failure {
-                reason: err.reason(),
-                text: err.to_string(),
-                terminal: err.is_permanent(),
+                reason: problem.reason,
+                text: problem.message.clone(),
+                terminal: problem.permanent,
                 retry_after: None,
             };
             let class = if failure.terminal {
@@ -245,14 +269,14 @@ pub fn decide(
         Outcome::Suspended => {
             let why = "spec.suspend is true: polling is stopped";
             stamp.set(
-                &mut next,
+                &mut next.conditions,
                 conditions::SYNCED,
                 "False",
                 reasons::SUSPENDED,
                 why,
             );
             stamp.set(
-                &mut next,
+                &mut next.conditions,
                 conditions::STALLED,
                 "False",
                 reasons::SUSPENDED,
@@ -262,19 +286,15 @@ pub fn decide(
         }
     };
 
-    next.sync_interval = match (next_sync, outcome) {
-        (NextSync::After(_), Outcome::Polled(_)) => {
-            let interval = sync_interval(task, next.phase, config, floor);
-            match (prev.sync_interval, interval) {
-                // Rewritten only when it moves by more than a tenth, so a budget floor that
-                // wobbles with the member count does not cause a write per poll.
-                (Some(old), Some(new)) if close(Duration::from(old), new) => Some(old),
-                (_, new) => new.map(Into::into),
-            }
-        }
-        (NextSync::OnChange, Outcome::Polled(_)) => None,
-        _ => prev.sync_interval,
-    };
+    // The task's own interval, not the budget's stretch of it: the floor moves with every
+    // task that joins or leaves the account, and belongs to the account's status.
+    if let Outcome::Polled(_) = outcome {
+        next.sync_interval = desired_interval(task, next.phase, config).map(Into::into);
+    }
+    let budget_bound = matches!(
+        (next_sync, outcome),
+        (NextSync::After(delay), Outcome::Polled(_)) if !floor.is_zero() && delay <= floor
+    );
 
     let heartbeat_due = prev.last_sync_time.as_ref().is_none_or(|t| {
         now.duration_since(t.0)
@@ -285,16 +305,12 @@ pub fn decide(
 
     Decision {
         status: next,
+        budget_bound,
         write,
         events,
         next: next_sync,
         class,
     }
-}
-
-fn close(a: Duration, b: Duration) -> bool {
-    let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
-    (a - b).abs() <= 0.1 * a.max(b)
 }
 
 /// The status without what moves at every poll (timestamps of the poll, the request id), so
@@ -342,10 +358,28 @@ impl Failure {
         stamp: &Stamp,
         config: &PollConfig,
     ) -> NextSync {
-        stamp.set(status, conditions::SYNCED, "False", self.reason, &self.text);
+        stamp.set(
+            &mut status.conditions,
+            conditions::SYNCED,
+            "False",
+            self.reason,
+            &self.text,
+        );
         if self.terminal {
-            stamp.set(status, conditions::STALLED, "True", self.reason, &self.text);
-            stamp.set(status, conditions::READY, "False", self.reason, &self.text);
+            stamp.set(
+                &mut status.conditions,
+                conditions::STALLED,
+                "True",
+                self.reason,
+                &self.text,
+            );
+            stamp.set(
+                &mut status.conditions,
+                conditions::READY,
+                "False",
+                self.reason,
+                &self.text,
+            );
             status.message = Some(self.text.clone());
             events.push(EventSpec {
                 severity: Severity::Warning,
@@ -355,7 +389,7 @@ impl Failure {
             return NextSync::After(config.stalled_retry);
         }
         stamp.set(
-            status,
+            &mut status.conditions,
             conditions::STALLED,
             "False",
             reasons::NOT_STALLED,
@@ -364,6 +398,14 @@ impl Failure {
         let delay = backoff(status, stamp.time.0, config);
         NextSync::After(self.retry_after.map_or(delay, |after| delay.max(after)))
     }
+}
+
+/// Phases in which the cloud ended the relay without its user asking.
+pub fn stopped_by_the_cloud(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Stopped | Phase::ChannelStopped | Phase::CdnError | Phase::StreamUrlError
+    )
 }
 
 fn phase_message(phase: Phase, code: i64) -> String {
@@ -396,26 +438,24 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
 
 /// What every condition written by one decision carries: the generation it describes and the
 /// decision's time.
-struct Stamp {
-    generation: Option<i64>,
-    time: Time,
+pub(crate) struct Stamp {
+    pub generation: Option<i64>,
+    pub time: Time,
 }
 
 impl Stamp {
     /// Sets a condition, keeping its lastTransitionTime unless its status flips.
-    fn set(
+    pub fn set(
         &self,
-        status: &mut MpuRelayTaskStatus,
+        conditions: &mut Vec<Condition>,
         type_: &str,
         value: &str,
         reason: &str,
         message: &str,
     ) {
-        let previous = status.conditions.iter().position(|c| c.type_ == type_);
+        let previous = conditions.iter().position(|c| c.type_ == type_);
         let transition = match previous {
-            Some(i) if status.conditions[i].status == value => {
-                status.conditions[i].last_transition_time.clone()
-            }
+            Some(i) if conditions[i].status == value => conditions[i].last_transition_time.clone(),
             _ => self.time.clone(),
         };
         let condition = Condition {
@@ -429,8 +469,8 @@ impl Stamp {
             observed_generation: self.generation,
         };
         match previous {
-            Some(i) => status.conditions[i] = condition,
-            None => status.conditions.push(condition),
+            Some(i) => conditions[i] = condition,
+            None => conditions.push(condition),
         }
     }
 }
@@ -453,10 +493,10 @@ mod tests {
             MpuRelayTaskSpec {
                 app_id: "app".into(),
                 task_id: "task".into(),
-                endpoint: None,
-                region_id: None,
-                api: Default::default(),
-                credentials_secret_ref: None,
+                account_ref: Some(crate::api::AccountRef {
+                    kind: Default::default(),
+                    name: "live".into(),
+                }),
                 poll_interval: None,
                 suspend: false,
             },
@@ -533,6 +573,13 @@ mod tests {
             let ready = condition(&d, conditions::READY);
             assert_eq!(ready.status, "False");
             assert_eq!(ready.reason, Phase::from_code(code).as_str());
+            let stalled = condition(&d, conditions::STALLED);
+            let by_cloud = code != 3;
+            assert_eq!(
+                stalled.status,
+                if by_cloud { "True" } else { "False" },
+                "code {code}"
+            );
             assert_eq!(d.next, NextSync::After(Duration::from_secs(600)));
         }
     }
@@ -643,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn budget_floor_stretches_the_interval_and_is_shown_in_the_status() {
+    fn budget_floor_stretches_the_next_poll_but_not_the_status() {
         let d = decide(
             &task(),
             &polled(1),
@@ -652,23 +699,33 @@ mod tests {
             Duration::from_secs(45),
         );
         assert_eq!(d.next, NextSync::After(Duration::from_secs(45)));
+        assert!(d.budget_bound);
         assert_eq!(
             d.status.sync_interval.map(Duration::from),
-            Some(Duration::from_secs(45))
+            Some(Duration::from_secs(30)),
+            "the task's own interval; the account's status shows the budget's"
         );
+        let free = decide(
+            &task(),
+            &polled(1),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert!(!free.budget_bound);
     }
 
     #[test]
-    fn sync_interval_is_rewritten_only_when_it_moves_materially() {
+    fn a_moving_budget_floor_never_rewrites_an_unchanged_task() {
         let config = PollConfig::default();
         let t = after(
             task(),
             &decide(&task(), &polled(1), at(0), &config, Duration::from_secs(40)),
         );
-        let wobble = decide(&t, &polled(1), at(40), &config, Duration::from_secs(42));
-        assert!(!wobble.write, "5 % is not material");
-        let jump = decide(&t, &polled(1), at(40), &config, Duration::from_secs(60));
-        assert!(jump.write);
+        for floor in [0, 42, 60, 600] {
+            let d = decide(&t, &polled(1), at(40), &config, Duration::from_secs(floor));
+            assert!(!d.write, "floor {floor}s rewrote the status");
+        }
     }
 
     #[test]
@@ -783,10 +840,13 @@ mod tests {
     }
 
     #[test]
-    fn missing_secret_stalls_and_recovers_on_the_next_good_poll() {
+    fn unusable_account_stalls_and_recovers_on_the_next_good_poll() {
         let config = PollConfig::default();
-        let missing =
-            Outcome::NoCredentials(CredentialsError::SecretNotFound { name: "ak".into() });
+        let missing = Outcome::AccountUnusable(Problem {
+            reason: "SecretNotFound",
+            message: "Secret ns/\"ak\" not found".into(),
+            permanent: true,
+        });
         let d = decide(&task(), &missing, at(0), &config, Duration::ZERO);
         assert_eq!(condition(&d, conditions::STALLED).reason, "SecretNotFound");
         assert!(d.status.message.as_deref().unwrap().contains("\"ak\""));

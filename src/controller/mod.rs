@@ -1,34 +1,44 @@
-//! The controller: watches MpuRelayTasks (and the Secrets they name), and reconciles each by
-//! polling GetMPUTaskStatus within its account's budget and writing what it learns to `.status`.
+//! The controllers: tasks are polled through their account's budget and their status written;
+//! accounts are resolved and their status (readiness, budget) published.
 //!
-//! [`decide`] holds every decision; [`reconcile`] is the thin I/O around it, in this order:
-//! credentials -> budget slot -> cloud call -> decide -> status patch (only on change) ->
-//! events -> requeue.
+//! - [`task`]: one task's reconcile, thin I/O around [`decide`] (pure decisions).
+//! - [`account`]: which account a task may use, what an account resolves to, and the account
+//!   reconcile around [`account_status`] (pure decisions).
+//! - this module: the shared [`Context`], the watches and their triggers, and running it all.
 
+pub mod account;
+pub mod account_status;
 pub mod decide;
+pub mod task;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use futures::channel::mpsc;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use rand::Rng;
-use tracing::{Instrument, debug, info, info_span, warn};
+use serde::Serialize;
+use tracing::{debug, info, warn};
 
-use crate::api::{MpuRelayTask, Phase};
-use crate::budget::{BudgetConfig, Budgets, Grant};
-use crate::cloud::ErrorClass;
-use crate::cloud::client::{CloudClient, StatusQuery};
-use crate::cloud::credentials::{self, Credentials, OperatorCredentials};
-use crate::telemetry::{self, AccountLabels, CallLabels, Metrics, ReasonLabels, ResultLabels};
-use decide::{Decision, NextSync, Outcome, PollConfig, Severity, decide};
+use crate::api::{
+    AccountKind, ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, Phase, conditions,
+};
+use crate::budget::Budgets;
+use crate::cloud::client::CloudClient;
+use crate::telemetry::Metrics;
+use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
+use decide::{EventSpec, PollConfig, Severity};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
@@ -36,20 +46,24 @@ pub const FIELD_MANAGER: &str = "mpu-relay-operator";
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The controller's name in events.
 pub const CONTROLLER_NAME: &str = "mpu-relay-operator";
+/// Kubernetes refuses event notes over 1 KiB.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
 
-/// What the controller needs to know besides the objects.
+/// What the controllers need to know besides the objects.
 #[derive(Clone, Debug)]
 pub struct ControllerSettings {
     /// Namespaces to watch; empty watches all.
     pub namespaces: Vec<String>,
     pub poll: PollConfig,
-    pub budget: BudgetConfig,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// Whether tasks may use `MpuRelayAccount`s (off: only cluster accounts, which an admin
+    /// creates; the operator then reads Secrets only in the namespaces cluster accounts name).
+    pub namespaced_accounts: bool,
 }
 
-/// Why a reconcile failed. Cloud and credential problems are not errors here: they are
-/// outcomes written to the status. What remains is the API server refusing our writes.
+/// Why a reconcile failed. Cloud and account problems are not errors here: they are outcomes
+/// written to the status. What remains is the API server refusing our writes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("writing the status failed: {0}")]
@@ -73,288 +87,128 @@ type TaskRef = ObjectRef<MpuRelayTask>;
 pub struct Context {
     pub client: kube::Client,
     pub cloud: CloudClient,
-    pub operator_credentials: OperatorCredentials,
-    /// One Secret cache per watched scope (a namespace, or the whole cluster).
-    pub secrets: Vec<Store<Secret>>,
-    /// One task cache per watched scope, for metrics.
+    pub accounts: Accounts,
+    pub budgets: Arc<Budgets<TaskRef>>,
+    /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
-    /// The budget of each account, keyed by account identity and endpoint.
-    pub budgets: Mutex<Budgets<String, TaskRef>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub poll: PollConfig,
 }
 
 impl Context {
-    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        let key = ObjectRef::new(name).within(namespace);
-        self.secrets.iter().find_map(|store| store.get(&key))
+    /// Every cached task.
+    fn all_tasks(&self) -> impl Iterator<Item = Arc<MpuRelayTask>> + '_ {
+        self.tasks.iter().flat_map(|s| s.state())
+    }
+
+    /// Tasks that reference `account`.
+    pub fn tasks_of(&self, account: &AccountKey) -> Vec<TaskRef> {
+        self.all_tasks()
+            .filter(|t| {
+                t.namespace()
+                    .and_then(|ns| AccountKey::of_task(t, &ns))
+                    .as_ref()
+                    == Some(account)
+            })
+            .map(|t| ObjectRef::from_obj(&*t))
+            .collect()
     }
 
     /// Refreshes the gauges derived from the caches; called before each scrape.
     pub fn refresh_gauges(&self) {
         let mut by_phase: HashMap<&'static str, i64> = HashMap::new();
-        for store in &self.tasks {
-            for task in store.state() {
-                let phase = task
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .map_or("Pending", Phase::as_str);
-                *by_phase.entry(phase).or_default() += 1;
+        for task in self.all_tasks() {
+            let phase = task
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map_or("Pending", Phase::as_str);
+            *by_phase.entry(phase).or_default() += 1;
+        }
+        self.metrics.set_tasks_by_phase(by_phase);
+        let now = std::time::Instant::now();
+        self.metrics.set_budgets(
+            self.budgets
+                .all()
+                .into_iter()
+                .map(|b| (b.alias().to_string(), b.view(now))),
+        );
+    }
+
+    /// Publishes events on `object`, best effort.
+    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, events: &[EventSpec]) {
+        for event in events {
+            let published = self
+                .recorder
+                .publish(
+                    &Event {
+                        type_: match event.severity {
+                            Severity::Normal => EventType::Normal,
+                            Severity::Warning => EventType::Warning,
+                        },
+                        reason: event.reason.to_string(),
+                        note: Some(truncate_bytes(&event.note, EVENT_NOTE_MAX_BYTES)),
+                        action: "Reconcile".to_string(),
+                        secondary: None,
+                    },
+                    &object.object_ref(&()),
+                )
+                .await;
+            if let Err(e) = published {
+                // Events are best effort: losing one must not fail the reconcile.
+                warn!(error = %e, reason = event.reason, "publishing an event failed");
             }
         }
-        self.metrics.tasks.clear();
-        for (phase, count) in by_phase {
-            self.metrics
-                .tasks
-                .get_or_create(&telemetry::PhaseLabels { phase })
-                .set(count);
-        }
-        let snapshot = self.budgets.lock().expect("budget lock").snapshot();
-        for (account, rate, members) in snapshot {
-            let labels = AccountLabels {
-                account: telemetry::account_alias(&account),
-            };
-            self.metrics.budget_rate.get_or_create(&labels).set(rate);
-            self.metrics
-                .budget_tasks
-                .get_or_create(&labels)
-                .set(members as i64);
-        }
     }
-}
 
-/// Credentials for the task: its Secret, or the operator's own.
-async fn credentials_for(
-    task: &MpuRelayTask,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<Credentials, credentials::CredentialsError> {
-    match &task.spec.credentials_secret_ref {
-        Some(reference) => {
-            let secret = ctx.secret(namespace, &reference.name);
-            credentials::from_secret(secret.as_deref(), reference)
-        }
-        None => ctx.operator_credentials.get().await,
-    }
-}
-
-/// One reconcile of one task. Never sleeps: a task without a budget slot is requeued for the
-/// slot it was given.
-pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = task.namespace().ok_or(Error::MissingNamespace)?;
-    let key = ObjectRef::from_obj(&*task);
-    ctx.metrics.reconciles.inc();
-
-    let outcome = if task.spec.suspend {
-        ctx.budgets
-            .lock()
-            .expect("budget lock")
-            .release_everywhere(&key);
-        (Outcome::Suspended, Duration::ZERO, None)
-    } else {
-        match credentials_for(&task, &namespace, &ctx).await {
-            Err(e) => (Outcome::NoCredentials(e), Duration::ZERO, None),
-            Ok(creds) => match poll(&task, &key, &creds, &ctx).await {
-                Polled::Wait(delay) => return Ok(Action::requeue(delay)),
-                Polled::Done(outcome, floor, account) => (outcome, floor, Some(account)),
-            },
-        }
-    };
-    let (outcome, floor, account) = outcome;
-    let decision = decide(&task, &outcome, jiff::Timestamp::now(), &ctx.poll, floor);
-    apply(&task, &namespace, &decision, &ctx).await?;
-
-    Ok(match decision.next {
-        // When the budget sets the pace, come back a little early and queue for the next free
-        // slot: the budget then never idles while tasks wait, and the queue keeps them in turn.
-        NextSync::After(delay) if !floor.is_zero() && delay <= floor => {
-            Action::requeue(delay.mul_f64(rand::rng().random_range(0.90..0.97)))
-        }
-        NextSync::After(delay) => Action::requeue(jitter(delay)),
-        NextSync::OnChange => {
-            if account.is_some() {
-                ctx.budgets
-                    .lock()
-                    .expect("budget lock")
-                    .release_everywhere(&key);
-            }
-            Action::await_change()
-        }
-    })
-}
-
-enum Polled {
-    /// No slot yet: come back after this long.
-    Wait(Duration),
-    /// The call was made; here is what it gave, the account's floor and the account.
-    Done(Outcome, Duration, String),
-}
-
-/// Takes a budget slot and, when it is this task's turn, calls the cloud.
-async fn poll(task: &MpuRelayTask, key: &TaskRef, creds: &Credentials, ctx: &Context) -> Polled {
-    // The cloud limits calls per account; a key used against two endpoints (regions) counts
-    // twice, so the budget is per (account, endpoint).
-    let account = format!("{}@{}", creds.account, task.spec.endpoint());
-    let now = Instant::now();
-    let floor = {
-        let mut budgets = ctx.budgets.lock().expect("budget lock");
-        let budget = budgets.account(&account);
-        if let Grant::At(at) = budget.acquire(key, now) {
-            debug!(
-                wait_ms = (at - now).as_millis() as u64,
-                "waiting for a budget slot"
-            );
-            return Polled::Wait(at.saturating_duration_since(now));
-        }
-        // Only a task that calls renews its membership and needs the floor (a sort over the
-        // account's members), so a reconcile that just waits for its slot skips both.
-        let desired = decide::sync_interval(
-            task,
-            task.status.as_ref().and_then(|s| s.phase),
-            &ctx.poll,
-            Duration::ZERO,
-        )
-        .unwrap_or(ctx.poll.stopped.max(ctx.poll.running));
-        // A member counts until it has missed a few of its polls (then it is gone or moved).
-        budget.floor(
-            key,
-            desired,
-            now,
-            now + desired * 3 + Duration::from_secs(60),
-        )
-    };
-
-    let query = StatusQuery {
-        endpoint: task.spec.endpoint(),
-        api: task.spec.api,
-        region_id: task.spec.region_id.as_deref(),
-        app_id: &task.spec.app_id,
-        task_id: &task.spec.task_id,
-    };
-    let started = Instant::now();
-    let result = ctx.cloud.get_mpu_task_status(creds, &query).await;
-    ctx.metrics
-        .cloud_call_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let alias = telemetry::account_alias(&account);
-    let (result_label, reason) = match &result {
-        Ok(_) => ("ok", decide::reasons::POLLED),
-        Err(e) => (
-            match e.class() {
-                ErrorClass::Throttled => "throttled",
-                ErrorClass::Transient => "transient",
-                ErrorClass::Terminal => "terminal",
-            },
-            e.reason(),
-        ),
-    };
-    ctx.metrics
-        .cloud_calls
-        .get_or_create(&CallLabels {
-            account: alias.clone(),
-            result: result_label,
-            reason,
-        })
-        .inc();
+    /// Writes `status` to `object` with server-side apply (the operator alone owns `.status`).
+    async fn write_status<K>(
+        &self,
+        api: Api<K>,
+        object: &K,
+        status: &impl Serialize,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let mut budgets = ctx.budgets.lock().expect("budget lock");
-        let budget = budgets.account(&account);
-        match &result {
-            Ok(_) => budget.on_success(),
-            Err(e) if e.class() == ErrorClass::Throttled => {
-                budget.on_throttled(Instant::now());
-                ctx.metrics
-                    .throttled
-                    .get_or_create(&AccountLabels { account: alias })
-                    .inc();
-                warn!(
-                    rate = budget.rate(),
-                    "the cloud throttled a call; slowing down"
-                );
-            }
-            Err(_) => {}
-        }
-    }
-    let outcome = match result {
-        Ok(status) => Outcome::Polled(status),
-        Err(e) => Outcome::CloudFailed(e),
-    };
-    Polled::Done(outcome, floor, account)
-}
-
-/// Writes the decided status (when it changed) and publishes the decided events.
-async fn apply(
-    task: &MpuRelayTask,
-    namespace: &str,
-    decision: &Decision,
-    ctx: &Context,
-) -> Result<(), Error> {
-    if let Some(class) = decision.class {
-        let condition = decision
-            .status
-            .condition(crate::api::conditions::SYNCED)
-            .map(|c| c.message.as_str())
-            .unwrap_or_default();
-        warn!(?class, error = condition, "polling failed");
-    }
-    if decision.write {
-        let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), namespace);
         let patch = serde_json::json!({
-            "apiVersion": MpuRelayTask::api_version(&()),
-            "kind": MpuRelayTask::kind(&()),
-            "status": decision.status,
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
         });
-        // force: the operator alone owns .status.
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api
-            .patch_status(&task.name_any(), &params, &Patch::Apply(&patch))
+            .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
             .await
         {
             Ok(_) => {
-                ctx.metrics
-                    .status_writes
-                    .get_or_create(&ResultLabels { result: "ok" })
-                    .inc();
+                self.metrics.record_status_write(true);
+                Ok(())
             }
             // Deleted meanwhile: nothing left to write to.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => {
-                ctx.metrics
-                    .status_writes
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
-                return Err(Error::StatusWrite(e));
+                self.metrics.record_status_write(false);
+                Err(Error::StatusWrite(e))
             }
         }
     }
-    for event in &decision.events {
-        let published = ctx
-            .recorder
-            .publish(
-                &Event {
-                    type_: match event.severity {
-                        Severity::Normal => EventType::Normal,
-                        Severity::Warning => EventType::Warning,
-                    },
-                    reason: event.reason.to_string(),
-                    note: Some(event.note.chars().take(1024).collect()),
-                    action: "Poll".to_string(),
-                    secondary: None,
-                },
-                &task.object_ref(&()),
-            )
-            .await;
-        if let Err(e) = published {
-            // Events are best effort: losing one must not fail the reconcile.
-            warn!(error = %e, reason = event.reason, "publishing an event failed");
-        }
-    }
-    Ok(())
 }
 
-/// Spreads requeues by ±3 % so tasks created together drift apart.
+/// At most `max` bytes of `text`, cut on a character boundary.
+pub fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_string()
+}
+
+/// Spreads requeues by ±3 % so objects created together drift apart.
 fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(rand::rng().random_range(0.97..1.03))
 }
@@ -386,13 +240,8 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// What to do when a reconcile fails (the status write was refused).
-pub fn error_policy(_task: Arc<MpuRelayTask>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ReasonLabels {
-            reason: error.reason(),
-        })
-        .inc();
+fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.record_reconcile_error(error.reason());
     warn!(error = %error, "reconcile failed");
     match error {
         // The API server is unavailable or overloaded: try again soon, spread out.
@@ -403,93 +252,109 @@ pub fn error_policy(_task: Arc<MpuRelayTask>, error: &Error, ctx: Arc<Context>) 
 }
 
 /// The watched scopes: one per namespace, or the whole cluster.
-fn scopes<K>(client: &kube::Client, namespaces: &[String]) -> Vec<Api<K>>
+fn scopes<K>(client: &kube::Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     K::DynamicType: Default,
 {
     if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+        vec![(None, Api::all(client.clone()))]
     } else {
         namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
             .collect()
     }
+}
+
+/// Routes task references to the task controller of their scope.
+#[derive(Clone, Default)]
+struct Triggers {
+    routes: Vec<(Option<String>, mpsc::UnboundedSender<TaskRef>)>,
+}
+
+impl Triggers {
+    fn send(&self, tasks: impl IntoIterator<Item = TaskRef>) {
+        for task in tasks {
+            let route = self
+                .routes
+                .iter()
+                .find(|(ns, _)| ns.is_none() || ns.as_deref() == task.namespace.as_deref());
+            if let Some((_, sender)) = route {
+                let _ = sender.unbounded_send(task);
+            }
+        }
+    }
+}
+
+/// What about an account matters to its tasks: its spec and its readiness. Its budget figures
+/// move all the time and must not wake every task of the account.
+fn task_facing<K: Resource>(account: &K, ready: Option<(&str, &str)>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    account.meta().generation.hash(&mut hasher);
+    ready.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn ready_of(status: Option<&crate::api::AccountStatus>) -> Option<(&str, &str)> {
+    status
+        .and_then(|s| s.condition(conditions::READY))
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
 }
 
 /// Everything `run` builds before it starts the controllers.
 pub struct Prepared {
     pub context: Arc<Context>,
-    controllers: Vec<Controller<MpuRelayTask>>,
+    runs: Vec<BoxFuture<'static, ()>>,
+    /// Tells every controller to stop taking work (in-flight reconciles finish).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// Builds the controllers (one per watched scope) and their shared context.
+/// Builds the controllers, their watches and their shared context.
 pub fn prepare(
     client: kube::Client,
     cloud: CloudClient,
-    operator_credentials: OperatorCredentials,
+    resolver: ResolverSettings,
     settings: &ControllerSettings,
     metrics: Arc<Metrics>,
     instance: String,
 ) -> Prepared {
-    let mut controllers = Vec::new();
-    let mut secret_stores = Vec::new();
-    let mut task_stores = Vec::new();
-    let task_apis = scopes::<MpuRelayTask>(&client, &settings.namespaces);
-    let secret_apis = scopes::<Secret>(&client, &settings.namespaces);
-    for (tasks_api, secrets_api) in task_apis.into_iter().zip(secret_apis) {
-        let (task_reader, task_writer) = reflector::store();
-        // Only spec changes (generation) and annotations (sync-requested-at) trigger a
-        // reconcile: our own status writes must not, or every write would cause another poll.
-        let tasks = watcher(tasks_api, watcher::Config::default())
-            // The cache holds every task: keep only what reconciles read. kubectl and Argo CD's
-            // client-side apply store a whole copy of the object in this annotation.
-            .modify(|t: &mut MpuRelayTask| {
-                t.managed_fields_mut().clear();
-                t.annotations_mut().remove(LAST_APPLIED);
-            })
-            .reflect(task_writer)
-            .applied_objects()
-            .predicate_filter(
-                (predicates::generation as fn(&MpuRelayTask) -> Option<u64>)
-                    .combine(predicates::annotations as fn(&MpuRelayTask) -> Option<u64>),
-                Default::default(),
-            );
-        let (secret_reader, secret_writer) = reflector::store();
-        let secrets = watcher(secrets_api, watcher::Config::default())
-            .modify(|s: &mut Secret| {
-                s.managed_fields_mut().clear();
-                s.annotations_mut().clear();
-            })
-            .reflect(secret_writer)
-            .touched_objects();
-        let by_secret = task_reader.clone();
-        let controller = Controller::for_stream(tasks, task_reader.clone())
-            .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-            .trigger_backoff(WatchBackoff::default())
-            // A changed Secret retries every task that names it at once (a Stalled task
-            // recovers without waiting for its slow retry).
-            .watches_stream(secrets, move |secret: Secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|t| {
-                        t.namespace() == namespace
-                            && t.spec
-                                .credentials_secret_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == name)
-                    })
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            });
-        secret_stores.push(secret_reader);
-        task_stores.push(task_reader);
-        controllers.push(controller);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown: Shared<BoxFuture<'static, ()>> = async move {
+        let mut stopping = stopping;
+        let _ = stopping.wait_for(|s| *s).await;
     }
+    .boxed()
+    .shared();
+    let budgets = Arc::new(Budgets::default());
+    let (cluster_reader, cluster_writer) = reflector::store();
+    let (namespaces_reader, namespaces_writer) = reflector::store();
+    let task_scopes = scopes::<MpuRelayTask>(&client, &settings.namespaces);
+    let mut task_stores = Vec::new();
+    let mut task_writers = Vec::new();
+    let mut triggers = Triggers::default();
+    let mut trigger_streams = Vec::new();
+    for (scope, _) in &task_scopes {
+        let (reader, writer) = reflector::store();
+        task_stores.push(reader);
+        task_writers.push(writer);
+        let (tx, rx) = mpsc::unbounded();
+        triggers.routes.push((scope.clone(), tx));
+        trigger_streams.push(rx);
+    }
+    let account_scopes = if settings.namespaced_accounts {
+        scopes::<MpuRelayAccount>(&client, &settings.namespaces)
+    } else {
+        Vec::new()
+    };
+    let mut account_stores = Vec::new();
+    let mut account_writers = Vec::new();
+    for _ in &account_scopes {
+        let (reader, writer) = reflector::store();
+        account_stores.push(reader);
+        account_writers.push(writer);
+    }
+
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -498,51 +363,244 @@ pub fn prepare(
         },
     );
     let context = Arc::new(Context {
-        client,
+        accounts: Accounts {
+            namespaced: account_stores.clone(),
+            cluster: cluster_reader.clone(),
+            namespaces: namespaces_reader,
+            namespaced_enabled: settings.namespaced_accounts,
+            resolver: Resolver::new(client.clone(), cloud.clone(), resolver, budgets.clone()),
+        },
+        client: client.clone(),
         cloud,
-        operator_credentials,
-        secrets: secret_stores,
-        tasks: task_stores,
-        budgets: Mutex::new(Budgets::new(settings.budget.clone())),
+        budgets,
+        tasks: task_stores.clone(),
         recorder,
         metrics,
         poll: settings.poll.clone(),
     });
+
+    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
+
+    // Tasks: one controller per scope. Only spec changes (generation) and annotations
+    // (sync-requested-at) trigger a reconcile: our own status writes must not, or every write
+    // would cause another poll. Account and namespace changes arrive through `triggers`.
+    for (((_, api), writer), (reader, trigger)) in task_scopes
+        .into_iter()
+        .zip(task_writers)
+        .zip(task_stores.into_iter().zip(trigger_streams))
+    {
+        let tasks = watcher(api, watcher::Config::default())
+            // The cache holds every task: keep only what reconciles read. kubectl and Argo CD's
+            // client-side apply store a whole copy of the object in this annotation.
+            .modify(|t: &mut MpuRelayTask| {
+                t.managed_fields_mut().clear();
+                t.annotations_mut().remove(LAST_APPLIED);
+            })
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                (predicates::generation as fn(&MpuRelayTask) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&MpuRelayTask) -> Option<u64>),
+                Default::default(),
+            );
+        let controller = Controller::for_stream(tasks, reader)
+            .with_config(config.clone())
+            .trigger_backoff(WatchBackoff::default())
+            .reconcile_on(trigger);
+        let ctx = context.clone();
+        runs.push(Box::pin(
+            controller
+                .graceful_shutdown_on(shutdown.clone())
+                .run(task::reconcile_traced, error_policy, ctx)
+                .for_each(log_controller_event),
+        ));
+    }
+
+    // Cluster accounts: one controller; their changes wake the tasks that use them.
+    let cluster_accounts = account_watch(
+        Api::<ClusterMpuRelayAccount>::all(client.clone()),
+        cluster_writer,
+        context.clone(),
+        triggers.clone(),
+        |a| AccountObject::Cluster(Arc::new(a.clone())),
+    );
+    let ctx = context.clone();
+    runs.push(Box::pin(
+        Controller::for_stream(cluster_accounts, cluster_reader)
+            .with_config(config.clone())
+            .trigger_backoff(WatchBackoff::default())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                |a, ctx| account::reconcile_traced(AccountObject::Cluster(a), ctx),
+                error_policy,
+                ctx,
+            )
+            .for_each(log_controller_event),
+    ));
+
+    // Namespaced accounts, when enabled: one controller per scope.
+    for ((_, api), (writer, reader)) in account_scopes
+        .into_iter()
+        .zip(account_writers.into_iter().zip(account_stores))
+    {
+        let stream = account_watch(api, writer, context.clone(), triggers.clone(), |a| {
+            AccountObject::Namespaced(Arc::new(a.clone()))
+        });
+        let ctx = context.clone();
+        runs.push(Box::pin(
+            Controller::for_stream(stream, reader)
+                .with_config(config.clone())
+                .trigger_backoff(WatchBackoff::default())
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    |a, ctx| account::reconcile_traced(AccountObject::Namespaced(a), ctx),
+                    error_policy,
+                    ctx,
+                )
+                .for_each(log_controller_event),
+        ));
+    }
+
+    // Namespaces (labels only), for the namespaceSelector of cluster accounts: a relabelled
+    // namespace wakes its tasks that use a cluster account.
+    let ctx = context.clone();
+    let mut labels_seen: HashMap<String, u64> = HashMap::new();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::default())
+    .modify(|ns| {
+        ns.managed_fields_mut().clear();
+        ns.annotations_mut().clear();
+    })
+    .reflect(namespaces_writer)
+    .applied_objects()
+    .for_each(move |ns| {
+        if let Ok(ns) = ns {
+            let name = ns.name_any();
+            let hash = predicates::labels(&ns).unwrap_or_default();
+            if labels_seen
+                .insert(name.clone(), hash)
+                .is_some_and(|h| h != hash)
+            {
+                triggers.send(
+                    ctx.all_tasks()
+                        .filter(|t| {
+                            t.namespace().as_deref() == Some(name.as_str())
+                                && t.spec
+                                    .account_ref
+                                    .as_ref()
+                                    .is_some_and(|r| r.kind == AccountKind::ClusterMpuRelayAccount)
+                        })
+                        .map(|t| ObjectRef::from_obj(&*t)),
+                );
+            }
+        }
+        futures::future::ready(())
+    });
+    let shutdown_ns = shutdown.clone();
+    runs.push(Box::pin(async move {
+        tokio::select! {
+            _ = namespaces => {},
+            _ = shutdown_ns => {},
+        }
+    }));
+
     Prepared {
         context,
-        controllers,
+        runs,
+        stop,
+    }
+}
+
+/// The watch of one account kind: cached, with deletions forgotten (budget, metrics) and
+/// task-facing changes sent to the tasks that use the account.
+fn account_watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    object: fn(&K) -> AccountObject,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+        + AccountStatusOf,
+{
+    let seen: Arc<Mutex<HashMap<AccountKey, u64>>> = Arc::default();
+    watcher(api, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .modify(|a: &mut K| {
+            a.meta_mut().managed_fields = None;
+            a.meta_mut().annotations = None;
+        })
+        .reflect(writer)
+        .inspect(move |event| {
+            let Ok(event) = event else { return };
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            match event {
+                watcher::Event::Delete(a) => {
+                    let key = object(a).key();
+                    seen.remove(&key);
+                    ctx.accounts.resolver.forget(&key);
+                    ctx.metrics.forget_account(key.label());
+                    triggers.send(ctx.tasks_of(&key));
+                }
+                watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {
+                    let key = object(a).key();
+                    let hash = task_facing(a, ready_of(a.account_status()));
+                    if seen.insert(key.clone(), hash) != Some(hash) {
+                        triggers.send(ctx.tasks_of(&key));
+                    }
+                }
+                _ => {}
+            }
+        })
+        .touched_objects()
+}
+
+/// Both account kinds share one status type.
+pub trait AccountStatusOf {
+    fn account_status(&self) -> Option<&crate::api::AccountStatus>;
+}
+
+impl AccountStatusOf for MpuRelayAccount {
+    fn account_status(&self) -> Option<&crate::api::AccountStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl AccountStatusOf for ClusterMpuRelayAccount {
+    fn account_status(&self) -> Option<&crate::api::AccountStatus> {
+        self.status.as_ref()
+    }
+}
+
+async fn log_controller_event<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        debug!(error = %e, "controller event");
     }
 }
 
 impl Prepared {
     /// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    ) {
-        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-        let runs = self.controllers.into_iter().map(|controller| {
-            let ctx = self.context.clone();
-            controller
-                .graceful_shutdown_on(shutdown.clone())
-                .run(reconcile_traced, error_policy, ctx)
-                .for_each(|result| async move {
-                    if let Err(e) = result {
-                        debug!(error = %e, "controller event");
-                    }
-                })
-        });
-        futures::future::join_all(runs).await;
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let all = futures::future::join_all(self.runs);
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => {},
+            _ = shutdown => {
+                let _ = self.stop.send(true);
+                all.await;
+            }
+        }
         info!("controllers stopped");
     }
-}
-
-/// [`reconcile`] inside a span naming the object, so every log line says which task it is about.
-async fn reconcile_traced(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!(
-        "reconcile",
-        namespace = task.namespace().unwrap_or_default(),
-        name = task.name_any()
-    );
-    reconcile(task, ctx).instrument(span).await
 }

@@ -1509,11 +1509,10 @@ fn peer_ratio_rows(peer: &Peer, operator: f64, report: &mut Report) {
 /// `bench raw-client <v1|v3> <endpoint> <ak> <secret> <app> <task> <reps> <calls>`: sequential
 /// GetMPUTaskStatus calls on a current-thread runtime; CPU from getrusage(RUSAGE_SELF).
 fn raw_client(args: &[String]) -> ExitCode {
-    use mpu_relay_operator::api::CloudApi;
-    use mpu_relay_operator::cloud::client::{
-        ClientOptions, CloudClient, SignatureVersion, StatusQuery,
-    };
+    use mpu_relay_operator::api::{CloudApi, SignatureVersion};
+    use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
     use mpu_relay_operator::cloud::credentials::Credentials;
+    use mpu_relay_operator::cloud::endpoint::Endpoint;
 
     let [signature, endpoint, ak, secret, app, task, reps, calls] = args else {
         eprintln!(
@@ -1534,15 +1533,13 @@ fn raw_client(args: &[String]) -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    let client = CloudClient::new(&ClientOptions {
-        signature,
-        ..ClientOptions::default()
-    })
-    .expect("client");
+    let client = CloudClient::new(&ClientOptions::default()).expect("client");
     let creds = Credentials::access_key(ak.clone(), secret.as_str(), None);
+    let endpoint = Endpoint::parse(endpoint).expect("endpoint");
     let query = StatusQuery {
-        endpoint,
+        endpoint: &endpoint,
         api,
+        signature,
         region_id: None,
         app_id: app,
         task_id: task,

@@ -1,24 +1,11 @@
-//! The `MpuRelayTask` API (`mpurelay.io/v1alpha1`): spec and status types, the decoding of the
-//! cloud's status codes, condition names, and the CRD generated from these types.
-//!
-//! Doc comments on the types become the CRD's field descriptions, so they are written for someone
-//! reading `kubectl explain mpurelaytask.spec`.
+//! The `MpuRelayTask` kind: which cloud relay task to observe, through which account, and what
+//! the operator last observed of it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Duration;
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// The API group of every object this operator owns.
-pub const GROUP: &str = "mpurelay.io";
-/// File name of the generated CRD under `crds/` (and the chart's `crds/`).
-pub const CRD_FILE_NAME: &str = "mpurelaytasks.mpurelay.io.yaml";
-
-/// The default API host of ApsaraVideo Live, which documents `GetMPUTaskStatus`.
-pub const LIVE_ENDPOINT: &str = "live.aliyuncs.com";
-/// The API host of ApsaraVideo RTC, which carries the same operation in today's SDKs.
-pub const RTC_ENDPOINT: &str = "rtc.aliyuncs.com";
 
 /// The desired state of an MpuRelayTask: which cloud relay task to observe and how.
 ///
@@ -41,6 +28,11 @@ pub const RTC_ENDPOINT: &str = "rtc.aliyuncs.com";
     doc = "An Alibaba Cloud ApsaraVideo Live stream relay (MPU) task, observed through GetMPUTaskStatus.",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.appId"),
     printcolumn(name = "Task", type_ = "string", json_path = ".spec.taskId"),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".spec.accountRef.name"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Ready",
@@ -74,37 +66,21 @@ pub struct MpuRelayTaskSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("taskId is immutable; create a new MpuRelayTask for another task"))]
     pub task_id: String,
 
-    /// API host to call, optionally with a scheme and port (`live.aliyuncs.com`,
-    /// `https://live.cn-shanghai.aliyuncs.com`, `http://127.0.0.1:8080`). HTTPS unless `http://`
-    /// is written explicitly. Defaults to `live.aliyuncs.com` for `api: live` and
-    /// `rtc.aliyuncs.com` for `api: rtc`.
+    /// The account to call the cloud through: an `MpuRelayAccount` in this namespace, or a
+    /// `ClusterMpuRelayAccount` whose `conditions` admit this namespace. A task without one is
+    /// Stalled and causes no cloud call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 253),
-        regex(pattern = r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
-    )]
-    pub endpoint: Option<String>,
-
-    /// Region of the task (`RegionId`), e.g. `cn-shanghai`. Omitted from the call when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
-    pub region_id: Option<String>,
-
-    /// Which product API to call: `live` (ApsaraVideo Live, version 2016-11-01) or `rtc`
-    /// (ApsaraVideo RTC, version 2018-01-11, which has the same operation).
-    #[serde(default)]
-    pub api: CloudApi,
-
-    /// Secret in this namespace holding the AccessKey to call the API with. When unset, the
-    /// operator's own credentials are used (environment or RRSA).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+    pub account_ref: Option<AccountRef>,
 
     /// How often to poll this task, overriding the operator's interval for the task's phase
-    /// (Go duration syntax: `30s`, `5m`, `1h30m`). The account's shared rate budget may stretch
-    /// it; `status.syncInterval` shows the interval in effect.
+    /// (Go duration syntax: `30s`, `5m`, `1h30m`), between 1s and 24h. The account's shared rate
+    /// budget may stretch it: the account's `status.budget.interval` shows how far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("pollInterval must be between 1s and 24h"))]
     pub poll_interval: Option<Duration>,
 
     /// Stop polling this task while true. The last observed status is kept.
@@ -112,82 +88,39 @@ pub struct MpuRelayTaskSpec {
     pub suspend: bool,
 }
 
-/// The product API that serves GetMPUTaskStatus.
+/// Which kind of account a task references.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum CloudApi {
-    /// ApsaraVideo Live, API version 2016-11-01.
+pub enum AccountKind {
+    /// An `MpuRelayAccount` in the task's own namespace.
     #[default]
-    Live,
-    /// ApsaraVideo RTC, API version 2018-01-11.
-    Rtc,
+    MpuRelayAccount,
+    /// A cluster-wide `ClusterMpuRelayAccount`, usable where its `conditions` allow.
+    ClusterMpuRelayAccount,
 }
 
-impl CloudApi {
-    /// The `Version` parameter sent with each call.
-    pub fn version(self) -> &'static str {
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
         match self {
-            CloudApi::Live => "2016-11-01",
-            CloudApi::Rtc => "2018-01-11",
-        }
-    }
-
-    /// The host called when the spec names no endpoint.
-    pub fn default_endpoint(self) -> &'static str {
-        match self {
-            CloudApi::Live => LIVE_ENDPOINT,
-            CloudApi::Rtc => RTC_ENDPOINT,
+            AccountKind::MpuRelayAccount => "MpuRelayAccount",
+            AccountKind::ClusterMpuRelayAccount => "ClusterMpuRelayAccount",
         }
     }
 }
 
-impl MpuRelayTaskSpec {
-    /// The endpoint to call: the spec's own, or the API's default host.
-    pub fn endpoint(&self) -> &str {
-        self.endpoint
-            .as_deref()
-            .unwrap_or_else(|| self.api.default_endpoint())
-    }
-}
-
-/// A reference to a Secret in the task's namespace holding an Alibaba Cloud AccessKey.
+/// A reference from a task to the account it calls the cloud through.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
-pub struct CredentialsSecretRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+pub struct AccountRef {
+    /// `MpuRelayAccount` (the default: an account in the task's namespace) or
+    /// `ClusterMpuRelayAccount`.
+    #[serde(default)]
+    pub kind: AccountKind,
+    /// Name of the account.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
-    /// Key of the AccessKey ID in the Secret.
-    #[serde(default = "default_access_key_id_key")]
-    pub access_key_id_key: String,
-    /// Key of the AccessKey secret in the Secret.
-    #[serde(default = "default_access_key_secret_key")]
-    pub access_key_secret_key: String,
-    /// Key of the STS security token in the Secret, used when present.
-    #[serde(default = "default_security_token_key")]
-    pub security_token_key: String,
-}
-
-fn default_access_key_id_key() -> String {
-    "accessKeyId".into()
-}
-fn default_access_key_secret_key() -> String {
-    "accessKeySecret".into()
-}
-fn default_security_token_key() -> String {
-    "securityToken".into()
-}
-
-impl CredentialsSecretRef {
-    /// A reference to `name` with the default key names.
-    pub fn named(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            access_key_id_key: default_access_key_id_key(),
-            access_key_secret_key: default_access_key_secret_key(),
-            security_token_key: default_security_token_key(),
-        }
-    }
 }
 
 /// What the operator last observed of the relay task.
@@ -233,8 +166,9 @@ pub struct MpuRelayTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_stop_time: Option<Time>,
 
-    /// The poll interval in effect: the phase's interval or `spec.pollInterval`, stretched when
-    /// the account's shared rate budget cannot poll all of its tasks that often.
+    /// The interval this task asks to be polled at: `spec.pollInterval` or the phase's interval.
+    /// When the account's shared budget cannot poll all of its tasks that often, it stretches
+    /// it to the account's `status.budget.interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_interval: Option<Duration>,
 }
@@ -316,14 +250,6 @@ impl Phase {
             Phase::Unknown => "the cloud returned a status code this operator does not know",
         }
     }
-
-    /// True for the phases in which the relay has ended (codes 2..6).
-    pub fn is_stopped(self) -> bool {
-        !matches!(
-            self,
-            Phase::WaitingForChannel | Phase::Running | Phase::Unknown
-        )
-    }
 }
 
 impl std::fmt::Display for Phase {
@@ -332,29 +258,10 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// Condition types written to `status.conditions` (kstatus style, so `kubectl wait`, Flux and
-/// Argo CD understand them).
-pub mod conditions {
-    /// True only while the relay is running; otherwise False with the phase as reason.
-    pub const READY: &str = "Ready";
-    /// Whether the last poll of the cloud succeeded, and if not, why.
-    pub const SYNCED: &str = "Synced";
-    /// True when polling cannot make progress until something changes (spec, Secret, account).
-    pub const STALLED: &str = "Stalled";
-}
-
-/// The CRD as YAML, exactly as `crds/` and the chart ship it.
-pub fn crd_yaml() -> String {
-    let crd = MpuRelayTask::crd();
-    let body = serde_saphyr::to_string(&crd).expect("a CRD always serializes to YAML");
-    format!(
-        "# Generated from the Rust types by `mpu-relay-operator crd`. Do not edit by hand.\n{body}"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::CustomResourceExt;
 
     #[test]
     fn known_status_codes_decode_to_their_phase() {
@@ -380,14 +287,6 @@ mod tests {
     }
 
     #[test]
-    fn only_codes_two_to_six_count_as_stopped() {
-        let stopped: Vec<i64> = (-1..=8)
-            .filter(|c| Phase::from_code(*c).is_stopped())
-            .collect();
-        assert_eq!(stopped, vec![2, 3, 4, 5, 6]);
-    }
-
-    #[test]
     fn phase_serializes_as_its_display_name() {
         for code in -1..=7 {
             let phase = Phase::from_code(code);
@@ -399,27 +298,14 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_defaults_follow_the_api() {
-        let mut spec: MpuRelayTaskSpec =
-            serde_json::from_value(serde_json::json!({"appId": "a", "taskId": "t"})).unwrap();
-        assert_eq!(spec.api, CloudApi::Live);
-        assert_eq!(spec.endpoint(), "live.aliyuncs.com");
-        assert_eq!(spec.api.version(), "2016-11-01");
-        spec.api = CloudApi::Rtc;
-        assert_eq!(spec.endpoint(), "rtc.aliyuncs.com");
-        assert_eq!(spec.api.version(), "2018-01-11");
-        spec.endpoint = Some("http://127.0.0.1:8080".into());
-        assert_eq!(spec.endpoint(), "http://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn secret_ref_key_names_default_to_the_documented_ones() {
-        let r: CredentialsSecretRef =
-            serde_json::from_value(serde_json::json!({"name": "ak"})).unwrap();
-        assert_eq!(r, CredentialsSecretRef::named("ak"));
-        assert_eq!(r.access_key_id_key, "accessKeyId");
-        assert_eq!(r.access_key_secret_key, "accessKeySecret");
-        assert_eq!(r.security_token_key, "securityToken");
+    fn account_ref_kind_defaults_to_the_namespaced_account() {
+        let spec: MpuRelayTaskSpec = serde_json::from_value(serde_json::json!({
+            "appId": "a", "taskId": "t", "accountRef": {"name": "live-prod"}
+        }))
+        .unwrap();
+        let account = spec.account_ref.unwrap();
+        assert_eq!(account.kind, AccountKind::MpuRelayAccount);
+        assert_eq!(account.name, "live-prod");
     }
 
     #[test]
@@ -445,13 +331,21 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["App", "Task", "Phase", "Ready", "Last Sync", "Age"]
+            [
+                "App",
+                "Task",
+                "Account",
+                "Phase",
+                "Ready",
+                "Last Sync",
+                "Age"
+            ]
         );
     }
 
     #[test]
     fn crd_makes_app_and_task_ids_immutable_and_conditions_a_map() {
-        let yaml = crd_yaml();
+        let yaml = serde_json::to_string(&MpuRelayTask::crd()).unwrap();
         assert!(yaml.contains("appId is immutable"));
         assert!(yaml.contains("taskId is immutable"));
         assert!(yaml.contains("x-kubernetes-list-map-keys"));

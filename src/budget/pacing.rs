@@ -1,6 +1,6 @@
-//! The per-account call budget: every GetMPUTaskStatus call of every task that shares an
-//! Alibaba Cloud account goes through one [`AccountBudget`], which keeps the account under its
-//! calls-per-second limit.
+//! Pacing of one cloud account's calls, pure: every GetMPUTaskStatus call of every task that
+//! shares an Alibaba Cloud account goes through one [`AccountBudget`], which keeps the account
+//! under its calls-per-second limit.
 //!
 //! The budget hands out *future slots*, evenly paced `1/rate` apart. A task that asks at `t`
 //! gets the next free slot, is requeued for exactly that time, and owns the slot when it comes
@@ -198,6 +198,44 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn members(&self) -> usize {
         self.members.len()
     }
+
+    /// The floor for the members as they are, without renewing anyone (for status and metrics).
+    pub fn current_floor(&self, now: Instant) -> Duration {
+        let mut intervals: Vec<f64> = self
+            .members
+            .values()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(d, _)| d.as_secs_f64().max(1e-3))
+            .collect();
+        Duration::from_secs_f64(fair_floor(&mut intervals, self.rate))
+    }
+
+    /// Takes a new limit (an account object changed its `qps`), keeping reservations and members.
+    pub fn reconfigure(&mut self, config: BudgetConfig) {
+        if config == self.config {
+            return;
+        }
+        self.rate = self.rate.min(config.max_rate);
+        if self.rate < config.max_rate && self.ceiling >= self.config.max_rate {
+            // Not throttled before: run at the new limit at once.
+            self.rate = config.max_rate;
+        }
+        self.ceiling = self.ceiling.min(config.max_rate).max(self.rate);
+        self.config = config;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// True when no task draws on the account and no slot is reserved (it may be forgotten).
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.reservations
+            .values()
+            .all(|at| *at + Duration::from_secs(60) <= now)
+            && self.members.values().all(|(_, expires)| *expires <= now)
+    }
 }
 
 /// Water-filling: the smallest floor `F` with `sum(1 / max(interval, F)) <= rate`, in seconds
@@ -220,46 +258,6 @@ fn fair_floor(intervals: &mut [f64], rate: f64) -> f64 {
         }
     }
     intervals.len() as f64 / rate
-}
-
-/// The budgets of all accounts, created on first use.
-#[derive(Debug)]
-pub struct Budgets<A, K> {
-    config: BudgetConfig,
-    accounts: HashMap<A, AccountBudget<K>>,
-}
-
-impl<A: Clone + Eq + Hash, K: Clone + Eq + Hash> Budgets<A, K> {
-    pub fn new(config: BudgetConfig) -> Self {
-        Budgets {
-            config,
-            accounts: HashMap::new(),
-        }
-    }
-
-    /// The budget of `account`.
-    pub fn account(&mut self, account: &A) -> &mut AccountBudget<K> {
-        if !self.accounts.contains_key(account) {
-            self.accounts
-                .insert(account.clone(), AccountBudget::new(self.config.clone()));
-        }
-        self.accounts.get_mut(account).expect("inserted just above")
-    }
-
-    /// Forgets `task` in every account (it was deleted, suspended, or moved to another account).
-    pub fn release_everywhere(&mut self, task: &K) {
-        for budget in self.accounts.values_mut() {
-            budget.release(task);
-        }
-    }
-
-    /// Every account with its current rate and member count, for metrics.
-    pub fn snapshot(&self) -> Vec<(A, f64, usize)> {
-        self.accounts
-            .iter()
-            .map(|(a, b)| (a.clone(), b.rate(), b.members()))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -482,18 +480,6 @@ mod tests {
         assert_eq!(b.members(), 0);
         // Task 2 asking again gets a fresh slot after the one it gave up.
         assert_eq!(b.acquire(&2, t0), Grant::At(t0 + secs(0.2)));
-    }
-
-    #[test]
-    fn budgets_are_separate_per_account() {
-        let mut budgets: Budgets<&str, u32> = Budgets::new(BudgetConfig::for_limit(10.0, 0.0));
-        let t0 = Instant::now();
-        assert_eq!(budgets.account(&"a").acquire(&1, t0), Grant::Now);
-        assert_eq!(budgets.account(&"b").acquire(&2, t0), Grant::Now);
-        assert!(matches!(
-            budgets.account(&"a").acquire(&3, t0),
-            Grant::At(_)
-        ));
     }
 
     #[test]

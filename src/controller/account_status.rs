@@ -1,0 +1,323 @@
+//! What an account's status says, as a pure function of what the operator knows of it: whether
+//! it resolved, whether calls through it were refused, its tasks and its budget.
+//!
+//! A busy account's figures move all the time; the status is rewritten only when something a
+//! person would act on changed (readiness, throttling, the task count, the limit) or a figure
+//! moved by more than a tenth, so an account never turns into a stream of API writes.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{AccountStatus, BudgetStatus, conditions};
+use crate::budget::BudgetView;
+use crate::controller::account::reasons;
+use crate::controller::decide::{EventSpec, Problem, Severity, Stamp};
+
+/// Everything an account's status is made of.
+#[derive(Clone, Debug)]
+pub struct AccountFacts<'a> {
+    pub generation: Option<i64>,
+    /// `Err`: why the account cannot be used.
+    pub resolution: Result<(), &'a Problem>,
+    /// The last authentication failure of a call through the account.
+    pub auth_failure: Option<&'a str>,
+    /// Tasks that reference the account.
+    pub tasks: u32,
+    /// The budget it joined (when resolved).
+    pub budget: Option<BudgetView>,
+}
+
+/// The status to write (if `write`) and the events to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountDecision {
+    pub status: AccountStatus,
+    pub write: bool,
+    pub events: Vec<EventSpec>,
+}
+
+pub fn decide_account(
+    previous: Option<&AccountStatus>,
+    facts: &AccountFacts<'_>,
+    now: Timestamp,
+) -> AccountDecision {
+    let prev = previous.cloned().unwrap_or_default();
+    let mut next = prev.clone();
+    next.observed_generation = facts.generation;
+    next.tasks = facts.tasks;
+    let stamp = Stamp {
+        generation: facts.generation,
+        time: Time(now),
+    };
+    let mut events = Vec::new();
+
+    let (ready, reason, message) = match (facts.resolution, facts.auth_failure) {
+        (Err(problem), _) => ("False", problem.reason, problem.message.clone()),
+        (Ok(()), Some(failure)) => (
+            "False",
+            reasons::AUTH_FAILED,
+            format!("the cloud refused a call through this account: {failure}"),
+        ),
+        (Ok(()), None) => (
+            "True",
+            reasons::READY,
+            "credentials resolved and the endpoint allowed".to_string(),
+        ),
+    };
+    stamp.set(
+        &mut next.conditions,
+        conditions::READY,
+        ready,
+        reason,
+        &message,
+    );
+    let was_ready = prev
+        .condition(conditions::READY)
+        .map(|c| (c.status.as_str(), c.reason.as_str()));
+    if ready == "False" && was_ready != Some(("False", reason)) {
+        events.push(EventSpec {
+            severity: Severity::Warning,
+            reason,
+            note: message,
+        });
+    } else if ready == "True" && was_ready.is_some_and(|(s, _)| s != "True") {
+        events.push(EventSpec {
+            severity: Severity::Normal,
+            reason: reasons::READY,
+            note: "the account is usable again".into(),
+        });
+    }
+
+    next.budget = facts.budget.as_ref().map(|view| {
+        let fresh = BudgetStatus {
+            tasks: u32::try_from(view.members).unwrap_or(u32::MAX),
+            limit: round2(view.limit),
+            rate: round2(view.rate),
+            used: round2(view.used),
+            throttled: view.throttled,
+            interval: (!view.floor.is_zero()).then(|| {
+                std::time::Duration::from_millis(
+                    u64::try_from(view.floor.as_millis()).unwrap_or(u64::MAX),
+                )
+                .into()
+            }),
+        };
+        match &prev.budget {
+            Some(old) => steady(old, fresh),
+            None => fresh,
+        }
+    });
+    let slowed = facts.budget.as_ref().is_some_and(|v| v.slowed);
+    let was_slowed = prev
+        .condition(conditions::THROTTLED)
+        .is_some_and(|c| c.status == "True");
+    if let Some(view) = &facts.budget {
+        if slowed {
+            // Stable text (the figures are in status.budget), so a recovering rate does not
+            // rewrite the condition at every reconcile.
+            let note = format!(
+                "the cloud throttled calls; the budget runs below {} calls/s until it recovers",
+                view.limit
+            );
+            if !was_slowed {
+                events.push(EventSpec {
+                    severity: Severity::Warning,
+                    reason: reasons::THROTTLED,
+                    note: note.clone(),
+                });
+            }
+            stamp.set(
+                &mut next.conditions,
+                conditions::THROTTLED,
+                "True",
+                reasons::THROTTLED,
+                &note,
+            );
+        } else {
+            stamp.set(
+                &mut next.conditions,
+                conditions::THROTTLED,
+                "False",
+                reasons::NOT_THROTTLED,
+                "calls stay within the account's limit",
+            );
+        }
+    }
+
+    let write = next != prev;
+    AccountDecision {
+        status: next,
+        write,
+        events,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Keeps the old figures where the new ones moved by no more than a tenth (or 0.5 calls/s),
+/// so that only material changes are written.
+fn steady(old: &BudgetStatus, fresh: BudgetStatus) -> BudgetStatus {
+    let near = |a: f64, b: f64| (a - b).abs() <= (0.1 * a.abs().max(b.abs())).max(0.5);
+    let interval = match (&old.interval, &fresh.interval) {
+        (Some(a), Some(b)) => {
+            let (a, b) = (
+                std::time::Duration::from(*a).as_secs_f64(),
+                std::time::Duration::from(*b).as_secs_f64(),
+            );
+            if (a - b).abs() <= 0.1 * a.max(b) {
+                old.interval
+            } else {
+                fresh.interval
+            }
+        }
+        _ => fresh.interval,
+    };
+    BudgetStatus {
+        rate: if near(old.rate, fresh.rate) {
+            old.rate
+        } else {
+            fresh.rate
+        },
+        used: if near(old.used, fresh.used) {
+            old.used
+        } else {
+            fresh.used
+        },
+        interval,
+        ..fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_790_000_000 + s).unwrap()
+    }
+
+    fn view(members: usize, used: f64, floor: u64) -> BudgetView {
+        BudgetView {
+            members,
+            limit: 10.0,
+            rate: 9.7,
+            used,
+            throttled: 0,
+            slowed: false,
+            floor: Duration::from_secs(floor),
+        }
+    }
+
+    fn ok_facts(tasks: u32, budget: BudgetView) -> AccountFacts<'static> {
+        AccountFacts {
+            generation: Some(1),
+            resolution: Ok(()),
+            auth_failure: None,
+            tasks,
+            budget: Some(budget),
+        }
+    }
+
+    #[test]
+    fn resolved_account_is_ready_and_shows_its_budget() {
+        let d = decide_account(None, &ok_facts(40, view(40, 9.6, 4)), at(0));
+        let ready = d.status.condition(conditions::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Ready")
+        );
+        let budget = d.status.budget.as_ref().unwrap();
+        assert_eq!(budget.tasks, 40);
+        assert_eq!(budget.limit, 10.0);
+        assert_eq!(budget.used, 9.6);
+        assert_eq!(
+            budget.interval.map(Duration::from),
+            Some(Duration::from_secs(4))
+        );
+        assert!(d.write);
+    }
+
+    #[test]
+    fn figures_that_wobble_are_not_rewritten() {
+        let first = decide_account(None, &ok_facts(40, view(40, 9.6, 4)), at(0));
+        let wobble = decide_account(
+            Some(&first.status),
+            &ok_facts(
+                40,
+                BudgetView {
+                    floor: Duration::from_millis(4100),
+                    ..view(40, 9.3, 4)
+                },
+            ),
+            at(10),
+        );
+        assert!(!wobble.write, "{:?}", wobble.status);
+        let more_tasks =
+            decide_account(Some(&first.status), &ok_facts(41, view(41, 9.6, 4)), at(10));
+        assert!(more_tasks.write);
+    }
+
+    #[test]
+    fn unusable_account_is_not_ready_with_the_reason_and_warns_once() {
+        let problem = Problem {
+            reason: reasons::ENDPOINT_NOT_ALLOWED,
+            message: "endpoint http://127.0.0.1:1 is not in the operator's allowed endpoints"
+                .into(),
+            permanent: true,
+        };
+        let facts = AccountFacts {
+            generation: Some(2),
+            resolution: Err(&problem),
+            auth_failure: None,
+            tasks: 3,
+            budget: None,
+        };
+        let d = decide_account(None, &facts, at(0));
+        let ready = d.status.condition(conditions::READY).unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "EndpointNotAllowed");
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].severity, Severity::Warning);
+        let again = decide_account(Some(&d.status), &facts, at(10));
+        assert!(again.events.is_empty());
+        assert!(!again.write);
+    }
+
+    #[test]
+    fn refused_calls_make_the_account_not_ready() {
+        let facts = AccountFacts {
+            auth_failure: Some("Alibaba Cloud error InvalidAccessKeyId.NotFound"),
+            ..ok_facts(1, view(1, 0.1, 0))
+        };
+        let d = decide_account(None, &facts, at(0));
+        assert_eq!(
+            d.status.condition(conditions::READY).unwrap().reason,
+            "AuthFailed"
+        );
+    }
+
+    #[test]
+    fn throttling_is_a_condition_with_an_event_when_it_starts() {
+        let calm = decide_account(None, &ok_facts(5, view(5, 5.0, 0)), at(0));
+        let throttled = BudgetView {
+            slowed: true,
+            rate: 4.85,
+            throttled: 2,
+            ..view(5, 5.0, 0)
+        };
+        let d = decide_account(Some(&calm.status), &ok_facts(5, throttled.clone()), at(5));
+        assert_eq!(
+            d.status.condition(conditions::THROTTLED).unwrap().status,
+            "True"
+        );
+        assert_eq!(d.events[0].reason, "Throttled");
+        let still = decide_account(Some(&d.status), &ok_facts(5, throttled), at(10));
+        assert!(still.events.is_empty());
+    }
+}
