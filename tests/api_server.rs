@@ -68,21 +68,27 @@ async fn integration_sample_task_is_listed_by_kubectl_with_printer_columns_short
     assert_eq!(
         header,
         [
-            "NAME", "APP", "TASK", "PHASE", "READY", "LAST", "SYNC", "AGE"
+            "NAME", "APP", "TASK", "ACCOUNT", "PHASE", "READY", "LAST", "SYNC", "AGE"
         ]
     );
     assert!(table.contains("lobby-relay"), "{table}");
     assert!(table.contains("demo-app"), "{table}");
     assert!(table.contains("lobby-relay-1"), "{table}");
+    assert!(table.contains("live-prod"), "{table}");
 
-    for resource in ["mpt", "mpurelay", "alibabacloud"] {
+    let out = cp
+        .kubectl_run(&["get", "mpt", "-n", &ns, "-o", "name"])
+        .unwrap();
+    assert_eq!(out.trim(), "mpurelaytask.mpurelay.io/lobby-relay");
+    // The categories hold every kind (cluster accounts of other tests show up too).
+    for resource in ["mpurelay", "alibabacloud"] {
         let out = cp
             .kubectl_run(&["get", resource, "-n", &ns, "-o", "name"])
             .unwrap();
-        assert_eq!(
-            out.trim(),
-            "mpurelaytask.mpurelay.io/lobby-relay",
-            "kubectl get {resource}"
+        assert!(
+            out.lines()
+                .any(|l| l == "mpurelaytask.mpurelay.io/lobby-relay"),
+            "kubectl get {resource}: {out}"
         );
     }
 }
@@ -95,10 +101,28 @@ async fn integration_kubectl_explain_shows_field_descriptions() {
         "ID of the relay task inside the application",
         "Stop polling this task while true",
         "appId",
-        "credentialsSecretRef",
+        "accountRef",
         "pollInterval",
     ] {
         assert!(spec.contains(expected), "missing {expected:?} in:\n{spec}");
+    }
+    let account = cp
+        .kubectl_run(&["explain", "mpurelayaccount.spec"])
+        .unwrap();
+    for expected in ["allowed-endpoints", "qps", "credentials", "accountId"] {
+        assert!(
+            account.contains(expected),
+            "missing {expected:?} in:\n{account}"
+        );
+    }
+    let cluster = cp
+        .kubectl_run(&["explain", "clustermpurelayaccount.spec.credentials"])
+        .unwrap();
+    for expected in ["secretRef", "rrsa", "operator"] {
+        assert!(
+            cluster.contains(expected),
+            "missing {expected:?} in:\n{cluster}"
+        );
     }
     let status = cp
         .kubectl_run(&["explain", "mpurelaytask.status.phase"])
@@ -265,4 +289,194 @@ async fn integration_status_round_trips_and_survives_spec_updates() {
         .await
         .unwrap();
     assert_eq!(replaced.status.as_ref(), Some(&status));
+}
+
+/// Creates `obj` (any kind of ours) and returns the API server's 422 message.
+async fn refusal(client: &kube::Client, ns: Option<&str>, obj: serde_json::Value) -> String {
+    let kind = obj["kind"].as_str().unwrap().to_string();
+    let resource = match kind.as_str() {
+        "MpuRelayTask" => kube::api::ApiResource::erase::<MpuRelayTask>(&()),
+        "MpuRelayAccount" => {
+            kube::api::ApiResource::erase::<mpu_relay_operator::api::MpuRelayAccount>(&())
+        }
+        _ => kube::api::ApiResource::erase::<mpu_relay_operator::api::ClusterMpuRelayAccount>(&()),
+    };
+    let api: Api<kube::api::DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let obj: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("the API server accepted {kind} {:?}", obj.data),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn integration_poll_intervals_outside_one_second_to_a_day_are_refused() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "poll-bounds").await;
+    for (i, interval) in ["0s", "500ms", "25h", "900000000000000h"]
+        .iter()
+        .enumerate()
+    {
+        let message = refusal(
+            &client,
+            Some(&ns),
+            json!({
+                "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+                "metadata": {"name": format!("t{i}")},
+                "spec": {"appId": "a", "taskId": "t", "pollInterval": interval}
+            }),
+        )
+        .await;
+        assert!(
+            message.contains("spec.pollInterval"),
+            "{interval}: {message}"
+        );
+    }
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client, &ns);
+    for (i, interval) in ["1s", "24h", "1h30m"].iter().enumerate() {
+        let t = task(
+            &format!("ok{i}"),
+            json!({"appId": "a", "taskId": "t", "pollInterval": interval}),
+        );
+        tasks.create(&PostParams::default(), &t).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn integration_hostile_account_fields_are_refused_with_the_rule_message() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "account-bounds").await;
+    let account = |spec: serde_json::Value| {
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayAccount",
+            "metadata": {"name": "a"}, "spec": spec
+        })
+    };
+    let secret = json!({"secretRef": {"name": "ak"}});
+    let cases = [
+        (json!({"credentials": secret, "qps": 0}), "spec.qps"),
+        (json!({"credentials": secret, "qps": 100000}), "spec.qps"),
+        (
+            json!({"credentials": secret, "qpsMarginPercent": 90}),
+            "spec.qpsMarginPercent",
+        ),
+        (
+            json!({"credentials": secret, "endpoint": "https://x.aliyuncs.com/path"}),
+            "spec.endpoint",
+        ),
+        (
+            json!({"credentials": secret, "endpoint": "user@evil.example"}),
+            "spec.endpoint",
+        ),
+        (
+            json!({"credentials": secret, "endpoint": "a".repeat(300)}),
+            "spec.endpoint",
+        ),
+        (
+            json!({"credentials": secret, "accountId": "12ab"}),
+            "spec.accountId",
+        ),
+        (json!({"credentials": secret, "api": "ecs"}), "spec.api"),
+        (
+            json!({"credentials": {"secretRef": {"name": "../x"}}}),
+            "spec.credentials.secretRef.name",
+        ),
+        (json!({}), "spec.credentials"),
+    ];
+    for (spec, field) in cases {
+        let message = refusal(&client, Some(&ns), account(spec.clone())).await;
+        assert!(message.contains(field), "{spec}: {message}");
+    }
+    // A namespaced account cannot name another namespace's Secret: the field does not exist,
+    // and the API server drops it before anyone reads the object.
+    let accounts: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<mpu_relay_operator::api::MpuRelayAccount>(&()),
+    );
+    let sneaky: kube::api::DynamicObject = serde_json::from_value(account(
+        json!({"credentials": {"secretRef": {"name": "ak", "namespace": "kube-system"}}}),
+    ))
+    .unwrap();
+    let stored = accounts
+        .create(&PostParams::default(), &sneaky)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.data["spec"]["credentials"]["secretRef"],
+        json!({"name": "ak"}),
+        "the namespace was kept"
+    );
+}
+
+#[tokio::test]
+async fn integration_cluster_account_needs_exactly_one_credential_source_and_sane_conditions() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let cluster = |name: &str, spec: serde_json::Value| {
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "ClusterMpuRelayAccount",
+            "metadata": {"name": name}, "spec": spec
+        })
+    };
+    let rrsa = json!({
+        "roleArn": "acs:ram::1234:role/r",
+        "oidcProviderArn": "acs:ram::1234:oidc-provider/p"
+    });
+    let two = refusal(
+        &client,
+        None,
+        cluster(
+            "two-sources",
+            json!({"credentials": {"operator": {}, "rrsa": rrsa}}),
+        ),
+    )
+    .await;
+    assert!(
+        two.contains("exactly one of secretRef, rrsa or operator"),
+        "{two}"
+    );
+    let none = refusal(
+        &client,
+        None,
+        cluster("no-source", json!({"credentials": {}})),
+    )
+    .await;
+    assert!(
+        none.contains("exactly one of secretRef, rrsa or operator"),
+        "{none}"
+    );
+    let bad_arn = refusal(
+        &client,
+        None,
+        cluster(
+            "bad-arn",
+            json!({"credentials": {"rrsa": {"roleArn": "arn:aws:iam::1:role/x",
+                                            "oidcProviderArn": "acs:ram::1:oidc-provider/p"}}}),
+        ),
+    )
+    .await;
+    assert!(bad_arn.contains("roleArn"), "{bad_arn}");
+    let empty_condition = refusal(
+        &client,
+        None,
+        cluster(
+            "empty-condition",
+            json!({"credentials": {"operator": {}}, "conditions": [{}]}),
+        ),
+    )
+    .await;
+    assert!(
+        empty_condition.contains("a condition needs namespaces or a namespaceSelector"),
+        "{empty_condition}"
+    );
 }

@@ -9,9 +9,8 @@ use mlua::serde::SerializeOptions;
 use mlua::{Lua, LuaSerdeExt};
 use mpu_relay_operator::api::MpuRelayTask;
 use mpu_relay_operator::cloud::CloudError;
-use mpu_relay_operator::cloud::credentials::CredentialsError;
 use mpu_relay_operator::cloud::response::MpuTaskStatus;
-use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::decide::{Outcome, PollConfig, Problem, decide};
 use serde_json::{Value, json};
 
 fn script() -> String {
@@ -133,8 +132,12 @@ fn suspended_task_is_suspended_whatever_its_last_status() {
 
 #[test]
 fn stalled_task_is_degraded_with_the_stall_reason() {
-    let missing = CredentialsError::SecretNotFound { name: "ak".into() };
-    let obj = reconciled(&task(1, false), Outcome::NoCredentials(missing));
+    let missing = Problem {
+        reason: "SecretNotFound",
+        message: "Secret team/ak not found".into(),
+        permanent: true,
+    };
+    let obj = reconciled(&task(1, false), Outcome::AccountUnusable(missing));
     let (status, message) = health_of(&obj);
     assert_eq!(status, "Degraded", "{message}");
     assert!(message.contains("ak"), "{message}");

@@ -11,6 +11,7 @@ use mpu_relay_operator::simulator::{
     AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
 };
 use serde_json::json;
+use support::accounts;
 use support::operator::{Operator, eventually};
 
 const AK: &str = "LTAI5tControllerTest";
@@ -56,30 +57,30 @@ async fn world(test: &str, config: SimulatorConfig) -> World {
 
 impl World {
     async fn secret(&self, name: &str, id: &str, secret: &str) {
-        let s: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name},
-            "stringData": {"accessKeyId": id, "accessKeySecret": secret},
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
-            .create(&PostParams::default(), &s)
-            .await
-            .unwrap();
+        accounts::secret(&self.client, &self.ns, name, id, secret).await;
     }
 
-    async fn task(&self, name: &str, task_id: &str, secret: &str) {
-        let t: MpuRelayTask = serde_json::from_value(json!({
-            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
-            "metadata": {"name": name},
-            "spec": {
-                "appId": "app", "taskId": task_id,
-                "endpoint": self.sim.base_url(),
-                "credentialsSecretRef": {"name": secret},
-            },
-        }))
-        .unwrap();
-        self.tasks.create(&PostParams::default(), &t).await.unwrap();
+    /// An account named like its Secret, calling the simulator.
+    async fn account(&self, secret: &str) {
+        accounts::account(
+            &self.client,
+            &self.ns,
+            secret,
+            &self.sim.base_url(),
+            secret,
+            json!({}),
+        )
+        .await;
+    }
+
+    /// A task using the account named `account`.
+    async fn task(&self, name: &str, task_id: &str, account: &str) {
+        accounts::create_task(
+            &self.client,
+            &self.ns,
+            &accounts::task(name, task_id, account),
+        )
+        .await;
     }
 
     async fn status(&self, name: &str) -> MpuRelayTaskStatus {
@@ -121,7 +122,7 @@ impl World {
     }
 
     fn operator(&self, args: &[&str]) -> Operator {
-        Operator::start(support::shared(), &self.ns, args, &[])
+        Operator::with_simulator(support::shared(), &self.ns, &self.sim.base_url(), args, &[])
     }
 
     fn calls(&self, id: &str) -> u64 {
@@ -147,6 +148,7 @@ async fn integration_new_task_becomes_ready_and_follows_the_cloud_through_a_cdn_
     )
     .await;
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     w.task("relay", "t1", "ak").await;
     // Default intervals: the first poll comes from the watch, not from a timer.
     let op = w.operator(&[]);
@@ -208,6 +210,7 @@ async fn integration_fifty_tasks_on_one_account_stay_under_its_limit_and_are_all
     let tasks: Vec<TaskConfig> = (0..50).map(|i| sim_task(&format!("t{i}"), 1)).collect();
     let w = world("fifty", config(vec![account(AK, SK, 10)], tasks)).await;
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     for i in 0..50 {
         w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
     }
@@ -245,10 +248,23 @@ async fn integration_fifty_tasks_on_one_account_stay_under_its_limit_and_are_all
         max_staleness_ms <= 6500,
         "a task waited {max_staleness_ms} ms"
     );
-    let interval = w.status("relay-0").await.sync_interval.map(Duration::from);
+    let account: mpu_relay_operator::api::MpuRelayAccount =
+        Api::namespaced(w.client.clone(), &w.ns)
+            .get("ak")
+            .await
+            .unwrap();
+    let budget = account.status.and_then(|s| s.budget).unwrap_or_default();
+    assert_eq!(budget.tasks, 50, "{budget:?}");
     assert!(
-        interval.is_some_and(|d| d >= Duration::from_secs(5)),
-        "the stretched interval is shown: {interval:?}"
+        budget
+            .interval
+            .is_some_and(|d| Duration::from(d) >= Duration::from_secs(4)),
+        "the account shows how far the budget stretches its tasks: {budget:?}"
+    );
+    assert_eq!(
+        w.status("relay-0").await.sync_interval.map(Duration::from),
+        Some(Duration::from_secs(1)),
+        "a task shows its own interval"
     );
     eprintln!(
         "fifty tasks: {} calls in 12 s, max {} in any second, 0 throttled, max staleness {max_staleness_ms} ms",
@@ -262,6 +278,7 @@ async fn integration_operator_slows_down_when_the_cloud_limit_is_below_its_rate(
     // The cloud allows 4 calls/s; the operator believes 10.
     let w = world("adapt", config(vec![account(AK, SK, 4)], tasks)).await;
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     for i in 0..20 {
         w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
     }
@@ -291,6 +308,7 @@ async fn integration_missing_secret_stalls_the_task_until_the_secret_appears() {
         config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]),
     )
     .await;
+    w.account("later").await;
     w.task("relay", "t1", "later").await;
     let op = w.operator(&[]);
     assert!(
@@ -303,12 +321,17 @@ async fn integration_missing_secret_stalls_the_task_until_the_secret_appears() {
         op.output()
     );
     let message = w.status("relay").await.message.unwrap_or_default();
-    assert!(message.contains("Secret \"later\" not found"), "{message}");
+    assert!(
+        message.contains(&format!("Secret {}/later not found", w.ns)),
+        "{message}"
+    );
 
-    // The Secret appearing retries at once, not after the 5-minute stalled retry.
+    // The Secret appearing is seen at the account's next look (Secrets are read, never
+    // watched), and the account turning Ready wakes the task: seconds, not the 5-minute
+    // stalled retry.
     w.secret("later", AK, SK).await;
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(30), || async {
             w.condition("relay", conditions::READY).await == Some(("True".into(), "Running".into()))
         })
         .await,
@@ -329,6 +352,7 @@ async fn integration_wrong_credentials_stall_without_a_retry_storm() {
     )
     .await;
     w.secret("ak", AK, "not-the-secret").await;
+    w.account("ak").await;
     w.task("relay", "t1", "ak").await;
     let op = w.operator(FAST);
     assert!(
@@ -340,12 +364,18 @@ async fn integration_wrong_credentials_stall_without_a_retry_storm() {
         "{}",
         op.output()
     );
+    assert_eq!(
+        w.sim.stats(false).accounts[AK].calls.ok,
+        0,
+        "a key the cloud refuses never polls a task"
+    );
     let before = w.calls(AK);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        w.calls(AK),
+    assert!(
+        w.calls(AK) <= before + 1,
+        "retried a terminal error within seconds: {} -> {}",
         before,
-        "retried a terminal error within seconds"
+        w.calls(AK)
     );
 }
 
@@ -354,6 +384,7 @@ async fn integration_unchanged_polls_write_no_status() {
     let tasks: Vec<TaskConfig> = (0..5).map(|i| sim_task(&format!("t{i}"), 1)).collect();
     let w = world("no-writes", config(vec![account(AK, SK, 10)], tasks)).await;
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     for i in 0..5 {
         w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
     }
@@ -396,6 +427,7 @@ async fn integration_suspended_task_is_not_polled_and_says_so() {
     )
     .await;
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     w.task("relay", "t1", "ak").await;
     let _op = w.operator(FAST);
     assert!(
@@ -434,6 +466,7 @@ async fn integration_secret_values_never_reach_logs_events_or_status() {
     .await;
     // A good Secret, and one with a wrong secret and a token (the cloud echoes its string to sign).
     w.secret("ak", AK, SK).await;
+    w.account("ak").await;
     let bad: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad"},
         "stringData": {"accessKeyId": AK, "accessKeySecret": "wrong-secret-value-55e1", "securityToken": TOKEN},
@@ -443,6 +476,7 @@ async fn integration_secret_values_never_reach_logs_events_or_status() {
         .create(&PostParams::default(), &bad)
         .await
         .unwrap();
+    w.account("bad").await;
     w.task("good", "t1", "ak").await;
     w.task("bad", "t1", "bad").await;
     let op = w.operator(FAST);
@@ -474,7 +508,7 @@ async fn integration_secret_values_never_reach_logs_events_or_status() {
 }
 
 #[tokio::test]
-async fn integration_task_without_a_secret_uses_the_operators_rrsa_credentials() {
+async fn integration_cluster_account_with_operator_credentials_uses_the_operators_rrsa_role() {
     const ROLE: &str = "acs:ram::1234567890123456:role/mpu-relay-operator";
     const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
     let mut cfg = config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]);
@@ -485,12 +519,23 @@ async fn integration_task_without_a_secret_uses_the_operators_rrsa_credentials()
         max_session_seconds: 3600,
     }];
     let w = world("rrsa", cfg).await;
-    let t: MpuRelayTask = serde_json::from_value(json!({
-        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
-        "metadata": {"name": "relay"},
-        "spec": {"appId": "app", "taskId": "t1", "endpoint": w.sim.base_url()},
-    }))
-    .unwrap();
+    // Cluster accounts are cluster-wide: name it after the test's namespace.
+    let name = format!("{}-operator", w.ns);
+    accounts::cluster_account(
+        &w.client,
+        &name,
+        json!({
+            "endpoint": w.sim.base_url(),
+            "credentials": {"operator": {}},
+            "conditions": [{"namespaces": [w.ns]}],
+        }),
+    )
+    .await;
+    let t = accounts::task_with(
+        "relay",
+        json!({"appId": "app", "taskId": "t1",
+               "accountRef": {"kind": "ClusterMpuRelayAccount", "name": name}}),
+    );
     w.tasks.create(&PostParams::default(), &t).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
@@ -499,16 +544,15 @@ async fn integration_task_without_a_secret_uses_the_operators_rrsa_credentials()
         "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln",
     )
     .unwrap();
-    let sts = w.sim.base_url();
-    let op = Operator::start(
+    let op = Operator::with_simulator(
         support::shared(),
         &w.ns,
+        &w.sim.base_url(),
         &[],
         &[
             ("ALIBABA_CLOUD_ROLE_ARN", ROLE),
             ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", PROVIDER),
             ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.to_str().unwrap()),
-            ("ALIBABA_CLOUD_STS_ENDPOINT", &sts),
         ],
     );
     assert!(

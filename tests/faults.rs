@@ -45,7 +45,7 @@ fn sim_config(tasks: usize, qps: u32) -> SimulatorConfig {
     }
 }
 
-/// A Secret with the simulator's AccessKey and `count` tasks `relay-<i>` for tasks `t<i>`.
+/// A Secret with the simulator's AccessKey, an account `ak` using it, and `count` tasks `relay-<i>` for tasks `t<i>`.
 async fn populate(client: &kube::Client, ns: &str, sim: &SimulatorHandle, count: usize) {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ak"},
@@ -56,16 +56,10 @@ async fn populate(client: &kube::Client, ns: &str, sim: &SimulatorHandle, count:
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), ns);
+    support::accounts::account(client, ns, "ak", &sim.base_url(), "ak", json!({})).await;
     for i in 0..count {
-        let t: MpuRelayTask = serde_json::from_value(json!({
-            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
-            "metadata": {"name": format!("relay-{i}")},
-            "spec": {"appId": "app", "taskId": format!("t{i}"), "endpoint": sim.base_url(),
-                     "credentialsSecretRef": {"name": "ak"}},
-        }))
-        .unwrap();
-        tasks.create(&PostParams::default(), &t).await.unwrap();
+        let t = support::accounts::task(&format!("relay-{i}"), &format!("t{i}"), "ak");
+        support::accounts::create_task(client, ns, &t).await;
     }
 }
 
@@ -100,7 +94,7 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
     let sim = Simulator::start(sim_config(1, 10)).await.unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::start(cp, &ns, &fast(), &[]);
+    let mut op = Operator::with_simulator(cp, &ns, &sim.base_url(), &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || all_in_phase(
             &tasks,
@@ -195,7 +189,7 @@ async fn integration_clock_skew_rejected_by_the_cloud_names_the_cause() {
     .unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let op = Operator::start(cp, &ns, &fast(), &[]);
+    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || async {
             let Ok(t) = tasks.get("relay-0").await else {
@@ -224,9 +218,10 @@ async fn integration_sigterm_in_the_middle_of_calls_exits_cleanly_within_the_gra
     let sim = Simulator::start(sim_config(10, 10)).await.unwrap();
     populate(&client, &ns, &sim, 10).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::start(
+    let mut op = Operator::with_simulator(
         cp,
         &ns,
+        &sim.base_url(),
         &["--running-interval", "1s", "--cloud-timeout", "5s"],
         &[],
     );
@@ -268,7 +263,7 @@ async fn integration_api_server_outage_is_survived_and_every_status_is_current_a
     let sim = Simulator::start(sim_config(5, 10)).await.unwrap();
     populate(&client, &ns, &sim, 5).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::start(&cp, &ns, &fast(), &[]);
+    let mut op = Operator::with_simulator(&cp, &ns, &sim.base_url(), &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(15), || all_in_phase(
             &tasks,
@@ -343,7 +338,13 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         ],
     ]
     .concat();
-    let mut first = Operator::start(cp, &ns, &args, &[("POD_NAME", "replica-a")]);
+    let mut first = Operator::with_simulator(
+        cp,
+        &ns,
+        &sim.base_url(),
+        &args,
+        &[("POD_NAME", "replica-a")],
+    );
     assert!(
         eventually(Duration::from_secs(15), || all_in_phase(
             &tasks,
@@ -352,7 +353,13 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         ))
         .await
     );
-    let mut second = Operator::start(cp, &ns, &args, &[("POD_NAME", "replica-b")]);
+    let mut second = Operator::with_simulator(
+        cp,
+        &ns,
+        &sim.base_url(),
+        &args,
+        &[("POD_NAME", "replica-b")],
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(first.metric("mpu_relay_cloud_calls_total").await > 0.0);
     assert_eq!(

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use mpu_relay_operator::cloud::sign::{
-    self, Credentials, EMPTY_PAYLOAD_SHA256, Freshness, Method, MpuStatusCall, decode_query,
+    self, EMPTY_PAYLOAD_SHA256, Freshness, Method, MpuStatusCall, SigningKey, decode_query,
     sign_v1, sign_v3, v1_sign, v3_sign,
 };
 use serde_json::{Value, json};
@@ -255,7 +255,7 @@ fn signed_v1_requests_match_old_core_sdk_parameter_for_parameter() {
             task_id: c.task_id,
             region_id: Some(REGION),
         };
-        let creds = Credentials {
+        let creds = SigningKey {
             access_key_id: AK,
             access_key_secret: SECRET,
             security_token: c.token,
@@ -371,7 +371,7 @@ fn v3_canonical_request_and_authorization_match_todays_sdk() {
             task_id: c.task_id,
             region_id: None,
         };
-        let creds = Credentials {
+        let creds = SigningKey {
             access_key_id: AK,
             access_key_secret: SECRET,
             security_token: c.token,

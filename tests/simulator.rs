@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mpu_relay_operator::cloud::sign::{
-    self, Credentials, Freshness, Method, MpuStatusCall, SignedRequest,
+    self, Freshness, Method, MpuStatusCall, SignedRequest, SigningKey,
 };
 use mpu_relay_operator::simulator::{
     FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
@@ -96,8 +96,8 @@ fn call(task: &str) -> MpuStatusCall<'_> {
     }
 }
 
-fn creds<'a>(key: &'a Key<'a>) -> Credentials<'a> {
-    Credentials {
+fn creds<'a>(key: &'a Key<'a>) -> SigningKey<'a> {
+    SigningKey {
         access_key_id: key.id,
         access_key_secret: key.secret,
         security_token: key.token,

@@ -3,12 +3,11 @@
 
 use std::process::Command;
 
-use mpu_relay_operator::api::CloudApi;
+use mpu_relay_operator::api::{CloudApi, SignatureVersion};
 use mpu_relay_operator::cloud::ErrorClass;
-use mpu_relay_operator::cloud::client::{
-    ClientOptions, CloudClient, SignatureVersion, StatusQuery,
-};
+use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
 use mpu_relay_operator::cloud::credentials::Credentials;
+use mpu_relay_operator::cloud::endpoint::Endpoint;
 use mpu_relay_operator::simulator::{
     AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
 };
@@ -156,10 +155,11 @@ async fn client_is_throttled_at_the_eleventh_call_within_one_second() {
     let sim = simulator().await;
     let client = CloudClient::new(&ClientOptions::default()).unwrap();
     let creds = Credentials::access_key(AK, SK, None);
-    let endpoint = sim.base_url();
+    let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
     let query = StatusQuery {
         endpoint: &endpoint,
         api: CloudApi::Live,
+        signature: SignatureVersion::V1,
         region_id: None,
         app_id: "app",
         task_id: "relay-1",
@@ -184,19 +184,16 @@ async fn client_is_throttled_at_the_eleventh_call_within_one_second() {
 #[tokio::test]
 async fn client_signs_v3_and_rtc_calls_the_simulator_accepts() {
     let sim = simulator().await;
-    let client = CloudClient::new(&ClientOptions {
-        signature: SignatureVersion::V3,
-        ..ClientOptions::default()
-    })
-    .unwrap();
+    let client = CloudClient::new(&ClientOptions::default()).unwrap();
     let creds = Credentials::access_key(AK, SK, None);
-    let endpoint = sim.base_url();
+    let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
     let answer = client
         .get_mpu_task_status(
             &creds,
             &StatusQuery {
                 endpoint: &endpoint,
                 api: CloudApi::Rtc,
+                signature: SignatureVersion::V3,
                 region_id: Some("cn-shanghai"),
                 app_id: "app",
                 task_id: "relay-1",

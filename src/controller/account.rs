@@ -228,7 +228,8 @@ impl Entry {
             // Credentials are re-read this often (a rotated Secret is used within this long,
             // at once when a call is refused for authentication).
             Ok(_) => Duration::from_secs(60),
-            Err(p) if p.permanent => Duration::from_secs(30),
+            // Secrets are read, not watched: a missing or broken one is looked at again soon.
+            Err(p) if p.permanent => Duration::from_secs(10),
             Err(_) => Duration::from_secs(5),
         };
         self.generation == generation && self.at.elapsed() < ttl
@@ -587,8 +588,10 @@ impl Accounts {
 
 /// How often an account's status is refreshed (its budget figures, its task count).
 const ACCOUNT_REFRESH: Duration = Duration::from_secs(15);
-/// How soon an account that could not be resolved for a passing reason is tried again.
+/// How soon an account that could not be resolved is looked at again: a passing problem (STS
+/// unreachable) soon, one that needs a change (a Secret created or fixed) a little later.
 const ACCOUNT_RETRY: Duration = Duration::from_secs(5);
+const ACCOUNT_RETRY_AFTER_CHANGE: Duration = Duration::from_secs(10);
 
 /// One reconcile of one account: resolve it, and publish what that gave and its budget.
 pub async fn reconcile(
@@ -635,7 +638,8 @@ pub async fn reconcile(
     }
     let next = match &resolution {
         Err(p) if !p.permanent => ACCOUNT_RETRY,
-        _ => ACCOUNT_REFRESH,
+        Err(_) => ACCOUNT_RETRY_AFTER_CHANGE,
+        Ok(_) => ACCOUNT_REFRESH,
     };
     Ok(kube::runtime::controller::Action::requeue(super::jitter(
         next,

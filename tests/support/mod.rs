@@ -2,7 +2,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod accounts;
 pub mod controlplane;
+pub mod listener;
 pub mod operator;
 
 pub use controlplane::shared;

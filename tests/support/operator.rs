@@ -78,6 +78,32 @@ impl Operator {
         }
     }
 
+    /// Starts the operator against a simulator at `sim_url`: loopback endpoints allowed,
+    /// namespaced accounts on, STS (GetCallerIdentity, RRSA) at the simulator.
+    pub fn with_simulator(
+        cp: &ControlPlane,
+        namespace: &str,
+        sim_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut all_args: Vec<&str> = super::accounts::LOOPBACK.to_vec();
+        all_args.extend_from_slice(args);
+        let mut all_env = vec![("ALIBABA_CLOUD_STS_ENDPOINT", sim_url)];
+        all_env.extend_from_slice(env);
+        Operator::start(cp, namespace, &all_args, &all_env)
+    }
+
+    /// The operator's resident set size, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// Everything the operator has logged so far.
     pub fn output(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -1,0 +1,491 @@
+//! Accounts as the trust boundary, end to end: the operator binary against the real
+//! kube-apiserver, the cloud simulator, and listeners standing in for hosts a tenant owns.
+//!
+//! Each test is written from the hostile tenant's side: what they write, and what must (not)
+//! happen.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mpu_relay_operator::api::{
+    AccountStatus, ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, MpuRelayTaskStatus,
+    conditions,
+};
+use mpu_relay_operator::simulator::{
+    AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
+};
+use serde_json::json;
+use support::accounts;
+use support::listener::Listener;
+use support::operator::{FAST_POLLING, Operator, eventually};
+
+const AK: &str = "LTAI5tAccountsTest";
+const SK: &str = "accounts-test-secret-value-3b9d";
+/// What a tenant may not read, in a Secret of their own namespace.
+const PASSWORD: &str = "hunter2-database-password-0c41";
+
+struct World {
+    client: kube::Client,
+    ns: String,
+    sim: SimulatorHandle,
+}
+
+async fn world(test: &str, tasks: usize, qps: u32) -> World {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, test).await;
+    let sim = Simulator::start(SimulatorConfig {
+        accounts: vec![
+            serde_json::from_value::<AccountConfig>(
+                json!({"accessKeyId": AK, "accessKeySecret": SK, "qps": qps}),
+            )
+            .unwrap(),
+        ],
+        tasks: (0..tasks)
+            .map(|i| TaskConfig {
+                app_id: "app".into(),
+                task_id: format!("t{i}"),
+                status: 1,
+            })
+            .collect(),
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    World { client, ns, sim }
+}
+
+impl World {
+    fn tasks(&self) -> Api<MpuRelayTask> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn task_status(&self, name: &str) -> MpuRelayTaskStatus {
+        self.tasks()
+            .get(name)
+            .await
+            .ok()
+            .and_then(|t| t.status)
+            .unwrap_or_default()
+    }
+
+    async fn task_condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        self.task_status(name)
+            .await
+            .condition(type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    async fn account_status(&self, name: &str) -> AccountStatus {
+        Api::<MpuRelayAccount>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .unwrap_or_default()
+    }
+
+    async fn account_ready(&self, name: &str) -> Option<(String, String)> {
+        self.account_status(name)
+            .await
+            .condition(conditions::READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn operator(&self, args: &[&str]) -> Operator {
+        Operator::with_simulator(support::shared(), &self.ns, &self.sim.base_url(), args, &[])
+    }
+
+    /// Only the simulator's own address allowed (not loopback at large).
+    fn operator_allowing(&self, allowed: &str) -> Operator {
+        Operator::start(
+            support::shared(),
+            &self.ns,
+            &["--namespaced-accounts", "--allowed-endpoints", allowed],
+            &[("ALIBABA_CLOUD_STS_ENDPOINT", &self.sim.base_url())],
+        )
+    }
+
+    fn status_calls(&self) -> u64 {
+        self.sim.stats(false).accounts[AK].calls.ok
+    }
+}
+
+#[tokio::test]
+async fn integration_account_aimed_outside_the_allow_list_sends_nothing_there() {
+    let w = world("endpoint-not-allowed", 1, 10).await;
+    let owned = Listener::answering_running().await;
+    // A tenant's Secret with a password, and an account pointing at a host they own.
+    accounts::secret_with(
+        &w.client,
+        &w.ns,
+        "db",
+        json!({"accessKeyId": AK, "accessKeySecret": SK, "password": PASSWORD}),
+    )
+    .await;
+    accounts::account(&w.client, &w.ns, "evil", &owned.url(), "db", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "evil")).await;
+    let op = w.operator_allowing(&w.sim.base_url());
+
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.account_ready("evil").await == Some(("False".into(), "EndpointNotAllowed".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("evil").await,
+        op.output()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.task_condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "EndpointNotAllowed".into()))
+        })
+        .await,
+        "{:?}",
+        w.task_status("relay").await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(owned.requests().is_empty(), "{:?}", owned.requests());
+}
+
+#[tokio::test]
+async fn integration_secret_with_other_key_names_is_invalid_and_nothing_is_sent() {
+    let w = world("secret-invalid", 1, 10).await;
+    let owned = Listener::answering_running().await;
+    // Key names of the tenant's choosing: the operator reads only its fixed ones.
+    accounts::secret_with(
+        &w.client,
+        &w.ns,
+        "db",
+        json!({"username": AK, "password": PASSWORD}),
+    )
+    .await;
+    accounts::account(&w.client, &w.ns, "evil", &owned.url(), "db", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "evil")).await;
+    let op = w.operator(&[]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.account_ready("evil").await == Some(("False".into(), "SecretInvalid".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("evil").await,
+        op.output()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(owned.requests().is_empty(), "{:?}", owned.requests());
+    assert!(!op.output().contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn integration_other_keys_of_a_secret_never_leave_the_process() {
+    let w = world("other-keys", 1, 10).await;
+    let owned = Listener::answering_running().await;
+    accounts::secret_with(
+        &w.client,
+        &w.ns,
+        "db",
+        json!({"accessKeyId": AK, "accessKeySecret": SK, "password": PASSWORD}),
+    )
+    .await;
+    accounts::account(&w.client, &w.ns, "owned", &owned.url(), "db", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "owned")).await;
+    let op = w.operator(FAST_POLLING);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !owned.requests().is_empty()
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("owned").await,
+        op.output()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for request in owned.requests() {
+        assert!(!request.contains(PASSWORD), "{request}");
+        assert!(
+            !request.contains(SK),
+            "the secret itself was sent: {request}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn integration_redirects_from_an_allowed_endpoint_are_not_followed() {
+    let w = world("redirect", 1, 10).await;
+    let target = Listener::answering_running().await;
+    let redirector = Listener::redirecting_to(&format!("{}/steal", target.url())).await;
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    accounts::account(&w.client, &w.ns, "ak", &redirector.url(), "ak", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "ak")).await;
+    let op = w.operator(FAST_POLLING);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::SYNCED).await
+                == Some(("False".into(), "Redirected".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.task_status("relay").await,
+        op.output()
+    );
+    assert!(!redirector.requests().is_empty());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(target.requests().is_empty(), "{:?}", target.requests());
+}
+
+#[tokio::test]
+async fn integration_cluster_account_admits_only_the_namespaces_its_conditions_name() {
+    let w = world("cluster-conditions", 1, 10).await;
+    // The admin's Secret lives in the operator's namespace (here: another test namespace).
+    let operator_ns = support::test_namespace(&w.client, "cluster-conditions-operator").await;
+    accounts::secret(&w.client, &operator_ns, "ak", AK, SK).await;
+    let name = format!("{}-shared", w.ns);
+    accounts::cluster_account(
+        &w.client,
+        &name,
+        json!({
+            "endpoint": w.sim.base_url(),
+            "credentials": {"secretRef": {"name": "ak"}},
+            "conditions": [{"namespaces": ["team-a"]}],
+        }),
+    )
+    .await;
+    let task = accounts::task_with(
+        "relay",
+        json!({"appId": "app", "taskId": "t0",
+               "accountRef": {"kind": "ClusterMpuRelayAccount", "name": name}}),
+    );
+    accounts::create_task(&w.client, &w.ns, &task).await;
+    let op = w.operator(&["--operator-namespace", &operator_ns]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "AccountNotAllowed".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.task_status("relay").await,
+        op.output()
+    );
+    assert_eq!(w.status_calls(), 0, "a refused task called the cloud");
+
+    // The admin admits the namespace; the task is not touched.
+    Api::<ClusterMpuRelayAccount>::all(w.client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"conditions": [
+                {"namespaces": ["team-a"]}, {"namespaces": [w.ns]}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::READY).await
+                == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.task_status("relay").await,
+        op.output()
+    );
+}
+
+#[tokio::test]
+async fn integration_task_without_an_account_never_uses_the_operators_credentials() {
+    let w = world("no-account-ref", 1, 10).await;
+    let task = accounts::task_with("relay", json!({"appId": "app", "taskId": "t0"}));
+    accounts::create_task(&w.client, &w.ns, &task).await;
+    // The operator has credentials of its own that the cloud would accept.
+    let op = Operator::with_simulator(
+        support::shared(),
+        &w.ns,
+        &w.sim.base_url(),
+        &[],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "AccountRefMissing".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.task_status("relay").await,
+        op.output()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.sim.stats(false).accounts[AK].calls.total, 0);
+}
+
+#[tokio::test]
+async fn integration_two_accounts_with_one_key_share_one_budget() {
+    let w = world("shared-key", 40, 10).await;
+    accounts::secret(&w.client, &w.ns, "ak-1", AK, SK).await;
+    accounts::secret(&w.client, &w.ns, "ak-2", AK, SK).await;
+    // Two spellings of one endpoint, too.
+    let url = w.sim.base_url();
+    let loud = url.replace("http://127.0.0.1", "HTTP://127.0.0.1");
+    accounts::account(&w.client, &w.ns, "one", &url, "ak-1", json!({})).await;
+    accounts::account(
+        &w.client,
+        &w.ns,
+        "two",
+        &format!("{loud}/"),
+        "ak-2",
+        json!({}),
+    )
+    .await;
+    for i in 0..40 {
+        let account = if i % 2 == 0 { "one" } else { "two" };
+        accounts::create_task(
+            &w.client,
+            &w.ns,
+            &accounts::task(&format!("relay-{i}"), &format!("t{i}"), account),
+        )
+        .await;
+    }
+    let op = w.operator(FAST_POLLING);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            w.sim.stats(true).tasks.unwrap().iter().all(|t| t.calls > 0)
+        })
+        .await,
+        "not every task was polled\n{}",
+        op.output()
+    );
+    w.sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let calls = w.sim.stats(false).accounts[AK].calls.clone();
+    assert_eq!(calls.throttled, 0, "{calls:?}");
+    assert!(calls.max_calls_in_any_second <= 10, "{calls:?}");
+    assert!(calls.ok >= 80, "the shared budget was not used: {calls:?}");
+    // Both objects show the one budget: 40 tasks, one limit.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let one = w.account_status("one").await.budget.unwrap_or_default();
+            let two = w.account_status("two").await.budget.unwrap_or_default();
+            one.tasks == 40 && two.tasks == 40 && one.limit == 10.0
+        })
+        .await,
+        "{:?} {:?}",
+        w.account_status("one").await,
+        w.account_status("two").await
+    );
+    assert_eq!(w.account_status("one").await.tasks, 20);
+}
+
+#[tokio::test]
+async fn integration_account_status_shows_tasks_limit_rate_and_interval_in_kubectl() {
+    let w = world("kubectl-columns", 20, 10).await;
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    accounts::account(
+        &w.client,
+        &w.ns,
+        "live",
+        &w.sim.base_url(),
+        "ak",
+        json!({"qps": 10}),
+    )
+    .await;
+    for i in 0..20 {
+        accounts::create_task(
+            &w.client,
+            &w.ns,
+            &accounts::task(&format!("relay-{i}"), &format!("t{i}"), "live"),
+        )
+        .await;
+    }
+    let op = w.operator(FAST_POLLING);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let s = w.account_status("live").await;
+            s.tasks == 20
+                && s.budget
+                    .is_some_and(|b| b.interval.is_some() && b.used > 1.0)
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("live").await,
+        op.output()
+    );
+    let cp = support::shared();
+    let out = std::process::Command::new(cp.bin_dir.join("kubectl"))
+        .args(["--kubeconfig", cp.kubeconfig.to_str().unwrap()])
+        .args(["get", "mpurelayaccounts", "-n", &w.ns])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "READY", "TASKS", "LIMIT", "RATE", "USED", "INTERVAL", "AGE"
+        ],
+        "{text}"
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..4], ["live", "True", "20", "10"], "{text}");
+}
+
+#[tokio::test]
+async fn integration_unrelated_secrets_cost_the_operator_no_memory() {
+    let w = world("unrelated-secrets", 1, 10).await;
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    accounts::account(&w.client, &w.ns, "live", &w.sim.base_url(), "ak", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "live")).await;
+    let op = w.operator(&[]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::READY).await
+                == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = op.rss_bytes();
+    // 300 Secrets of 100 KiB each in the watched namespace: 30 MiB the operator must not hold.
+    let secrets: Api<Secret> = Api::namespaced(w.client.clone(), &w.ns);
+    let blob = "x".repeat(100 * 1024);
+    for i in 0..300 {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("unrelated-{i}")},
+            "stringData": {"blob": blob},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = op.rss_bytes();
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "operator RSS {} KiB -> {} KiB (+{} KiB) with 300 x 100 KiB unrelated Secrets",
+        before / 1024,
+        after / 1024,
+        grown / 1024
+    );
+    assert!(before > 0, "could not read the operator's RSS");
+    assert!(grown < 5 * 1024 * 1024, "grew by {grown} bytes");
+}
