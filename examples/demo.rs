@@ -59,13 +59,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("[demo] cloud simulator at {}", sim.base_url());
 
     // The AccessKey is one of examples/simulator.yaml's accounts; in a real cluster it is yours.
-    let mut manifests = String::from(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: alibaba-cloud-credentials\nstringData:\n  accessKeyId: LTAI5tSimulatorDemo1\n  accessKeySecret: demo-secret-1\n",
+    // The account holds it with the endpoint (here the simulator) and the shared budget; the
+    // tasks only name the account.
+    let mut manifests = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: alibaba-cloud-credentials\nstringData:\n  accessKeyId: LTAI5tSimulatorDemo1\n  accessKeySecret: demo-secret-1\n---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayAccount\nmetadata:\n  name: live-demo\nspec:\n  endpoint: {}\n  credentials:\n    secretRef:\n      name: alibaba-cloud-credentials\n",
+        sim.base_url()
     );
     for (name, task, _) in TASKS {
         manifests.push_str(&format!(
-            "---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayTask\nmetadata:\n  name: {name}\nspec:\n  appId: {APP}\n  taskId: {task}\n  endpoint: {}\n  credentialsSecretRef:\n    name: alibaba-cloud-credentials\n",
-            sim.base_url()
+            "---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayTask\nmetadata:\n  name: {name}\nspec:\n  appId: {APP}\n  taskId: {task}\n  accountRef:\n    name: live-demo\n"
         ));
     }
     let manifest_path = dir.join("demo-tasks.yaml");
@@ -90,8 +92,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "2s",
             "--stopped-interval",
             "2s",
+            // The simulator listens on loopback; production allows only https://*.aliyuncs.com.
+            "--allowed-endpoints",
+            "https://*.aliyuncs.com,http://127.0.0.1:*",
+            "--namespaced-accounts",
         ])
         .env("KUBECONFIG", &cp.kubeconfig)
+        // STS (GetCallerIdentity: which cloud account the key belongs to) is the simulator too.
+        .env("ALIBABA_CLOUD_STS_ENDPOINT", sim.base_url())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
@@ -118,9 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tick.tick() => {}
         }
         println!(
-            "\n--- after {:>3}s ---\n{}",
+            "\n--- after {:>3}s ---\n{}\n{}",
             started.elapsed().as_secs(),
-            kubectl(&cp, &["get", "mpurelaytasks"])
+            kubectl(&cp, &["get", "mpurelaytasks"]),
+            kubectl(&cp, &["get", "mpurelayaccounts"])
         );
         if limit.is_some_and(|l| started.elapsed() >= l) {
             break;

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use mpu_relay_operator::api::{MpuRelayTask, Phase};
+use mpu_relay_operator::api::{MpuRelayAccount, MpuRelayTask, Phase};
 use mpu_relay_operator::simulator::config::TaskSetConfig;
 use mpu_relay_operator::simulator::{
     AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskView,
@@ -508,7 +508,7 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(bin: &Path, cp: &ControlPlane, namespace: &str, args: &[&str]) -> Self {
+    fn start(bin: &Path, cp: &ControlPlane, namespace: &str, sim_url: &str, args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -521,10 +521,16 @@ impl Operator {
             .arg(namespace)
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--allowed-endpoints",
+                "http://127.0.0.1:*",
+                "--namespaced-accounts",
+            ])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KUBECONFIG", &cp.kubeconfig)
+            .env("ALIBABA_CLOUD_STS_ENDPOINT", sim_url)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("operator log"))
@@ -598,17 +604,37 @@ async fn namespace(client: &kube::Client, name: &str) -> Result<(), String> {
         .map_err(|e| format!("creating namespace {name}: {e}"))
 }
 
-async fn secrets(client: &kube::Client, ns: &str, accounts: &[String]) -> Result<(), String> {
-    let api = Api::<Secret>::namespaced(client.clone(), ns);
-    for id in accounts {
+/// A Secret and an `MpuRelayAccount` (both named after the AccessKeyId, lowercased) calling
+/// `endpoint`, per AccessKey.
+async fn accounts(
+    client: &kube::Client,
+    ns: &str,
+    ids: &[String],
+    endpoint: &str,
+) -> Result<(), String> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let accounts = Api::<MpuRelayAccount>::namespaced(client.clone(), ns);
+    for id in ids {
+        let name = id.to_ascii_lowercase();
         let s: Secret = serde_json::from_value(json!({
-            "metadata": {"name": id.to_ascii_lowercase()},
+            "metadata": {"name": name},
             "stringData": {"accessKeyId": id, "accessKeySecret": secret_of(id)},
         }))
         .unwrap();
-        api.create(&PostParams::default(), &s)
+        secrets
+            .create(&PostParams::default(), &s)
             .await
             .map_err(|e| format!("creating Secret {id}: {e}"))?;
+        let a: MpuRelayAccount = serde_json::from_value(json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayAccount",
+            "metadata": {"name": name},
+            "spec": {"endpoint": endpoint, "qps": LIMIT, "credentials": {"secretRef": {"name": name}}},
+        }))
+        .unwrap();
+        accounts
+            .create(&PostParams::default(), &a)
+            .await
+            .map_err(|e| format!("creating MpuRelayAccount {id}: {e}"))?;
     }
     Ok(())
 }
@@ -620,8 +646,7 @@ async fn create_tasks(
     ns: &str,
     prefix: &str,
     range: std::ops::Range<usize>,
-    endpoint: &str,
-    secret: impl Fn(usize) -> String,
+    account: impl Fn(usize) -> String,
 ) -> Result<f64, String> {
     let api = Api::<MpuRelayTask>::namespaced(client.clone(), ns);
     let count = range.len();
@@ -633,8 +658,7 @@ async fn create_tasks(
                 "metadata": {"name": format!("t-{i}")},
                 "spec": {
                     "appId": APP, "taskId": format!("{prefix}{i}"),
-                    "endpoint": endpoint,
-                    "credentialsSecretRef": {"name": secret(i).to_ascii_lowercase()},
+                    "accountRef": {"name": account(i).to_ascii_lowercase()},
                 },
             }))
             .expect("a valid MpuRelayTask")
@@ -849,13 +873,10 @@ async fn budget_phase(
     let prefix = budget_prefix(n);
     log(format!("budget N = {n}: creating {n} tasks in {ns}"));
     namespace(client, &ns).await?;
-    secrets(client, &ns, std::slice::from_ref(&account)).await?;
-    create_tasks(client, &ns, &prefix, 0..n, &sim.base_url(), |_| {
-        account.clone()
-    })
-    .await?;
+    accounts(client, &ns, std::slice::from_ref(&account), &sim.base_url()).await?;
+    create_tasks(client, &ns, &prefix, 0..n, |_| account.clone()).await?;
     sim.reset_stats();
-    let mut op = Operator::start(bin, cp, &ns, FAST);
+    let mut op = Operator::start(bin, cp, &ns, &sim.base_url(), FAST);
     let floor = n as f64 / f64::from(LIMIT);
     let warm = wait_polled(
         sim,
@@ -980,22 +1001,14 @@ async fn scale_phase(
     let accounts: Vec<String> = (0..plan.accounts).map(scale_account).collect();
     let secret = |i: usize| scale_account(i % plan.accounts);
     namespace(client, ns).await?;
-    secrets(client, ns, &accounts).await?;
+    self::accounts(client, ns, &accounts, &sim.base_url()).await?;
     log(format!(
         "scale: creating {} tasks over {} accounts",
         plan.scale_small, plan.accounts
     ));
-    let rate_small = create_tasks(
-        client,
-        ns,
-        SCALE_PREFIX,
-        0..plan.scale_small,
-        &sim.base_url(),
-        secret,
-    )
-    .await?;
+    let rate_small = create_tasks(client, ns, SCALE_PREFIX, 0..plan.scale_small, secret).await?;
     sim.reset_stats();
-    let mut op = Operator::start(bin, cp, ns, FAST);
+    let mut op = Operator::start(bin, cp, ns, &sim.base_url(), FAST);
     let per_account = plan.scale_small / plan.accounts;
     // Two polls each: the second carries the floor of a full membership.
     wait_polled_scale(sim, plan.scale_small, 2, plan.accounts, &mut op, report).await?;
@@ -1048,7 +1061,6 @@ async fn scale_phase(
         ns,
         SCALE_PREFIX,
         plan.scale_small..plan.scale_large,
-        &sim.base_url(),
         secret,
     )
     .await?;
@@ -1058,7 +1070,7 @@ async fn scale_phase(
         format!("{:.0} objects/s", (rate_small + rate_large) / 2.0),
     );
     sim.reset_stats();
-    let mut op = Operator::start(bin, cp, ns, FAST);
+    let mut op = Operator::start(bin, cp, ns, &sim.base_url(), FAST);
     wait_polled_scale(sim, plan.scale_large, 3, plan.accounts, &mut op, report).await?;
     let (startup_calls, startup_throttled, _) = account_calls(sim, &accounts);
     report.check(
