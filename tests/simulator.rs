@@ -1,6 +1,10 @@
 //! The simulator over HTTP: requests signed with `cloud::sign` (V1 and V3) against a simulator on a
-//! loopback port, covering each answer Alibaba Cloud gives, throttling, faults, the admin API and
-//! STS AssumeRoleWithOIDC.
+//! loopback port, covering each answer Alibaba Cloud gives, throttling (per uid), faults (per
+//! action), the admin API, calls per User-Agent, STS AssumeRoleWithOIDC and GetCallerIdentity, and
+//! the test TCP proxy.
+
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +14,10 @@ use mpu_relay_operator::cloud::sign::{
     self, Freshness, Method, MpuStatusCall, SignedRequest, SigningKey,
 };
 use mpu_relay_operator::simulator::{
-    FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
-    config::AccountConfig,
+    Action, FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle,
+    TaskConfig, UidConfig, config::AccountConfig,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const AK: &str = "LTAItestAK1";
 const SECRET: &str = "secret-one";
@@ -21,6 +25,8 @@ const AK2: &str = "LTAItestAK2";
 const SECRET2: &str = "secret-two";
 const APP: &str = "app-1";
 const TASK: &str = "task-1";
+/// The uid AK2 (and so the role's sessions) belongs to; AK's is derived from its AccessKeyId.
+const UID2: &str = "1234567890";
 const ROLE_ARN: &str = "acs:ram::1234567890:role/mpu-relay";
 const PROVIDER_ARN: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa";
 /// A JWT-shaped OIDC token (header.claims.signature); the simulator reads but does not verify it.
@@ -53,6 +59,11 @@ fn config() -> SimulatorConfig {
             oidc_provider_arn: Some(PROVIDER_ARN.into()),
             max_session_seconds: 3600,
         }],
+        uids: vec![UidConfig {
+            uid: UID2.into(),
+            qps: None,
+            access_key_ids: vec![AK2.into()],
+        }],
         ..SimulatorConfig::default()
     }
 }
@@ -61,12 +72,20 @@ async fn start() -> SimulatorHandle {
     Simulator::start(config()).await.expect("simulator starts")
 }
 
+/// One client per test thread (each `#[tokio::test]` runs on its own thread and runtime), so a
+/// test reuses its connections instead of paying a client and a connection per call: on a busy
+/// machine that cost alone can push ten calls past one second.
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client builds")
+    thread_local! {
+        static CLIENT: reqwest::Client = {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client builds")
+        };
+    }
+    CLIENT.with(reqwest::Client::clone)
 }
 
 fn nonce() -> String {
@@ -144,7 +163,17 @@ async fn send_raw(
     sim: &SimulatorHandle,
     req: &SignedRequest,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let url = format!("{}{}?{}", sim.base_url(), req.path, req.query);
+    send_raw_to(&sim.base_url(), req, None).await
+}
+
+/// Sends a signed request to `base` (the simulator or a proxy in front of it), as `user_agent`
+/// when given (reqwest sends no User-Agent of its own).
+async fn send_raw_to(
+    base: &str,
+    req: &SignedRequest,
+    user_agent: Option<&str>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let url = format!("{base}{}?{}", req.path, req.query);
     let method = match req.method {
         Method::Get => reqwest::Method::GET,
         Method::Post => reqwest::Method::POST,
@@ -156,7 +185,19 @@ async fn send_raw(
             builder = builder.header(name, value);
         }
     }
+    if let Some(agent) = user_agent {
+        builder = builder.header("user-agent", agent);
+    }
     builder.send().await
+}
+
+/// Status and JSON body of a response.
+async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("body arrives");
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("JSON body ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, json)
 }
 
 async fn v1(sim: &SimulatorHandle, key: &Key<'_>, task: &str) -> (u16, Value) {
@@ -822,4 +863,767 @@ async fn official_python_sdks_v1_and_v3_calls_are_accepted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// STS GetCallerIdentity
+// ---------------------------------------------------------------------------------------------
+
+const STS_VERSION: &str = "2015-04-01";
+const GET_CALLER_IDENTITY: &str = "GetCallerIdentity";
+
+/// A V1-signed GetCallerIdentity (all parameters in the query), as the old core SDK sends it.
+fn caller_identity_v1(key: &Key<'_>, version: &str, at: jiff::Timestamp) -> SignedRequest {
+    let fresh = nonce();
+    let stamp = sign::format_timestamp(at);
+    let mut params: BTreeMap<String, String> = [
+        ("Format", "JSON"),
+        ("Version", version),
+        ("Action", GET_CALLER_IDENTITY),
+        ("AccessKeyId", key.id),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureType", ""),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", fresh.as_str()),
+        ("Timestamp", stamp.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Some(token) = key.token {
+        params.insert("SecurityToken".into(), token.into());
+    }
+    let signed = sign::v1_sign(Method::Get, &params, key.secret);
+    SignedRequest {
+        method: Method::Get,
+        path: sign::RPC_PATH,
+        query: format!(
+            "{}&Signature={}",
+            sign::canonical_query(&params),
+            sign::percent_encode(&signed.signature)
+        ),
+        headers: vec![
+            ("x-acs-action".into(), GET_CALLER_IDENTITY.into()),
+            ("x-acs-version".into(), version.into()),
+        ],
+        string_to_sign: signed.string_to_sign,
+    }
+}
+
+/// A V3-signed GetCallerIdentity (`POST /`, no query, empty body), as today's SDK sends it.
+fn caller_identity_v3(host: &str, key: &Key<'_>) -> SignedRequest {
+    let mut headers: Vec<(String, String)> = [
+        ("host", host.to_owned()),
+        ("x-acs-action", GET_CALLER_IDENTITY.to_owned()),
+        ("x-acs-version", STS_VERSION.to_owned()),
+        ("x-acs-date", sign::format_timestamp(jiff::Timestamp::now())),
+        ("x-acs-signature-nonce", nonce()),
+        (
+            "x-acs-content-sha256",
+            sign::EMPTY_PAYLOAD_SHA256.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(token) = key.token {
+        headers.push(("x-acs-accesskey-id".into(), key.id.into()));
+        headers.push(("x-acs-security-token".into(), token.into()));
+    }
+    let signed = sign::v3_sign(
+        Method::Post,
+        sign::RPC_PATH,
+        &BTreeMap::new(),
+        &headers,
+        sign::EMPTY_PAYLOAD_SHA256,
+        key.id,
+        key.secret,
+    );
+    headers.push(("authorization".into(), signed.authorization));
+    SignedRequest {
+        method: Method::Post,
+        path: sign::RPC_PATH,
+        query: String::new(),
+        headers,
+        string_to_sign: signed.string_to_sign,
+    }
+}
+
+fn is_digits(value: &Value, len: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn caller_identity_of_a_ram_user_key_names_its_uid_and_user_in_v1_and_v3() {
+    let sim = start().await;
+    let uid = sim.uid_of(AK).unwrap();
+    let (status, v1_body) = send(
+        &sim,
+        &caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v1_body}");
+    assert_eq!(v1_body["IdentityType"], "RAMUser");
+    assert_eq!(v1_body["AccountId"], uid.as_str());
+    assert_eq!(v1_body["Arn"], format!("acs:ram::{uid}:user/{AK}"));
+    assert!(is_digits(&v1_body["UserId"], 16), "{v1_body}");
+    assert_eq!(v1_body["PrincipalId"], v1_body["UserId"]);
+    assert_eq!(v1_body["RequestId"].as_str().unwrap().len(), 36);
+    assert!(v1_body.get("RoleId").is_none(), "{v1_body}");
+
+    // V3, and a key whose uid is configured.
+    let key2 = Key {
+        id: AK2,
+        secret: SECRET2,
+        token: None,
+    };
+    let (status, v3_body) = send(&sim, &caller_identity_v3(&sim.host(), &key2)).await;
+    assert_eq!(status, 200, "{v3_body}");
+    assert_eq!(v3_body["AccountId"], UID2);
+    assert_eq!(v3_body["Arn"], format!("acs:ram::{UID2}:user/{AK2}"));
+    // The same key always has the same user id; different keys have different ones.
+    let (_, again) = send(
+        &sim,
+        &caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now()),
+    )
+    .await;
+    assert_eq!(again["UserId"], v1_body["UserId"]);
+    assert_ne!(v3_body["UserId"], v1_body["UserId"]);
+    let stats = sim.stats(false);
+    assert_eq!(stats.sts.actions[GET_CALLER_IDENTITY], 3);
+    assert_eq!(stats.all.ok, 3);
+}
+
+#[tokio::test]
+async fn caller_identity_of_sts_credentials_names_the_assumed_role_session_and_role_uid() {
+    let sim = start().await;
+    let (status, assumed) = assume_role(&sim, &[]).await;
+    assert_eq!(status, 200, "{assumed}");
+    let creds = &assumed["Credentials"];
+    let key = Key {
+        id: creds["AccessKeyId"].as_str().unwrap(),
+        secret: creds["AccessKeySecret"].as_str().unwrap(),
+        token: creds["SecurityToken"].as_str(),
+    };
+    for request in [
+        caller_identity_v1(&key, STS_VERSION, jiff::Timestamp::now()),
+        caller_identity_v3(&sim.host(), &key),
+    ] {
+        let (status, body) = send(&sim, &request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["IdentityType"], "AssumedRoleUser");
+        assert_eq!(body["AccountId"], UID2);
+        assert_eq!(
+            body["Arn"],
+            format!("acs:ram::{UID2}:assumed-role/mpu-relay/mpu-relay-operator")
+        );
+        let role_id = body["RoleId"].as_str().unwrap();
+        assert_eq!(body["PrincipalId"], format!("{role_id}:mpu-relay-operator"));
+        // The same principal AssumeRoleWithOIDC reported.
+        assert_eq!(
+            body["PrincipalId"],
+            assumed["AssumedRoleUser"]["AssumedRoleId"]
+        );
+        assert!(body.get("UserId").is_none(), "{body}");
+    }
+    // Without its token the temporary key is refused, as for GetMPUTaskStatus.
+    let tokenless = Key { token: None, ..key };
+    let (status, body) = send(
+        &sim,
+        &caller_identity_v1(&tokenless, STS_VERSION, jiff::Timestamp::now()),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (400, "MissingSecurityToken"));
+}
+
+#[tokio::test]
+async fn caller_identity_with_bad_signature_unknown_key_or_stale_timestamp_answers_as_get_mpu_task_status_does()
+ {
+    let sim = start().await;
+    let wrong = Key {
+        secret: "not-the-secret",
+        ..KEY1
+    };
+    let stranger = Key {
+        id: "LTAInobody",
+        ..KEY1
+    };
+    let now = jiff::Timestamp::now;
+    let stale = || jiff::Timestamp::now() - jiff::SignedDuration::from_mins(16);
+    let cases: [(&Key<'_>, jiff::Timestamp, u16, &str); 3] = [
+        (&wrong, now(), 400, "SignatureDoesNotMatch"),
+        (&stranger, now(), 404, "InvalidAccessKeyId.NotFound"),
+        (&KEY1, stale(), 400, "InvalidTimeStamp.Expired"),
+    ];
+    for (key, at, want_status, want_code) in cases {
+        let (status, identity) = send(&sim, &caller_identity_v1(key, STS_VERSION, at)).await;
+        let (mpu_status, mpu) = send(&sim, &signed_v1(key, TASK, &nonce(), at)).await;
+        assert_eq!((status, code(&identity)), (want_status, want_code));
+        assert_eq!((mpu_status, code(&mpu)), (want_status, want_code));
+        assert_eq!(
+            identity["Message"] == mpu["Message"],
+            want_code != "SignatureDoesNotMatch"
+        );
+        assert_eq!(identity["HostId"], "sts.aliyuncs.com");
+    }
+    // The server's string to sign follows the last ':' of the message, as for GetMPUTaskStatus.
+    let request = caller_identity_v1(&wrong, STS_VERSION, now());
+    let (_, body) = send(&sim, &request).await;
+    let message = body["Message"].as_str().unwrap();
+    assert_eq!(message.rsplit_once(':').unwrap().1, request.string_to_sign);
+    // V3 with a wrong secret too.
+    let (status, body) = send(&sim, &caller_identity_v3(&sim.host(), &wrong)).await;
+    assert_eq!((status, code(&body)), (400, "SignatureDoesNotMatch"));
+    // A reused nonce: sending the very same signed request twice.
+    let request = caller_identity_v1(&KEY1, STS_VERSION, now());
+    assert_eq!(send(&sim, &request).await.0, 200);
+    let (status, body) = send(&sim, &request).await;
+    assert_eq!((status, code(&body)), (400, "SignatureNonceUsed"));
+    // Another API version is not STS's.
+    let (status, body) = send(&sim, &caller_identity_v1(&KEY1, "2016-11-01", now())).await;
+    assert_eq!((status, code(&body)), (400, "InvalidVersion"));
+    assert_eq!(sim.stats(false).sts.errors, 7);
+}
+
+#[tokio::test]
+async fn caller_identity_draws_nothing_from_the_rate_budget() {
+    let sim = start().await;
+    assert!(sim.set_qps(AK, 1));
+    for _ in 0..5 {
+        let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+        assert_eq!(send(&sim, &request).await.0, 200);
+    }
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    assert_eq!(code(&v1(&sim, &KEY1, TASK).await.1), "Throttling.User");
+    let stats = sim.stats(false);
+    assert_eq!(stats.accounts[AK].calls.total, 2);
+    assert_eq!(stats.sts.calls, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits per uid
+// ---------------------------------------------------------------------------------------------
+
+const AK_A: &str = "LTAIsharedA";
+const SECRET_A: &str = "secret-a";
+const AK_B: &str = "LTAIsharedB";
+const SECRET_B: &str = "secret-b";
+const SHARED_UID: &str = "5555555555555555";
+const SHARED_ROLE_ARN: &str = "acs:ram::5555555555555555:role/shared";
+
+const KEY_A: Key<'static> = Key {
+    id: AK_A,
+    secret: SECRET_A,
+    token: None,
+};
+const KEY_B: Key<'static> = Key {
+    id: AK_B,
+    secret: SECRET_B,
+    token: None,
+};
+
+/// Two RAM users of one account (uid) at `qps` per uid, and a role of that account.
+fn shared_uid_config(qps: u32) -> SimulatorConfig {
+    let mut config = config();
+    config.accounts.extend([
+        AccountConfig {
+            access_key_id: AK_A.into(),
+            access_key_secret: SECRET_A.into(),
+            qps: None,
+        },
+        AccountConfig {
+            access_key_id: AK_B.into(),
+            access_key_secret: SECRET_B.into(),
+            qps: None,
+        },
+    ]);
+    config.uids.push(UidConfig {
+        uid: SHARED_UID.into(),
+        qps: Some(qps),
+        access_key_ids: vec![AK_A.into(), AK_B.into()],
+    });
+    config.roles = vec![RoleConfig {
+        role_arn: SHARED_ROLE_ARN.into(),
+        account: AK_A.into(),
+        oidc_provider_arn: None,
+        max_session_seconds: 3600,
+    }];
+    config
+}
+
+#[tokio::test]
+async fn keys_sharing_a_uid_share_one_sliding_second_and_other_uids_keep_theirs() {
+    let sim = Simulator::start(shared_uid_config(2)).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(v1(&sim, &KEY_A, TASK).await.0, 200);
+    assert_eq!(v1(&sim, &KEY_B, TASK).await.0, 200);
+    let (status, body) = v1(&sim, &KEY_A, TASK).await;
+    let (status_b, body_b) = v1(&sim, &KEY_B, TASK).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(900),
+        "too slow to test: {elapsed:?}"
+    );
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    assert_eq!((status_b, code(&body_b)), (400, "Throttling.User"));
+    // Another uid's budget is untouched.
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+
+    let stats = sim.stats(false);
+    let uid = &stats.uids[SHARED_UID];
+    assert_eq!(uid.qps, 2);
+    assert_eq!(uid.access_key_ids, [AK_A, AK_B]);
+    assert_eq!(
+        (uid.calls.total, uid.calls.ok, uid.calls.throttled),
+        (4, 2, 2)
+    );
+    assert_eq!(uid.calls.max_ok_in_any_second, 2);
+    for key in [AK_A, AK_B] {
+        let account = &stats.accounts[key];
+        assert_eq!((account.uid.as_str(), account.qps), (SHARED_UID, 2));
+        assert_eq!((account.calls.ok, account.calls.throttled), (1, 1));
+    }
+}
+
+#[tokio::test]
+async fn sts_session_calls_draw_on_the_budget_of_the_uid_owning_the_role() {
+    let sim = Simulator::start(shared_uid_config(2)).await.unwrap();
+    let (status, assumed) = assume_role(
+        &sim,
+        &[("RoleArn", SHARED_ROLE_ARN), ("OIDCProviderArn", "any")],
+    )
+    .await;
+    assert_eq!(status, 200, "{assumed}");
+    let creds = &assumed["Credentials"];
+    let session = Key {
+        id: creds["AccessKeyId"].as_str().unwrap(),
+        secret: creds["AccessKeySecret"].as_str().unwrap(),
+        token: creds["SecurityToken"].as_str(),
+    };
+    let started = Instant::now();
+    assert_eq!(v1(&sim, &KEY_B, TASK).await.0, 200);
+    assert_eq!(v1(&sim, &session, TASK).await.0, 200);
+    let (status, body) = v1(&sim, &KEY_B, TASK).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(900),
+        "too slow to test: {elapsed:?}"
+    );
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    let stats = sim.stats(false);
+    // The session's call is counted under the role's account, A, and its uid.
+    assert_eq!(stats.accounts[AK_A].calls.ok, 1);
+    assert_eq!(stats.uids[SHARED_UID].calls.ok, 2);
+}
+
+#[tokio::test]
+async fn set_qps_of_one_key_and_admin_uid_qps_change_the_shared_limit() {
+    let sim = Simulator::start(shared_uid_config(10)).await.unwrap();
+    assert!(sim.set_qps(AK_A, 1));
+    assert_eq!(sim.stats(false).accounts[AK_B].qps, 1);
+    assert_eq!(v1(&sim, &KEY_A, TASK).await.0, 200);
+    assert_eq!(code(&v1(&sim, &KEY_B, TASK).await.1), "Throttling.User");
+
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/uids/{SHARED_UID}/qps"),
+        json!({"qps": 50}),
+    )
+    .await;
+    assert_eq!((status, &body["qps"]), (200, &json!(50)), "{body}");
+    assert_eq!(v1(&sim, &KEY_B, TASK).await.0, 200);
+    assert_eq!(sim.stats(false).uids[SHARED_UID].qps, 50);
+    assert!(!sim.set_uid_qps("999", 1));
+    let (status, _) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/uids/999/qps",
+        json!({"qps": 1}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn account_without_uid_gets_a_stable_sixteen_digit_uid_of_its_own() {
+    let sim = start().await;
+    let other = Simulator::start(config()).await.unwrap();
+    let uid = sim.uid_of(AK).unwrap();
+    assert_eq!(uid.len(), 16);
+    assert!(uid.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(other.uid_of(AK), Some(uid.clone()));
+    assert_eq!(sim.uid_of(AK2).as_deref(), Some(UID2));
+    assert_eq!(sim.uid_of("LTAInobody"), None);
+    let stats = sim.stats(false);
+    assert_eq!(stats.uids[&uid].access_key_ids, [AK]);
+    assert_eq!(stats.uids[&uid].qps, 10);
+    // A uid without its own qps takes its key's: AK2 is configured at 100.
+    assert_eq!(stats.uids[UID2].qps, 100);
+}
+
+#[tokio::test]
+async fn admin_account_upsert_can_join_an_existing_uid() {
+    let sim = Simulator::start(shared_uid_config(1)).await.unwrap();
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/accounts/LTAIsharedC",
+        json!({"accessKeySecret": "secret-c", "uid": SHARED_UID}),
+    )
+    .await;
+    assert_eq!((status, &body["uid"]), (200, &json!(SHARED_UID)), "{body}");
+    let key_c = Key {
+        id: "LTAIsharedC",
+        secret: "secret-c",
+        token: None,
+    };
+    assert_eq!(v1(&sim, &key_c, TASK).await.0, 200);
+    assert_eq!(code(&v1(&sim, &KEY_A, TASK).await.1), "Throttling.User");
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/accounts/LTAIsharedD",
+        json!({"accessKeySecret": "s", "uid": "12ab"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults per action
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sts_fault_fails_assume_role_and_caller_identity_with_alibaba_errors_but_spares_get_mpu_task_status()
+ {
+    let sim = start().await;
+    let mut spec = fault(FaultKind::Http5xx {
+        code: Some("ServiceUnavailable".into()),
+        status: None,
+    });
+    spec.count = Some(2);
+    sim.add_fault_for(&Action::STS, spec).unwrap();
+
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    let (status, body) = assume_role(&sim, &[]).await;
+    assert_eq!((status, code(&body)), (503, "ServiceUnavailable"), "{body}");
+    assert_eq!(body["HostId"], "sts.aliyuncs.com");
+    for field in ["RequestId", "Message", "Recommend"] {
+        assert!(body[field].is_string(), "{field} in {body}");
+    }
+    let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+    let (status, body) = send(&sim, &request).await;
+    assert_eq!((status, code(&body)), (503, "ServiceUnavailable"), "{body}");
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    // The rule is spent: STS works again.
+    assert_eq!(assume_role(&sim, &[]).await.0, 200);
+    let stats = sim.stats(false);
+    assert_eq!((stats.sts.faults, stats.sts.errors), (2, 2));
+    assert_eq!(stats.accounts[AK].calls.faults, 0);
+}
+
+#[tokio::test]
+async fn get_mpu_task_status_fault_leaves_sts_alone() {
+    let sim = start().await;
+    let mut spec = fault(FaultKind::Http5xx {
+        code: None,
+        status: None,
+    });
+    spec.duration_ms = Some(60_000);
+    sim.add_fault(spec).unwrap();
+    assert_eq!(assume_role(&sim, &[]).await.0, 200);
+    let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+    assert_eq!(send(&sim, &request).await.0, 200);
+    let (status, body) = v1(&sim, &KEY1, TASK).await;
+    assert_eq!((status, code(&body)), (500, "InternalError"));
+}
+
+#[tokio::test]
+async fn sts_latency_fault_from_the_admin_api_delays_sts_answers_only() {
+    const LATENCY_MS: u64 = 1500;
+    let sim = start().await;
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::POST,
+        "/faults",
+        json!({"kind": "latency", "ms": LATENCY_MS, "durationMs": 60000,
+               "actions": ["AssumeRoleWithOIDC", "GetCallerIdentity"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, listed) = admin(&sim, reqwest::Method::GET, "/faults", Value::Null).await;
+    assert_eq!(
+        listed[0]["actions"],
+        json!(["AssumeRoleWithOIDC", "GetCallerIdentity"])
+    );
+
+    let started = Instant::now();
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    let status_call = started.elapsed();
+    assert!(
+        status_call < Duration::from_millis(LATENCY_MS),
+        "{status_call:?}"
+    );
+    let started = Instant::now();
+    let (status, body) = assume_role(&sim, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(LATENCY_MS));
+    let started = Instant::now();
+    let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+    assert_eq!(send(&sim, &request).await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(LATENCY_MS));
+
+    // An unknown action name is refused with a JSON error.
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::POST,
+        "/faults",
+        json!({"kind": "drop", "actions": ["DescribeRegions"]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn sts_drop_fault_for_one_account_closes_only_that_accounts_sts_connections() {
+    let sim = start().await;
+    let mut spec = fault(FaultKind::Drop);
+    spec.account = Some(AK.into());
+    spec.count = Some(5);
+    sim.add_fault_for(&[Action::GetCallerIdentity], spec)
+        .unwrap();
+    let other = Key {
+        id: AK2,
+        secret: SECRET2,
+        token: None,
+    };
+    let request = caller_identity_v1(&other, STS_VERSION, jiff::Timestamp::now());
+    assert_eq!(send(&sim, &request).await.0, 200);
+    let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+    assert!(send_raw(&sim, &request).await.is_err());
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls per caller (User-Agent) per second
+// ---------------------------------------------------------------------------------------------
+
+/// Calls by User-Agent summed over a list of per-second buckets (from the admin JSON).
+fn agents_total(buckets: &Value) -> BTreeMap<String, u64> {
+    let mut total = BTreeMap::new();
+    for bucket in buckets.as_array().unwrap() {
+        let agents = bucket["userAgents"].as_object().unwrap();
+        let sum: u64 = agents.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(sum, bucket["total"].as_u64().unwrap(), "{bucket}");
+        for (agent, count) in agents {
+            *total.entry(agent.clone()).or_default() += count.as_u64().unwrap();
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn per_second_buckets_break_calls_down_by_user_agent_for_every_action() {
+    let sim = start().await;
+    let calls = [
+        Some("operator-a/1.0"),
+        Some("operator-a/1.0"),
+        Some("operator-b/1.0"),
+        None,
+    ];
+    for agent in calls {
+        let request = signed_v1(&KEY1, TASK, &nonce(), jiff::Timestamp::now());
+        let response = send_raw_to(&sim.base_url(), &request, agent).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let request = caller_identity_v1(&KEY1, STS_VERSION, jiff::Timestamp::now());
+    let response = send_raw_to(&sim.base_url(), &request, Some("operator-a/1.0"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let (status, stats) = admin(&sim, reqwest::Method::GET, "/stats", Value::Null).await;
+    assert_eq!(status, 200);
+    let count = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        agents_total(&stats["accounts"][AK]["perSecond"]),
+        count(&[("operator-a/1.0", 2), ("operator-b/1.0", 1), ("none", 1)])
+    );
+    // `all` counts every call to the cloud API, STS included.
+    assert_eq!(
+        agents_total(&stats["all"]["perSecond"]),
+        count(&[("operator-a/1.0", 3), ("operator-b/1.0", 1), ("none", 1)])
+    );
+    let uid = sim.uid_of(AK).unwrap();
+    assert_eq!(agents_total(&stats["uids"][&uid]["perSecond"]).len(), 3);
+    // The typed view agrees.
+    let typed = sim.stats(false);
+    let from_typed: u64 = typed
+        .all
+        .per_second
+        .iter()
+        .map(|b| b.user_agents.get("operator-a/1.0").copied().unwrap_or(0))
+        .sum();
+    assert_eq!(from_typed, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test proxy (tests/support/proxy.rs)
+// ---------------------------------------------------------------------------------------------
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a read may take before the tests call the link dead or held.
+const IO_WAIT: Duration = Duration::from_secs(5);
+/// How long a held connection must stay silent to count as held.
+const HOLD_CHECK: Duration = Duration::from_millis(300);
+
+/// A loopback echo server; it stops with the test's runtime.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(stream: &mut TcpStream, text: &[u8]) -> Vec<u8> {
+    stream.write_all(text).await.unwrap();
+    read_some(stream).await.expect("echo arrives")
+}
+
+/// Up to 64 bytes, or `None` when the connection closed or failed.
+async fn read_some(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(IO_WAIT, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => Some(buf[..n].to_vec()),
+        Err(_) => panic!("no answer and no close within {IO_WAIT:?}"),
+    }
+}
+
+#[tokio::test]
+async fn proxy_forwards_both_ways_cut_drops_open_connections_and_holds_new_ones_until_restore() {
+    let upstream = echo_server().await;
+    let proxy = proxy::Proxy::start(upstream);
+    let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut open, b"ping").await, b"ping");
+
+    proxy.cut();
+    assert_eq!(proxy.mode(), proxy::Mode::Hang);
+    assert_eq!(read_some(&mut open).await, None, "open connection dropped");
+
+    let mut held = TcpStream::connect(proxy.addr()).await.unwrap();
+    held.write_all(b"held").await.unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        tokio::time::timeout(HOLD_CHECK, held.read(&mut buf))
+            .await
+            .is_err(),
+        "a connection made while cut gets nothing"
+    );
+
+    // Restoring closes the held connection: what it sent was lost, never forwarded.
+    proxy.restore();
+    assert_eq!(read_some(&mut held).await, None);
+    let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut fresh, b"again").await, b"again");
+    assert_eq!(proxy.accepted(), 3);
+
+    // Dropping the proxy closes what it carries.
+    drop(proxy);
+    assert_eq!(read_some(&mut fresh).await, None);
+}
+
+#[tokio::test]
+async fn proxy_refuse_makes_new_connections_fail_until_restore() {
+    let upstream = echo_server().await;
+    let proxy = proxy::Proxy::start(upstream);
+    let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(echo(&mut open, b"x").await, b"x");
+
+    proxy.refuse();
+    assert_eq!(read_some(&mut open).await, None);
+    // The listener closes asynchronously; give it a bounded number of tries.
+    let mut refused = false;
+    for _ in 0..MAX_ATTEMPTS {
+        match TcpStream::connect(proxy.addr()).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "connections are refused");
+
+    proxy.restore();
+    let mut back = None;
+    for _ in 0..MAX_ATTEMPTS {
+        if let Ok(stream) = TcpStream::connect(proxy.addr()).await {
+            back = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut back = back.expect("the proxy listens again on the same port");
+    assert_eq!(echo(&mut back, b"y").await, b"y");
+}
+
+#[tokio::test]
+async fn proxy_in_front_of_the_simulator_carries_signed_calls_until_cut() {
+    let sim = start().await;
+    let proxy = proxy::Proxy::start(sim.addr());
+    let host = proxy.addr().to_string();
+    // V3 signs the host, so sign the proxy's.
+    let mut c = call(TASK);
+    c.api_version = "2018-01-11";
+    let v3 = |host: &str| {
+        sign::sign_v3(
+            host,
+            &c,
+            &creds(&KEY1),
+            &Freshness {
+                nonce: &nonce(),
+                timestamp: jiff::Timestamp::now(),
+            },
+        )
+    };
+    let response = send_raw_to(&proxy.url(), &v3(&host), None).await.unwrap();
+    assert_eq!(status_and_json(response).await.0, 200);
+
+    proxy.cut();
+    let request = v3(&host);
+    let client = reqwest::Client::builder()
+        .timeout(HOLD_CHECK)
+        .build()
+        .unwrap();
+    let url = format!("{}{}?{}", proxy.url(), request.path, request.query);
+    let mut builder = client.post(url);
+    for (name, value) in request.headers.iter().filter(|(n, _)| n != "host") {
+        builder = builder.header(name, value);
+    }
+    assert!(
+        builder.send().await.is_err(),
+        "no answer through a cut link"
+    );
+
+    proxy.restore();
+    let response = send_raw_to(&proxy.url(), &v3(&host), None).await.unwrap();
+    assert_eq!(status_and_json(response).await.0, 200);
+    // The call sent while cut never reached the simulator.
+    assert_eq!(sim.stats(false).all.total, 2);
 }

@@ -1,5 +1,5 @@
-//! The admin HTTP API under `/admin/`: task statuses, account QPS, fault injection and call
-//! statistics, as JSON. Not part of Alibaba Cloud; tests, the demo and benchmarks drive it.
+//! The admin HTTP API under `/admin/`: task statuses, account and uid QPS, fault injection (per
+//! action) and call statistics, as JSON. Not part of Alibaba Cloud; tests, the demo and benchmarks drive it.
 //!
 //! Bodies are parsed by hand (not with axum's `Json` extractor) so a bad body gets a JSON error
 //! naming the problem, like every other answer of the simulator.
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::faults::FaultSpec;
+use super::faults::FaultRequest;
 use super::http::Shared;
 
 /// Admin paths, relative to `/admin`.
@@ -28,6 +28,7 @@ pub mod paths {
     pub const TASK: &str = "/tasks/{app_id}/{task_id}";
     pub const ACCOUNT: &str = "/accounts/{access_key_id}";
     pub const ACCOUNT_QPS: &str = "/accounts/{access_key_id}/qps";
+    pub const UID_QPS: &str = "/uids/{uid}/qps";
     pub const FAULTS: &str = "/faults";
 }
 
@@ -42,6 +43,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(paths::TASK, get(get_task).put(put_task).delete(delete_task))
         .route(paths::ACCOUNT, put(put_account))
         .route(paths::ACCOUNT_QPS, put(put_qps))
+        .route(paths::UID_QPS, put(put_uid_qps))
         .route(
             paths::FAULTS,
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -197,8 +199,12 @@ async fn delete_task(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AccountBody {
     access_key_secret: String,
+    /// The uid's new QPS (the uid shared with the account's other keys).
     #[serde(default)]
     qps: Option<u32>,
+    /// The uid the account belongs to; its current one (or a derived one) when absent.
+    #[serde(default)]
+    uid: Option<String>,
 }
 
 async fn put_account(
@@ -210,10 +216,17 @@ async fn put_account(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    shared
-        .lock()
-        .upsert_account(&access_key_id, &account.access_key_secret, account.qps);
-    axum::Json(json!({ "accessKeyId": access_key_id })).into_response()
+    let mut state = shared.lock();
+    if let Err(message) = state.upsert_account(
+        &access_key_id,
+        &account.access_key_secret,
+        account.qps,
+        account.uid.as_deref(),
+    ) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let uid = state.uid_of(&access_key_id);
+    axum::Json(json!({ "accessKeyId": access_key_id, "uid": uid })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -231,10 +244,28 @@ async fn put_qps(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    if shared.lock().set_qps(&access_key_id, qps) {
-        axum::Json(json!({ "accessKeyId": access_key_id, "qps": qps })).into_response()
+    let mut state = shared.lock();
+    if state.set_qps(&access_key_id, qps) {
+        let uid = state.uid_of(&access_key_id);
+        axum::Json(json!({ "accessKeyId": access_key_id, "uid": uid, "qps": qps })).into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no account {access_key_id}"))
+    }
+}
+
+async fn put_uid_qps(
+    AxumState(shared): SharedState,
+    Path(uid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let QpsBody { qps } = match parse(&body) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    if shared.lock().set_uid_qps(&uid, qps) {
+        axum::Json(json!({ "uid": uid, "qps": qps })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no uid {uid}"))
     }
 }
 
@@ -244,15 +275,15 @@ async fn list_faults(AxumState(shared): SharedState) -> Response {
 }
 
 async fn add_faults(AxumState(shared): SharedState, body: Bytes) -> Response {
-    let specs = match parse::<OneOrMany<FaultSpec>>(&body) {
+    let requests = match parse::<OneOrMany<FaultRequest>>(&body) {
         Ok(s) => s.into_vec(),
         Err(e) => return e.into_response(),
     };
     let now = shared.clock();
     let mut state = shared.lock();
-    let mut ids = Vec::with_capacity(specs.len());
-    for spec in specs {
-        match state.add_fault(spec, now) {
+    let mut ids = Vec::with_capacity(requests.len());
+    for request in requests {
+        match state.add_fault(request.spec, &request.actions, now) {
             Ok(id) => ids.push(id),
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         }

@@ -1,10 +1,20 @@
-//! The simulator's configuration: accounts (AccessKey pairs and their QPS), tasks and their initial
-//! statuses, RRSA roles, and the clock-skew tolerance. Read from YAML or JSON; every field has a
-//! default so a tiny file (or none) gives a working simulator.
+//! The simulator's configuration: accounts (AccessKey pairs and their QPS), the Alibaba account IDs
+//! (uids) they belong to, tasks and their initial statuses, RRSA roles, and the clock-skew tolerance.
+//! Read from YAML or JSON; every field has a default so a tiny file (or none) gives a working
+//! simulator.
+//!
+//! Rate limits are counted per uid, as Alibaba counts GetMPUTaskStatus' QPS per Alibaba Cloud
+//! account: every AccessKey of one uid (two RAM users of one account, say) and every STS session of
+//! a role whose `account` is one of those keys share one sliding 1-second window. The uid's QPS is
+//! `uids[].qps` when set, otherwise the largest `qps` among its keys (each key's `qps` defaulting to
+//! `defaultQps`). A key without a uid gets one derived from its AccessKeyId ([`derive_uid`]), so a
+//! config that names no uid keeps one limit per key, at that key's `qps`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Alibaba's documented QPS for GetMPUTaskStatus, per account.
 pub const DEFAULT_QPS: u32 = 10;
@@ -18,6 +28,10 @@ pub const DEFAULT_ACCESS_KEY_SECRET: &str = "testsecret";
 pub const DEFAULT_MAX_SESSION_SECONDS: u64 = 3600;
 /// Upper bound on tasks generated from `taskSets`, so a typo cannot exhaust memory.
 pub const MAX_GENERATED_TASKS: u64 = 1_000_000;
+/// Longest uid accepted. Alibaba's are 16 digits; a little room for made-up ones.
+pub const MAX_UID_DIGITS: usize = 32;
+/// Digits of a uid derived from an AccessKeyId, as many as Alibaba's.
+pub const DERIVED_UID_DIGITS: u32 = 16;
 
 /// What went wrong reading a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +51,11 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
+///
+/// Deserialized through a mirror of itself that also accepts a `uid` on each account (moved into
+/// [`SimulatorConfig::uids`]); serialized as it is, which reads back the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", from = "RawConfig")]
 pub struct SimulatorConfig {
     /// How far `Timestamp`/`x-acs-date` may be from the simulator's clock, either way.
     #[serde(default = "default_clock_skew")]
@@ -63,6 +80,10 @@ pub struct SimulatorConfig {
     /// RAM roles that AssumeRoleWithOIDC may assume.
     #[serde(default)]
     pub roles: Vec<RoleConfig>,
+    /// Alibaba account IDs: which AccessKeys belong to each (so share its rate limit) and its QPS.
+    /// In a file, `uid` on an account is shorthand for listing the key here.
+    #[serde(default)]
+    pub uids: Vec<UidConfig>,
 }
 
 impl Default for SimulatorConfig {
@@ -75,17 +96,115 @@ impl Default for SimulatorConfig {
             tasks: Vec::new(),
             task_sets: Vec::new(),
             roles: Vec::new(),
+            uids: Vec::new(),
         }
     }
 }
 
-/// One AccessKey pair and its rate limit.
+/// One Alibaba Cloud account (uid): the unit GetMPUTaskStatus' QPS is counted against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UidConfig {
+    /// Decimal digits, like Alibaba's 16-digit account IDs.
+    pub uid: String,
+    /// Calls admitted in any sliding 1-second window, summed over all the uid's keys and STS
+    /// sessions. When absent: the largest `qps` among its keys (each defaulting to `defaultQps`).
+    #[serde(default)]
+    pub qps: Option<u32>,
+    /// AccessKeyIds of configured accounts that belong to this uid.
+    #[serde(default)]
+    pub access_key_ids: Vec<String>,
+}
+
+/// The file as written: [`SimulatorConfig`] plus an optional `uid` on each account. Converted by
+/// moving each account's `uid` into [`SimulatorConfig::uids`]; conflicts (one key under two uids)
+/// are left for [`SimulatorConfig::validate`] to report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_clock_skew")]
+    clock_skew_seconds: u64,
+    #[serde(default)]
+    clock_offset_seconds: i64,
+    #[serde(default = "default_qps")]
+    default_qps: u32,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+    #[serde(default)]
+    tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    task_sets: Vec<TaskSetConfig>,
+    #[serde(default)]
+    roles: Vec<RoleConfig>,
+    #[serde(default)]
+    uids: Vec<UidConfig>,
+}
+
+/// An account as written: [`AccountConfig`] and the uid it belongs to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAccount {
+    access_key_id: String,
+    access_key_secret: String,
+    #[serde(default)]
+    qps: Option<u32>,
+    /// The Alibaba account ID this key belongs to; derived from the AccessKeyId when absent.
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+impl From<RawConfig> for SimulatorConfig {
+    fn from(raw: RawConfig) -> Self {
+        let mut uids = raw.uids;
+        let mut accounts = Vec::with_capacity(raw.accounts.len());
+        for account in raw.accounts {
+            if let Some(uid) = account.uid {
+                let index = match uids.iter().position(|u| u.uid == uid) {
+                    Some(index) => index,
+                    None => {
+                        uids.push(UidConfig {
+                            uid,
+                            ..UidConfig::default()
+                        });
+                        uids.len() - 1
+                    }
+                };
+                if let Some(entry) = uids.get_mut(index)
+                    && !entry.access_key_ids.contains(&account.access_key_id)
+                {
+                    entry.access_key_ids.push(account.access_key_id.clone());
+                }
+            }
+            accounts.push(AccountConfig {
+                access_key_id: account.access_key_id,
+                access_key_secret: account.access_key_secret,
+                qps: account.qps,
+            });
+        }
+        Self {
+            clock_skew_seconds: raw.clock_skew_seconds,
+            clock_offset_seconds: raw.clock_offset_seconds,
+            default_qps: raw.default_qps,
+            accounts,
+            tasks: raw.tasks,
+            task_sets: raw.task_sets,
+            roles: raw.roles,
+            uids,
+        }
+    }
+}
+
+/// One AccessKey pair (a RAM user) and its rate limit. In a file it may also carry `uid`, the
+/// Alibaba account it belongs to (see [`UidConfig`]); in Rust that goes in
+/// [`SimulatorConfig::uids`], so this struct keeps its three fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccountConfig {
     pub access_key_id: String,
     pub access_key_secret: String,
-    /// Calls admitted in any sliding 1-second window; `defaultQps` when absent.
+    /// Calls admitted in any sliding 1-second window; `defaultQps` when absent. The limit is the
+    /// uid's: keys sharing a uid share one window, at the largest `qps` among them unless the
+    /// uid sets its own.
     #[serde(default)]
     pub qps: Option<u32>,
 }
@@ -111,8 +230,9 @@ pub struct TaskSetConfig {
     pub status: i64,
 }
 
-/// A RAM role for RRSA: temporary credentials issued for it draw on `account`'s QPS budget, as an
-/// STS session's calls count against the account that owns the role.
+/// A RAM role for RRSA: temporary credentials issued for it draw on the QPS budget of `account`'s
+/// uid, as an STS session's calls count against the Alibaba account that owns the role. When
+/// `account` has an explicit uid, the uid in `roleArn` must be that one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleConfig {
@@ -138,6 +258,47 @@ fn default_qps() -> u32 {
 
 fn default_max_session() -> u64 {
     DEFAULT_MAX_SESSION_SECONDS
+}
+
+/// A stable 16-digit uid for an AccessKeyId that names none: the same key always gets the same
+/// uid (across runs and versions: SHA-256 is fixed), and no leading zero, as real uids have none.
+pub fn derive_uid(access_key_id: &str) -> String {
+    derive_digits("uid:", access_key_id)
+}
+
+/// A stable 16-digit id from `salt` and `text` (RAM user ids, role ids).
+pub fn derive_digits(salt: &str, text: &str) -> String {
+    let digest = Sha256::digest(format!("{salt}{text}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let low = 10u64.pow(DERIVED_UID_DIGITS - 1);
+    let span = 10u64.pow(DERIVED_UID_DIGITS) - low;
+    (low + u64::from_be_bytes(first) % span).to_string()
+}
+
+/// Checks a uid: 1 to [`MAX_UID_DIGITS`] ASCII digits.
+pub fn validate_uid(uid: &str) -> Result<(), String> {
+    if uid.is_empty() || uid.len() > MAX_UID_DIGITS || !uid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "uid {uid:?} is not 1 to {MAX_UID_DIGITS} decimal digits"
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of `acs:ram::<uid>:role/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleArn<'a> {
+    pub uid: &'a str,
+    pub name: &'a str,
+}
+
+/// Parses a RAM role ARN; `None` when it is not `acs:ram::<digits>:role/<name>`.
+pub fn parse_role_arn(arn: &str) -> Option<RoleArn<'_>> {
+    let rest = arn.strip_prefix("acs:ram::")?;
+    let (uid, resource) = rest.split_once(':')?;
+    let name = resource.strip_prefix("role/")?;
+    (validate_uid(uid).is_ok() && !name.is_empty()).then_some(RoleArn { uid, name })
 }
 
 impl SimulatorConfig {
@@ -187,6 +348,45 @@ impl SimulatorConfig {
         }
     }
 
+    /// The uid `access_key_id` belongs to: the one `uids` names for it, or one derived from it.
+    pub fn uid_of(&self, access_key_id: &str) -> String {
+        self.explicit_uid_of(access_key_id)
+            .map_or_else(|| derive_uid(access_key_id), str::to_owned)
+    }
+
+    fn explicit_uid_of(&self, access_key_id: &str) -> Option<&str> {
+        self.uids
+            .iter()
+            .find(|u| u.access_key_ids.iter().any(|k| k == access_key_id))
+            .map(|u| u.uid.as_str())
+    }
+
+    /// Every uid in effect with its QPS and keys (sorted), configured or derived.
+    pub fn effective_uids(&self) -> BTreeMap<String, (u32, Vec<String>)> {
+        let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut key_max: HashMap<String, u32> = HashMap::new();
+        for account in self.effective_accounts() {
+            let uid = self.uid_of(&account.access_key_id);
+            let qps = account.qps.unwrap_or(self.default_qps);
+            let max = key_max.entry(uid.clone()).or_insert(qps);
+            *max = (*max).max(qps);
+            keys.entry(uid).or_default().push(account.access_key_id);
+        }
+        for configured in &self.uids {
+            keys.entry(configured.uid.clone()).or_default();
+        }
+        keys.into_iter()
+            .map(|(uid, mut ids)| {
+                ids.sort();
+                let explicit = self.uids.iter().find(|u| u.uid == uid).and_then(|u| u.qps);
+                let qps = explicit
+                    .or_else(|| key_max.get(&uid).copied())
+                    .unwrap_or(self.default_qps);
+                (uid, (qps, ids))
+            })
+            .collect()
+    }
+
     /// Checks what serde cannot: unique keys, roles pointing at known accounts, bounded task sets.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let accounts = self.effective_accounts();
@@ -204,11 +404,23 @@ impl SimulatorConfig {
                 )));
             }
         }
+        self.validate_uids(&seen)?;
         for role in &self.roles {
             if !seen.contains(role.account.as_str()) {
                 return Err(ConfigError::Invalid(format!(
                     "role {:?} names unknown account {:?}",
                     role.role_arn, role.account
+                )));
+            }
+            // A derived uid is a stand-in, so only an explicit one must agree with the ARN.
+            if let (Some(key_uid), Some(arn)) = (
+                self.explicit_uid_of(&role.account),
+                parse_role_arn(&role.role_arn),
+            ) && arn.uid != key_uid
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "role {:?} belongs to uid {} but its account {:?} to uid {key_uid}",
+                    role.role_arn, arn.uid, role.account
                 )));
             }
         }
@@ -217,6 +429,37 @@ impl SimulatorConfig {
             return Err(ConfigError::Invalid(format!(
                 "taskSets generate {generated} tasks, more than {MAX_GENERATED_TASKS}"
             )));
+        }
+        Ok(())
+    }
+
+    fn validate_uids(&self, accounts: &HashSet<&str>) -> Result<(), ConfigError> {
+        let mut uids = HashSet::new();
+        let mut owner: HashMap<&str, &str> = HashMap::new();
+        for entry in &self.uids {
+            validate_uid(&entry.uid).map_err(ConfigError::Invalid)?;
+            if !uids.insert(entry.uid.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "uid {} is listed twice",
+                    entry.uid
+                )));
+            }
+            for key in &entry.access_key_ids {
+                if !accounts.contains(key.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "uid {} lists unknown account {key:?}",
+                        entry.uid
+                    )));
+                }
+                if let Some(other) = owner.insert(key, &entry.uid)
+                    && other != entry.uid
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "account {key:?} is given two uids, {other} and {}",
+                        entry.uid
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -248,8 +491,144 @@ mod tests {
     fn shipped_sample_config_parses() {
         let config =
             SimulatorConfig::from_yaml(include_str!("../../examples/simulator.yaml")).unwrap();
-        assert_eq!(config.accounts.len(), 2);
+        assert_eq!(config.accounts.len(), 3);
         assert_eq!(config.all_tasks().count(), 10_002);
+        let uids = config.effective_uids();
+        assert_eq!(
+            uids["1234567890123456"],
+            (
+                10,
+                vec![
+                    "LTAI5tSimulatorDemo1".to_owned(),
+                    "LTAI5tSimulatorDemo3".to_owned()
+                ]
+            )
+        );
+        assert_eq!(
+            uids[&derive_uid("LTAI5tSimulatorDemo2")],
+            (20, vec!["LTAI5tSimulatorDemo2".to_owned()])
+        );
+    }
+
+    #[test]
+    fn uid_on_an_account_joins_the_keys_of_that_uid() {
+        let text = r#"
+accounts:
+  - {accessKeyId: A, accessKeySecret: s, uid: "1111111111111111", qps: 5}
+  - {accessKeyId: B, accessKeySecret: s, uid: "1111111111111111", qps: 8}
+  - {accessKeyId: C, accessKeySecret: s}
+"#;
+        let config = SimulatorConfig::from_yaml(text).unwrap();
+        assert_eq!(
+            config.uids,
+            [UidConfig {
+                uid: "1111111111111111".into(),
+                qps: None,
+                access_key_ids: vec!["A".into(), "B".into()],
+            }]
+        );
+        assert_eq!(config.uid_of("B"), "1111111111111111");
+        assert_eq!(config.uid_of("C"), derive_uid("C"));
+        let uids = config.effective_uids();
+        // Without its own qps a uid takes the largest of its keys'.
+        assert_eq!(uids["1111111111111111"].0, 8);
+        assert_eq!(uids[&derive_uid("C")], (10, vec!["C".to_owned()]));
+    }
+
+    #[test]
+    fn uids_section_sets_the_qps_and_may_list_keys() {
+        let text = r#"
+accounts:
+  - {accessKeyId: A, accessKeySecret: s, uid: "42", qps: 50}
+  - {accessKeyId: B, accessKeySecret: s}
+uids:
+  - {uid: "42", qps: 3, accessKeyIds: [B]}
+"#;
+        let config = SimulatorConfig::from_yaml(text).unwrap();
+        assert_eq!(
+            config.effective_uids()["42"],
+            (3, vec!["A".to_owned(), "B".to_owned()])
+        );
+    }
+
+    #[test]
+    fn derived_uid_is_sixteen_digits_and_stable_across_versions() {
+        // Pinned: a changed derivation would silently move existing configs' budgets.
+        assert_eq!(derive_uid("testid"), "1819689791407413");
+        assert_eq!(derive_uid("LTAI5tSimulatorDemo2"), "3783256741410502");
+        assert_ne!(derive_uid("a"), derive_uid("b"));
+    }
+
+    #[test]
+    fn config_without_uids_keeps_one_limit_per_key() {
+        let config = SimulatorConfig::from_yaml(
+            "accounts:\n  - {accessKeyId: A, accessKeySecret: s}\n  - {accessKeyId: B, accessKeySecret: s, qps: 20}\n",
+        )
+        .unwrap();
+        let uids = config.effective_uids();
+        assert_eq!(uids.len(), 2);
+        assert_eq!(uids[&derive_uid("A")].0, 10);
+        assert_eq!(uids[&derive_uid("B")].0, 20);
+    }
+
+    #[test]
+    fn bad_uids_are_rejected() {
+        for (text, expect) in [
+            (
+                "accounts:\n  - {accessKeyId: A, accessKeySecret: s, uid: \"12x\"}\n",
+                "decimal digits",
+            ),
+            (
+                "accounts:\n  - {accessKeyId: A, accessKeySecret: s, uid: \"\"}\n",
+                "decimal digits",
+            ),
+            (
+                "accounts:\n  - {accessKeyId: A, accessKeySecret: s, uid: \"1\"}\nuids:\n  - {uid: \"2\", accessKeyIds: [A]}\n",
+                "two uids",
+            ),
+            (
+                "uids:\n  - {uid: \"2\", accessKeyIds: [nobody]}\n",
+                "unknown account",
+            ),
+            (
+                "uids:\n  - {uid: \"2\"}\n  - {uid: \"2\"}\n",
+                "listed twice",
+            ),
+            (
+                "accounts:\n  - {accessKeyId: A, accessKeySecret: s, uid: \"1\"}\nroles:\n  - {roleArn: \"acs:ram::2:role/r\", account: A}\n",
+                "belongs to uid 2",
+            ),
+        ] {
+            let err = SimulatorConfig::from_yaml(text).unwrap_err();
+            assert!(err.to_string().contains(expect), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn serialized_config_reads_back_the_same() {
+        let config =
+            SimulatorConfig::from_yaml(include_str!("../../examples/simulator.yaml")).unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(SimulatorConfig::from_json(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn role_arn_parses_into_uid_and_name() {
+        assert_eq!(
+            parse_role_arn("acs:ram::1234:role/mpu-relay"),
+            Some(RoleArn {
+                uid: "1234",
+                name: "mpu-relay"
+            })
+        );
+        for bad in [
+            "acs:ram::x:role/r",
+            "acs:ram::1:user/r",
+            "acs:ram::1:role/",
+            "arn:aws",
+        ] {
+            assert_eq!(parse_role_arn(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Injected faults: what can go wrong on purpose (5xx, latency, malformed or huge body, dropped
-//! connection, throttling storm), for which account, and for how many calls or how long.
+//! connection, throttling storm), for which actions (GetMPUTaskStatus unless told otherwise, so
+//! STS keeps working while the status API fails, and the other way round), for which account, and
+//! for how many calls or how long.
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::codes;
+use super::wire::{Action, codes};
+
+/// Actions a rule applies to when it names none: GetMPUTaskStatus, as before STS faults existed.
+pub const DEFAULT_FAULT_ACTIONS: [Action; 1] = [Action::GetMpuTaskStatus];
 
 /// Size of a `huge` body when the rule does not say: 10 MiB, past any sane client limit.
 pub const DEFAULT_HUGE_BYTES: usize = 10 * 1024 * 1024;
@@ -85,6 +90,22 @@ pub struct FaultSpec {
     pub duration_ms: Option<u64>,
 }
 
+/// A fault rule and the actions it applies to, as `POST /admin/faults` takes it: the
+/// [`FaultSpec`] fields plus `actions` (Alibaba's names, e.g.
+/// `["AssumeRoleWithOIDC", "GetCallerIdentity"]`; `["GetMPUTaskStatus"]` when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRequest {
+    #[serde(flatten)]
+    pub spec: FaultSpec,
+    #[serde(default = "default_actions")]
+    pub actions: Vec<Action>,
+}
+
+fn default_actions() -> Vec<Action> {
+    DEFAULT_FAULT_ACTIONS.to_vec()
+}
+
 /// A fault rule in force.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +113,8 @@ pub struct FaultRule {
     pub id: u64,
     #[serde(flatten)]
     pub kind: FaultKind,
+    /// The actions it applies to.
+    pub actions: Vec<Action>,
     pub account: Option<String>,
     /// Calls left; `None` when only a duration limits the rule.
     pub remaining: Option<u64>,
@@ -111,8 +134,20 @@ pub struct FaultSet {
 }
 
 impl FaultSet {
-    pub fn add(&mut self, spec: FaultSpec, now_micros: u64) -> Result<u64, String> {
+    /// Adds a rule for `actions` (at least one).
+    pub fn add(
+        &mut self,
+        spec: FaultSpec,
+        actions: &[Action],
+        now_micros: u64,
+    ) -> Result<u64, String> {
         spec.kind.validate()?;
+        if actions.is_empty() {
+            return Err("a fault must apply to at least one action".into());
+        }
+        let mut actions = actions.to_vec();
+        actions.sort();
+        actions.dedup();
         let remaining = match (spec.count, spec.duration_ms) {
             (None, None) => Some(1),
             (count, _) => count,
@@ -124,6 +159,7 @@ impl FaultSet {
         self.rules.push(FaultRule {
             id: self.next_id,
             kind: spec.kind,
+            actions,
             account: spec.account,
             remaining,
             until_micros: spec
@@ -151,10 +187,11 @@ impl FaultSet {
             .collect()
     }
 
-    /// Takes the first rule matching `accounts` (the request's AccessKeyId and its budget account)
-    /// and `want`, consuming one of its calls.
+    /// Takes the first rule for `action` matching `accounts` (the request's AccessKeyId and its
+    /// budget account) and `want`, consuming one of its calls.
     pub fn take(
         &mut self,
+        action: Action,
         accounts: &[&str],
         now_micros: u64,
         want: impl Fn(&FaultKind) -> bool,
@@ -164,7 +201,9 @@ impl FaultSet {
         }
         self.expire(now_micros);
         let index = self.rules.iter().position(|r| {
-            want(&r.kind) && r.account.as_deref().is_none_or(|a| accounts.contains(&a))
+            r.actions.contains(&action)
+                && want(&r.kind)
+                && r.account.as_deref().is_none_or(|a| accounts.contains(&a))
         })?;
         let rule = self.rules.get_mut(index)?;
         rule.applied += 1;
@@ -197,12 +236,64 @@ mod tests {
         }
     }
 
+    const MPU: Action = Action::GetMpuTaskStatus;
+
     #[test]
     fn fault_without_count_or_duration_applies_once() {
         let mut set = FaultSet::default();
-        set.add(spec(FaultKind::Malformed), 0).unwrap();
-        assert_eq!(set.take(&["A"], 0, |_| true), Some(FaultKind::Malformed));
-        assert_eq!(set.take(&["A"], 0, |_| true), None);
+        set.add(spec(FaultKind::Malformed), &[MPU], 0).unwrap();
+        assert_eq!(
+            set.take(MPU, &["A"], 0, |_| true),
+            Some(FaultKind::Malformed)
+        );
+        assert_eq!(set.take(MPU, &["A"], 0, |_| true), None);
+    }
+
+    #[test]
+    fn fault_for_sts_actions_spares_get_mpu_task_status_and_vice_versa() {
+        let mut set = FaultSet::default();
+        let mut s = spec(FaultKind::Drop);
+        s.count = Some(10);
+        set.add(s.clone(), &Action::STS, 0).unwrap();
+        assert_eq!(set.take(MPU, &["A"], 0, |_| true), None);
+        assert_eq!(
+            set.take(Action::GetCallerIdentity, &["A"], 0, |_| true),
+            Some(FaultKind::Drop)
+        );
+        assert_eq!(
+            set.take(Action::AssumeRoleWithOidc, &[], 0, |_| true),
+            Some(FaultKind::Drop)
+        );
+        set.clear();
+        set.add(s, &DEFAULT_FAULT_ACTIONS, 0).unwrap();
+        assert_eq!(set.take(Action::AssumeRoleWithOidc, &[], 0, |_| true), None);
+        assert_eq!(set.take(MPU, &["A"], 0, |_| true), Some(FaultKind::Drop));
+    }
+
+    #[test]
+    fn fault_for_no_action_is_rejected() {
+        let mut set = FaultSet::default();
+        assert!(set.add(spec(FaultKind::Drop), &[], 0).is_err());
+    }
+
+    #[test]
+    fn fault_request_without_actions_targets_get_mpu_task_status() {
+        let r: FaultRequest =
+            serde_json::from_str(r#"{"kind":"latency","ms":5,"account":"AK","count":2}"#).unwrap();
+        assert_eq!(r.actions, DEFAULT_FAULT_ACTIONS);
+        assert_eq!(r.spec.kind, FaultKind::Latency { ms: 5 });
+        assert_eq!(
+            (r.spec.account.as_deref(), r.spec.count),
+            (Some("AK"), Some(2))
+        );
+        let r: FaultRequest = serde_json::from_str(
+            r#"{"kind":"http5xx","code":"ServiceUnavailable","actions":["AssumeRoleWithOIDC","GetCallerIdentity"]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.actions, Action::STS);
+        assert!(
+            serde_json::from_str::<FaultRequest>(r#"{"kind":"drop","actions":["Nope"]}"#).is_err()
+        );
     }
 
     #[test]
@@ -210,11 +301,14 @@ mod tests {
         let mut set = FaultSet::default();
         let mut s = spec(FaultKind::Drop);
         s.duration_ms = Some(100);
-        set.add(s, 0).unwrap();
+        set.add(s, &[MPU], 0).unwrap();
         for _ in 0..5 {
-            assert_eq!(set.take(&["A"], 99_999, |_| true), Some(FaultKind::Drop));
+            assert_eq!(
+                set.take(MPU, &["A"], 99_999, |_| true),
+                Some(FaultKind::Drop)
+            );
         }
-        assert_eq!(set.take(&["A"], 100_000, |_| true), None);
+        assert_eq!(set.take(MPU, &["A"], 100_000, |_| true), None);
     }
 
     #[test]
@@ -223,10 +317,10 @@ mod tests {
         let mut s = spec(FaultKind::Throttle);
         s.account = Some("B".into());
         s.count = Some(2);
-        set.add(s, 0).unwrap();
-        assert_eq!(set.take(&["A"], 0, |_| true), None);
+        set.add(s, &[MPU], 0).unwrap();
+        assert_eq!(set.take(MPU, &["A"], 0, |_| true), None);
         assert_eq!(
-            set.take(&["STS.x", "B"], 0, |_| true),
+            set.take(MPU, &["STS.x", "B"], 0, |_| true),
             Some(FaultKind::Throttle)
         );
     }
@@ -234,9 +328,9 @@ mod tests {
     #[test]
     fn fault_filter_skips_rules_of_another_stage() {
         let mut set = FaultSet::default();
-        set.add(spec(FaultKind::Malformed), 0).unwrap();
+        set.add(spec(FaultKind::Malformed), &[MPU], 0).unwrap();
         assert_eq!(
-            set.take(&["A"], 0, |k| matches!(k, FaultKind::Throttle)),
+            set.take(MPU, &["A"], 0, |k| matches!(k, FaultKind::Throttle)),
             None
         );
         assert_eq!(set.list(0).len(), 1);
@@ -260,9 +354,9 @@ mod tests {
     fn fault_with_silly_values_is_rejected() {
         let mut set = FaultSet::default();
         let mut s = spec(FaultKind::Latency { ms: u64::MAX });
-        assert!(set.add(s.clone(), 0).is_err());
+        assert!(set.add(s.clone(), &[MPU], 0).is_err());
         s.kind = FaultKind::Malformed;
         s.count = Some(0);
-        assert!(set.add(s, 0).is_err());
+        assert!(set.add(s, &[MPU], 0).is_err());
     }
 }

@@ -120,7 +120,7 @@ async fn serve_connection(
     }
 }
 
-/// `/`: every cloud API call (GetMPUTaskStatus, AssumeRoleWithOIDC).
+/// `/`: every cloud API call (GetMPUTaskStatus, AssumeRoleWithOIDC, GetCallerIdentity).
 async fn rpc(
     AxumState(shared): AxumState<Arc<Shared>>,
     control: Option<Extension<ConnControl>>,

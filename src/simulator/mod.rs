@@ -1,7 +1,8 @@
-//! A simulator of Alibaba Cloud's GetMPUTaskStatus endpoint (and of STS AssumeRoleWithOIDC), for
-//! tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It checks V1 and V3
-//! signatures, timestamps, nonces and STS tokens, enforces each account's QPS over any sliding
-//! second, serves per-task statuses, injects faults and counts calls (admin API under `/admin/`).
+//! A simulator of Alibaba Cloud's GetMPUTaskStatus endpoint (and of STS AssumeRoleWithOIDC and
+//! GetCallerIdentity), for tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It
+//! checks V1 and V3 signatures, timestamps, nonces and STS tokens, enforces each Alibaba account's
+//! (uid's) QPS over any sliding second, serves per-task statuses, injects faults per action and
+//! counts calls, per second and per User-Agent (admin API under `/admin/`).
 //!
 //! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
 //! pure), [`faults`], [`stats`], [`wire`] (codes and bodies), `http` (server) and `admin` (routes).
@@ -25,10 +26,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use admin::paths as admin_paths;
-pub use config::{AccountConfig, ConfigError, RoleConfig, SimulatorConfig, TaskConfig};
-pub use faults::{FaultKind, FaultRule, FaultSpec};
-pub use state::{StatsView, TaskView};
+pub use config::{AccountConfig, ConfigError, RoleConfig, SimulatorConfig, TaskConfig, UidConfig};
+pub use faults::{FaultKind, FaultRequest, FaultRule, FaultSpec};
+pub use state::{AccountView, StatsView, StsStats, TaskView, UidView};
 pub use stats::{Bucket, CallStatsView};
+pub use wire::Action;
 
 use http::Shared;
 use state::State;
@@ -133,17 +135,38 @@ impl SimulatorHandle {
         self.shared.lock().task(app_id, task_id)
     }
 
-    /// Changes an account's QPS; false when the account is unknown.
+    /// Changes the QPS of the uid `access_key_id` belongs to (shared by all that uid's keys);
+    /// false when the account is unknown.
     pub fn set_qps(&self, access_key_id: &str, qps: u32) -> bool {
         self.shared.lock().set_qps(access_key_id, qps)
     }
 
-    /// Adds a fault rule; returns its id.
+    /// Changes a uid's QPS, as `PUT /admin/uids/{uid}/qps` does; false when the uid is unknown.
+    pub fn set_uid_qps(&self, uid: &str, qps: u32) -> bool {
+        self.shared.lock().set_uid_qps(uid, qps)
+    }
+
+    /// The uid (Alibaba account ID) `access_key_id` belongs to; `None` for an unknown key.
+    pub fn uid_of(&self, access_key_id: &str) -> Option<String> {
+        self.shared.lock().uid_of(access_key_id)
+    }
+
+    /// Adds a fault rule for GetMPUTaskStatus (STS answers are left alone); returns its id.
     pub fn add_fault(&self, spec: FaultSpec) -> Result<u64, SimulatorError> {
+        self.add_fault_for(&faults::DEFAULT_FAULT_ACTIONS, spec)
+    }
+
+    /// Adds a fault rule for the given actions (at least one), e.g. [`Action::STS`] to make STS
+    /// fail or slow while GetMPUTaskStatus answers normally; returns its id.
+    pub fn add_fault_for(
+        &self,
+        actions: &[Action],
+        spec: FaultSpec,
+    ) -> Result<u64, SimulatorError> {
         let now = self.shared.clock();
         self.shared
             .lock()
-            .add_fault(spec, now)
+            .add_fault(spec, actions, now)
             .map_err(SimulatorError::Fault)
     }
 
@@ -151,7 +174,8 @@ impl SimulatorHandle {
         self.shared.lock().clear_faults();
     }
 
-    /// Counters, with per-second buckets and (when asked) every task.
+    /// Counters, with per-second buckets (each with its calls by User-Agent) and (when asked)
+    /// every task.
     pub fn stats(&self, with_tasks: bool) -> StatsView {
         self.shared.lock().stats(with_tasks, true)
     }

@@ -1,5 +1,6 @@
-//! The simulator's in-memory world and the request logic that reads and changes it: accounts and
-//! their rate budgets, issued STS sessions, tasks, seen nonces, faults and stats.
+//! The simulator's in-memory world and the request logic that reads and changes it: accounts
+//! (AccessKeys) and the uids whose rate budgets they share, issued STS sessions, tasks, seen
+//! nonces, faults and stats.
 //!
 //! Nothing here does I/O or reads a clock: the HTTP layer passes the received request and a
 //! [`Clock`] reading in and renders the [`Answer`] that comes out, so the whole of Alibaba Cloud's
@@ -13,11 +14,11 @@ use sha2::{Digest, Sha256};
 
 use crate::cloud::sign::{self, Method, params};
 
-use super::config::{RoleConfig, SimulatorConfig};
+use super::config::{self, RoleConfig, SimulatorConfig};
 use super::faults::{DEFAULT_HUGE_BYTES, FaultKind, FaultRule, FaultSet, FaultSpec};
 use super::limiter::SlidingWindowLimiter;
-use super::stats::{CallStats, CallStatsView, Outcome};
-use super::wire::{self, ApiError, IdGenerator, codes, messages};
+use super::stats::{CallStats, CallStatsView, Outcome, UserAgents};
+use super::wire::{self, Action, ApiError, IdGenerator, codes, messages};
 
 /// STS form parameters of AssumeRoleWithOIDC.
 pub mod sts_params {
@@ -41,6 +42,10 @@ const STS_TOKEN_PREFIX: &str = "CAIS";
 const STS_FORGET_AFTER_SECONDS: i64 = 3600;
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 const CONTENT_TYPE: &str = "content-type";
+const USER_AGENT: &str = "user-agent";
+/// Salts of the ids derived for GetCallerIdentity: a key's RAM user id, a role's RoleId.
+const USER_ID_SALT: &str = "user:";
+const ROLE_ID_SALT: &str = "role:";
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -99,8 +104,16 @@ pub struct Answer {
     pub delay_ms: u64,
 }
 
+/// One AccessKey (a RAM user).
 struct Account {
     secret: String,
+    /// The Alibaba account it belongs to, whose budget its calls draw on.
+    uid: String,
+    stats: CallStats,
+}
+
+/// One Alibaba account: the rate budget shared by all its keys and their STS sessions.
+struct Uid {
     limiter: SlidingWindowLimiter,
     stats: CallStats,
 }
@@ -109,8 +122,10 @@ struct StsSession {
     secret: String,
     token: String,
     expires: jiff::Timestamp,
-    /// AccessKeyId of the configured account whose budget the session draws on.
+    /// AccessKeyId of the configured account whose uid's budget the session draws on.
     account: String,
+    role_arn: String,
+    session_name: String,
 }
 
 #[derive(Default)]
@@ -149,13 +164,19 @@ impl NonceCache {
     }
 }
 
-/// Calls to the STS endpoint.
+/// Calls to the STS actions (AssumeRoleWithOIDC, GetCallerIdentity).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StsStats {
     pub calls: u64,
+    /// Credentials issued by AssumeRoleWithOIDC.
     pub issued: u64,
+    /// Answers other than success (error bodies, malformed or huge bodies, dropped connections).
     pub errors: u64,
+    /// Calls an injected fault shaped (latency included).
+    pub faults: u64,
+    /// Calls by `Action`.
+    pub actions: BTreeMap<String, u64>,
 }
 
 /// One task as the admin API shows it.
@@ -176,21 +197,42 @@ pub struct TaskView {
 pub struct StatsView {
     /// When the counters were last reset (or the simulator started), Unix milliseconds.
     pub since_unix_ms: i64,
-    /// Per configured AccessKeyId; calls made with its STS sessions are counted here too.
+    /// GetMPUTaskStatus calls per configured AccessKeyId; calls made with its STS sessions are
+    /// counted here too.
     pub accounts: BTreeMap<String, AccountView>,
+    /// GetMPUTaskStatus calls per uid (Alibaba account), the unit the QPS limit is counted in: the
+    /// sum over its keys.
+    pub uids: BTreeMap<String, UidView>,
     /// Calls that named no known account (bad or missing AccessKeyId, malformed requests).
     pub unattributed: CallStatsView,
+    /// Every call to the cloud API (`/`), whatever its action, account or outcome: STS calls and
+    /// unattributed ones included. Its per-second buckets show which callers called when.
+    pub all: CallStatsView,
     pub sts: StsStats,
     /// Present when asked for (`?tasks=true`): every task with its call count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskView>>,
 }
 
-/// One account in the stats.
+/// One account (AccessKey) in the stats.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
+    /// The limit in force for the key: its uid's, shared with the uid's other keys.
     pub qps: u32,
+    /// The uid the key belongs to.
+    pub uid: String,
+    #[serde(flatten)]
+    pub calls: CallStatsView,
+}
+
+/// One uid in the stats.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UidView {
+    pub qps: u32,
+    /// Its AccessKeyIds, sorted.
+    pub access_key_ids: Vec<String>,
     #[serde(flatten)]
     pub calls: CallStatsView,
 }
@@ -200,7 +242,7 @@ pub struct AccountView {
 struct CallRecord {
     account: Option<String>,
     fault: bool,
-    /// An STS call: counted in `sts`, not against an account.
+    /// An STS call: counted in `sts` (and `all`), not against an account.
     sts: bool,
 }
 
@@ -211,6 +253,7 @@ pub struct State {
     clock_offset_micros: i64,
     default_qps: u32,
     accounts: HashMap<String, Account>,
+    uids: HashMap<String, Uid>,
     sts_sessions: HashMap<String, StsSession>,
     sts_tokens: HashMap<String, String>,
     roles: HashMap<String, RoleConfig>,
@@ -218,6 +261,8 @@ pub struct State {
     nonces: NonceCache,
     faults: FaultSet,
     unattributed: CallStats,
+    all: CallStats,
+    user_agents: UserAgents,
     sts_stats: StsStats,
     since_unix_ms: i64,
     ids: IdGenerator,
@@ -229,11 +274,24 @@ impl State {
             .effective_accounts()
             .into_iter()
             .map(|a| {
-                let qps = a.qps.unwrap_or(config.default_qps);
+                let uid = config.uid_of(&a.access_key_id);
                 (
                     a.access_key_id,
                     Account {
                         secret: a.access_key_secret,
+                        uid,
+                        stats: CallStats::default(),
+                    },
+                )
+            })
+            .collect();
+        let uids = config
+            .effective_uids()
+            .into_iter()
+            .map(|(uid, (qps, _))| {
+                (
+                    uid,
+                    Uid {
                         limiter: SlidingWindowLimiter::new(qps),
                         stats: CallStats::default(),
                     },
@@ -258,6 +316,7 @@ impl State {
             clock_offset_micros: config.clock_offset_seconds.saturating_mul(1_000_000),
             default_qps: config.default_qps,
             accounts,
+            uids,
             sts_sessions: HashMap::new(),
             sts_tokens: HashMap::new(),
             roles: config
@@ -269,6 +328,8 @@ impl State {
             nonces: NonceCache::default(),
             faults: FaultSet::default(),
             unattributed: CallStats::default(),
+            all: CallStats::default(),
+            user_agents: UserAgents::default(),
             sts_stats: StsStats::default(),
             since_unix_ms: now.wall.as_millisecond(),
             ids: IdGenerator::new(seed),
@@ -279,7 +340,8 @@ impl State {
     // The cloud API
     // -------------------------------------------------------------------------------------------
 
-    /// Answers one request to `/`: GetMPUTaskStatus (V1 or V3) or STS AssumeRoleWithOIDC.
+    /// Answers one request to `/`: GetMPUTaskStatus (V1 or V3), STS AssumeRoleWithOIDC (unsigned)
+    /// or STS GetCallerIdentity (V1 or V3).
     pub fn handle(&mut self, req: &Incoming<'_>, now: Clock) -> Answer {
         let request_id = self.ids.request_id();
         let mut record = CallRecord::default();
@@ -311,23 +373,35 @@ impl State {
                 )
             }
         };
-        if !record.sts {
-            let unix_second = now.wall.as_second();
-            let stats = match record
+        let unix_second = now.wall.as_second();
+        let agent = self.user_agents.label(header(req.headers, USER_AGENT));
+        let (code, fault, micros) = (code.as_deref(), record.fault, now.mono_micros);
+        self.all
+            .record(outcome, code, fault, micros, unix_second, &agent);
+        if record.sts {
+            if fault {
+                self.sts_stats.faults += 1;
+            }
+        } else {
+            match record
                 .account
                 .as_ref()
                 .and_then(|a| self.accounts.get_mut(a))
             {
-                Some(account) => &mut account.stats,
-                None => &mut self.unattributed,
-            };
-            stats.record(
-                outcome,
-                code.as_deref(),
-                record.fault,
-                now.mono_micros,
-                unix_second,
-            );
+                Some(account) => {
+                    account
+                        .stats
+                        .record(outcome, code, fault, micros, unix_second, &agent);
+                    if let Some(uid) = self.uids.get_mut(&account.uid) {
+                        uid.stats
+                            .record(outcome, code, fault, micros, unix_second, &agent);
+                    }
+                }
+                None => {
+                    self.unattributed
+                        .record(outcome, code, fault, micros, unix_second, &agent);
+                }
+            }
         }
         Answer { reply, delay_ms }
     }
@@ -362,23 +436,43 @@ impl State {
             .get(params::VERSION)
             .map(String::as_str)
             .or_else(|| header(req.headers, sign::headers::VERSION));
-        match action {
-            Some(wire::ACTION_ASSUME_ROLE_WITH_OIDC) => {
+        let Some(action) = action else {
+            return Err((ApiError::missing(params::ACTION), live));
+        };
+        match Action::from_name(action) {
+            Some(action @ (Action::AssumeRoleWithOidc | Action::GetCallerIdentity)) => {
                 record.sts = true;
                 self.sts_stats.calls += 1;
-                let result = self.assume_role_with_oidc(&params, version, now, request_id);
-                match result {
-                    Ok(body) => {
+                *self
+                    .sts_stats
+                    .actions
+                    .entry(action.as_str().to_owned())
+                    .or_default() += 1;
+                let result = if action == Action::AssumeRoleWithOidc {
+                    self.assume_role_with_oidc(&params, version, now, request_id, record, delay_ms)
+                } else {
+                    self.get_caller_identity(
+                        req,
+                        method,
+                        &query_params,
+                        &params,
+                        version,
+                        now,
+                        request_id,
+                        record,
+                        delay_ms,
+                    )
+                };
+                match &result {
+                    Ok(Reply::Sts { .. }) if action == Action::AssumeRoleWithOidc => {
                         self.sts_stats.issued += 1;
-                        Ok(Reply::Sts { body })
                     }
-                    Err(e) => {
-                        self.sts_stats.errors += 1;
-                        Err((e, wire::HOST_STS))
-                    }
+                    Ok(Reply::Sts { .. }) => {}
+                    _ => self.sts_stats.errors += 1,
                 }
+                result.map_err(|e| (e, wire::HOST_STS))
             }
-            Some(sign::ACTION_GET_MPU_TASK_STATUS) => {
+            Some(Action::GetMpuTaskStatus) => {
                 let host = wire::host_for_version(version);
                 self.get_mpu_task_status(
                     req,
@@ -393,7 +487,7 @@ impl State {
                 )
                 .map_err(|e| (e, host))
             }
-            Some(_) => Err((
+            None => Err((
                 ApiError::new(
                     404,
                     codes::INVALID_ACTION_NOT_FOUND,
@@ -401,7 +495,6 @@ impl State {
                 ),
                 live,
             )),
-            None => Err((ApiError::missing(params::ACTION), live)),
         }
     }
 
@@ -429,81 +522,37 @@ impl State {
                 ));
             }
         }
-        let (access_key_id, nonce) = match header(req.headers, sign::headers::AUTHORIZATION) {
-            Some(authorization) => {
-                self.verify_v3(req, method, query_params, authorization, now, record)?
-            }
-            None => self.verify_v1(method, params, now, record)?,
-        };
+        let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
         let budget_account = record.account.clone().unwrap_or_default();
 
-        let ttl = self.clock_skew_micros.saturating_mul(2).max(1_000_000);
-        if !self
-            .nonces
-            .insert((access_key_id.clone(), nonce), now.mono_micros, ttl)
-        {
-            return Err(ApiError::new(
-                400,
-                codes::SIGNATURE_NONCE_USED,
-                messages::SIGNATURE_NONCE_USED,
-            ));
-        }
-
+        let action = Action::GetMpuTaskStatus;
         let keys = [access_key_id.as_str(), budget_account.as_str()];
         // A throttling storm answers before the budget is consulted, so it consumes none of it.
         if self
             .faults
-            .take(&keys, now.mono_micros, |k| matches!(k, FaultKind::Throttle))
+            .take(action, &keys, now.mono_micros, |k| {
+                matches!(k, FaultKind::Throttle)
+            })
             .is_some()
         {
             record.fault = true;
             return Err(ApiError::throttled());
         }
-        let admitted = self
-            .accounts
-            .get_mut(&budget_account)
-            .is_some_and(|a| a.limiter.try_acquire(now.mono_micros));
+        // The budget is the uid's, shared by all keys of one Alibaba account.
+        let admitted = self.accounts.get(&budget_account).is_some_and(|account| {
+            self.uids
+                .get_mut(&account.uid)
+                .is_some_and(|uid| uid.limiter.try_acquire(now.mono_micros))
+        });
         if !admitted {
             return Err(ApiError::throttled());
         }
-        let fault = self.faults.take(&keys, now.mono_micros, |k| {
+        let fault = self.faults.take(action, &keys, now.mono_micros, |k| {
             !matches!(k, FaultKind::Throttle)
         });
-        match fault {
-            None => {}
-            Some(FaultKind::Latency { ms }) => {
-                record.fault = true;
-                *delay_ms = ms;
-            }
-            Some(FaultKind::Http5xx { code, status }) => {
-                record.fault = true;
-                let (status, code) = FaultKind::server_error(code.as_deref(), status);
-                let message = match code.as_str() {
-                    codes::SERVICE_UNAVAILABLE => messages::SERVICE_UNAVAILABLE,
-                    _ => messages::INTERNAL_ERROR,
-                };
-                return Err(ApiError::new(status, &code, message));
-            }
-            Some(FaultKind::Malformed) => {
-                record.fault = true;
-                return Ok(Reply::Malformed {
-                    request_id: request_id.to_owned(),
-                });
-            }
-            Some(FaultKind::Drop) => {
-                record.fault = true;
-                return Ok(Reply::Drop);
-            }
-            Some(FaultKind::Huge { bytes }) => {
-                record.fault = true;
-                let status = self.peek_status(params).unwrap_or(0);
-                return Ok(Reply::Huge {
-                    request_id: request_id.to_owned(),
-                    status,
-                    bytes: bytes.unwrap_or(DEFAULT_HUGE_BYTES),
-                });
-            }
-            Some(FaultKind::Throttle) => return Err(ApiError::throttled()),
+        let huge_status = || self.peek_status(params).unwrap_or(0);
+        if let Some(reply) = apply_fault(fault, request_id, huge_status, record, delay_ms)? {
+            return Ok(reply);
         }
 
         let app_id = required(params, params::APP_ID)?;
@@ -533,6 +582,110 @@ impl State {
         self.tasks
             .get(&(app.clone(), task.clone()))
             .map(|t| t.status)
+    }
+
+    /// Checks a signed call (V3 when it carries `Authorization`, V1 otherwise): timestamp,
+    /// credentials, signature and nonce. Returns its AccessKeyId; `record.account` names the
+    /// configured account whose budget it draws on.
+    fn authenticate(
+        &mut self,
+        req: &Incoming<'_>,
+        method: Method,
+        query_params: &BTreeMap<String, String>,
+        params: &BTreeMap<String, String>,
+        now: Clock,
+        record: &mut CallRecord,
+    ) -> Result<String, ApiError> {
+        let (access_key_id, nonce) = match header(req.headers, sign::headers::AUTHORIZATION) {
+            Some(authorization) => {
+                self.verify_v3(req, method, query_params, authorization, now, record)?
+            }
+            None => self.verify_v1(method, params, now, record)?,
+        };
+        let ttl = self.clock_skew_micros.saturating_mul(2).max(1_000_000);
+        if !self
+            .nonces
+            .insert((access_key_id.clone(), nonce), now.mono_micros, ttl)
+        {
+            return Err(ApiError::new(
+                400,
+                codes::SIGNATURE_NONCE_USED,
+                messages::SIGNATURE_NONCE_USED,
+            ));
+        }
+        Ok(access_key_id)
+    }
+
+    /// STS GetCallerIdentity: signed like GetMPUTaskStatus (and rejected the same way), but it
+    /// draws on no rate budget, as STS limits are not the status API's. Answers who the key is:
+    /// a RAM user of its uid, or the role session that STS credentials were issued for.
+    #[allow(clippy::too_many_arguments)] // the parts of one received request, split once by dispatch
+    fn get_caller_identity(
+        &mut self,
+        req: &Incoming<'_>,
+        method: Method,
+        query_params: &BTreeMap<String, String>,
+        params: &BTreeMap<String, String>,
+        version: Option<&str>,
+        now: Clock,
+        request_id: &str,
+        record: &mut CallRecord,
+        delay_ms: &mut u64,
+    ) -> Result<Reply, ApiError> {
+        check_sts_version(version)?;
+        let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
+        let budget_account = record.account.clone().unwrap_or_default();
+        let keys = [access_key_id.as_str(), budget_account.as_str()];
+        let fault = self
+            .faults
+            .take(Action::GetCallerIdentity, &keys, now.mono_micros, |_| true);
+        if let Some(reply) = apply_fault(fault, request_id, || 0, record, delay_ms)? {
+            return Ok(reply);
+        }
+        // Authenticated under the same lock, so the key is known; the fallback is for safety.
+        let body = self.identity(&access_key_id, request_id).ok_or_else(|| {
+            ApiError::new(
+                404,
+                codes::INVALID_ACCESS_KEY_ID_NOT_FOUND,
+                messages::INVALID_ACCESS_KEY_ID_NOT_FOUND,
+            )
+        })?;
+        Ok(Reply::Sts { body })
+    }
+
+    /// GetCallerIdentity's body for a configured key or an issued STS session. Field presence as
+    /// Alibaba documents it: `UserId` only for a RAM user, `RoleId` only for an assumed role.
+    fn identity(&self, access_key_id: &str, request_id: &str) -> Option<serde_json::Value> {
+        if let Some(account) = self.accounts.get(access_key_id) {
+            // The simulator knows no user names: a key's RAM user is named after the key.
+            let user_id = config::derive_digits(USER_ID_SALT, access_key_id);
+            return Some(serde_json::json!({
+                "RequestId": request_id,
+                "IdentityType": wire::IDENTITY_RAM_USER,
+                "AccountId": account.uid,
+                "UserId": user_id,
+                "PrincipalId": user_id,
+                "Arn": format!("acs:ram::{}:user/{access_key_id}", account.uid),
+            }));
+        }
+        let session = self.sts_sessions.get(access_key_id)?;
+        let (uid, role_name) = match config::parse_role_arn(&session.role_arn) {
+            Some(arn) => (arn.uid.to_owned(), arn.name),
+            // A role ARN that is not `acs:ram::<uid>:role/<name>`: the budget account's uid.
+            None => (
+                self.accounts.get(&session.account)?.uid.clone(),
+                session.role_arn.rsplit('/').next().unwrap_or_default(),
+            ),
+        };
+        let role_id = role_id(&session.role_arn);
+        Some(serde_json::json!({
+            "RequestId": request_id,
+            "IdentityType": wire::IDENTITY_ASSUMED_ROLE_USER,
+            "AccountId": uid,
+            "RoleId": role_id,
+            "PrincipalId": format!("{role_id}:{}", session.session_name),
+            "Arn": format!("acs:ram::{uid}:assumed-role/{role_name}/{}", session.session_name),
+        }))
     }
 
     /// Checks a V1 request; returns its AccessKeyId and nonce.
@@ -684,24 +837,30 @@ impl State {
     /// STS AssumeRoleWithOIDC: unsigned; checks the role, provider, token presence and duration,
     /// then issues a session the GetMPUTaskStatus path accepts. The OIDC token itself is not
     /// verified (no issuer keys here); its claims are echoed when it decodes as a JWT.
+    ///
+    /// Injected faults for it apply first, before any check, as an STS outage would; a rule for
+    /// one account applies when `RoleArn` names a role of that account.
     fn assume_role_with_oidc(
         &mut self,
         params: &BTreeMap<String, String>,
         version: Option<&str>,
         now: Clock,
         request_id: &str,
-    ) -> Result<serde_json::Value, ApiError> {
-        match version {
-            None => return Err(ApiError::missing(params::VERSION)),
-            Some(wire::VERSION_STS) => {}
-            Some(_) => {
-                return Err(ApiError::new(
-                    400,
-                    codes::INVALID_VERSION,
-                    messages::INVALID_VERSION,
-                ));
-            }
+        record: &mut CallRecord,
+        delay_ms: &mut u64,
+    ) -> Result<Reply, ApiError> {
+        let account = params
+            .get(sts_params::ROLE_ARN)
+            .and_then(|arn| self.roles.get(arn))
+            .map(|role| role.account.clone());
+        let keys: Vec<&str> = account.as_deref().into_iter().collect();
+        let fault = self
+            .faults
+            .take(Action::AssumeRoleWithOidc, &keys, now.mono_micros, |_| true);
+        if let Some(reply) = apply_fault(fault, request_id, || 0, record, delay_ms)? {
+            return Ok(reply);
         }
+        check_sts_version(version)?;
         let role_arn = required(params, sts_params::ROLE_ARN)?;
         let provider_arn = required(params, sts_params::OIDC_PROVIDER_ARN)?;
         let oidc_token = required(params, sts_params::OIDC_TOKEN)?;
@@ -750,6 +909,7 @@ impl State {
         };
         let account = role.account.clone();
         let assumed_role_arn = format!("{role_arn}/{session_name}");
+        let role_id = role_id(role_arn);
         let expires = now
             .wall
             .checked_add(jiff::SignedDuration::from_secs(
@@ -761,7 +921,6 @@ impl State {
         let access_key_id = format!("{STS_ACCESS_KEY_PREFIX}{}", self.ids.string(ALNUM, 28));
         let secret = self.ids.string(ALNUM, 44);
         let token = format!("{STS_TOKEN_PREFIX}{}", self.ids.string(TOKEN_ALPHABET, 300));
-        let role_id = self.ids.next_u64() % 10_000_000_000_000_000_000;
         self.sts_tokens.insert(token.clone(), access_key_id.clone());
         self.sts_sessions.insert(
             access_key_id.clone(),
@@ -770,13 +929,15 @@ impl State {
                 token: token.clone(),
                 expires,
                 account,
+                role_arn: role_arn.to_owned(),
+                session_name: session_name.to_owned(),
             },
         );
 
         let mut body = serde_json::json!({
             "RequestId": request_id,
             "AssumedRoleUser": {
-                "AssumedRoleId": format!("{role_id:019}:{session_name}"),
+                "AssumedRoleId": format!("{role_id}:{session_name}"),
                 "Arn": assumed_role_arn,
             },
             "Credentials": {
@@ -789,7 +950,7 @@ impl State {
         if let (Some(info), Some(obj)) = (oidc_token_info(oidc_token), body.as_object_mut()) {
             obj.insert("OIDCTokenInfo".to_owned(), info);
         }
-        Ok(body)
+        Ok(Reply::Sts { body })
     }
 
     fn forget_old_sessions(&mut self, now: Clock) {
@@ -848,34 +1009,78 @@ impl State {
         all
     }
 
-    /// Changes an account's QPS; false when the account is unknown.
+    /// Changes the QPS of the uid an account belongs to (so of all the uid's keys); false when
+    /// the account is unknown.
     pub fn set_qps(&mut self, access_key_id: &str, qps: u32) -> bool {
-        match self.accounts.get_mut(access_key_id) {
-            Some(account) => {
-                account.limiter.set_limit(qps);
+        match self.accounts.get(access_key_id) {
+            Some(account) => self.set_uid_qps(&account.uid.clone(), qps),
+            None => false,
+        }
+    }
+
+    /// Changes a uid's QPS; false when no key or configuration names the uid.
+    pub fn set_uid_qps(&mut self, uid: &str, qps: u32) -> bool {
+        match self.uids.get_mut(uid) {
+            Some(entry) => {
+                entry.limiter.set_limit(qps);
                 true
             }
             None => false,
         }
     }
 
-    /// Adds an account, or replaces its secret and QPS (keeping its counters).
-    pub fn upsert_account(&mut self, access_key_id: &str, secret: &str, qps: Option<u32>) {
-        let qps = qps.unwrap_or(self.default_qps);
+    /// The uid an account belongs to.
+    pub fn uid_of(&self, access_key_id: &str) -> Option<String> {
+        self.accounts.get(access_key_id).map(|a| a.uid.clone())
+    }
+
+    /// Adds an account, or replaces its secret (keeping its counters). `uid`: the uid it joins
+    /// (default: its current one, or one derived from the AccessKeyId). `qps`: the uid's new
+    /// QPS; when absent a new uid gets `defaultQps` and an existing one keeps its limit.
+    pub fn upsert_account(
+        &mut self,
+        access_key_id: &str,
+        secret: &str,
+        qps: Option<u32>,
+        uid: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(uid) = uid {
+            config::validate_uid(uid)?;
+        }
+        let uid = match (uid, self.accounts.get(access_key_id)) {
+            (Some(uid), _) => uid.to_owned(),
+            (None, Some(account)) => account.uid.clone(),
+            (None, None) => config::derive_uid(access_key_id),
+        };
+        let default_qps = self.default_qps;
+        let entry = self.uids.entry(uid.clone()).or_insert_with(|| Uid {
+            limiter: SlidingWindowLimiter::new(qps.unwrap_or(default_qps)),
+            stats: CallStats::default(),
+        });
+        if let Some(qps) = qps {
+            entry.limiter.set_limit(qps);
+        }
         let account = self
             .accounts
             .entry(access_key_id.to_owned())
             .or_insert_with(|| Account {
                 secret: String::new(),
-                limiter: SlidingWindowLimiter::new(qps),
+                uid: uid.clone(),
                 stats: CallStats::default(),
             });
         secret.clone_into(&mut account.secret);
-        account.limiter.set_limit(qps);
+        account.uid = uid;
+        Ok(())
     }
 
-    pub fn add_fault(&mut self, spec: FaultSpec, now: Clock) -> Result<u64, String> {
-        self.faults.add(spec, now.mono_micros)
+    /// Adds a fault rule for `actions`; returns its id.
+    pub fn add_fault(
+        &mut self,
+        spec: FaultSpec,
+        actions: &[Action],
+        now: Clock,
+    ) -> Result<u64, String> {
+        self.faults.add(spec, actions, now.mono_micros)
     }
 
     pub fn faults(&mut self, now: Clock) -> Vec<FaultRule> {
@@ -887,6 +1092,11 @@ impl State {
     }
 
     pub fn stats(&self, with_tasks: bool, with_buckets: bool) -> StatsView {
+        let qps_of = |uid: &str| self.uids.get(uid).map_or(0, |u| u.limiter.limit());
+        let mut keys_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for (id, account) in &self.accounts {
+            keys_of.entry(&account.uid).or_default().push(id.clone());
+        }
         StatsView {
             since_unix_ms: self.since_unix_ms,
             accounts: self
@@ -896,23 +1106,47 @@ impl State {
                     (
                         id.clone(),
                         AccountView {
-                            qps: a.limiter.limit(),
+                            qps: qps_of(&a.uid),
+                            uid: a.uid.clone(),
                             calls: a.stats.view(with_buckets),
                         },
                     )
                 })
                 .collect(),
+            uids: self
+                .uids
+                .iter()
+                .map(|(uid, u)| {
+                    let mut access_key_ids = keys_of.remove(uid.as_str()).unwrap_or_default();
+                    access_key_ids.sort();
+                    (
+                        uid.clone(),
+                        UidView {
+                            qps: u.limiter.limit(),
+                            access_key_ids,
+                            calls: u.stats.view(with_buckets),
+                        },
+                    )
+                })
+                .collect(),
             unattributed: self.unattributed.view(with_buckets),
+            all: self.all.view(with_buckets),
             sts: self.sts_stats.clone(),
             tasks: with_tasks.then(|| self.tasks()),
         }
     }
 
-    /// Zeroes every counter (accounts, tasks, STS). Budgets, nonces and faults are untouched.
+    /// Zeroes every counter (accounts, uids, tasks, STS) and forgets the user agents seen.
+    /// Budgets, nonces and faults are untouched.
     pub fn reset_stats(&mut self, now: Clock) {
         for account in self.accounts.values_mut() {
             account.stats = CallStats::default();
         }
+        for uid in self.uids.values_mut() {
+            uid.stats = CallStats::default();
+        }
+        self.all = CallStats::default();
+        self.user_agents = UserAgents::default();
         for task in self.tasks.values_mut() {
             task.calls = 0;
             task.last_call_unix_ms = None;
@@ -921,6 +1155,64 @@ impl State {
         self.sts_stats = StsStats::default();
         self.since_unix_ms = now.wall.as_millisecond();
     }
+}
+
+/// Turns a taken fault into the call's fate: `Ok(None)` lets the call go on (after `delay_ms`),
+/// `Ok(Some(reply))` answers in its place, `Err` fails it. `huge_status` gives the Status a huge
+/// body carries (looked up only then, to keep the common path free of it).
+fn apply_fault(
+    fault: Option<FaultKind>,
+    request_id: &str,
+    huge_status: impl FnOnce() -> i64,
+    record: &mut CallRecord,
+    delay_ms: &mut u64,
+) -> Result<Option<Reply>, ApiError> {
+    let Some(fault) = fault else {
+        return Ok(None);
+    };
+    record.fault = true;
+    match fault {
+        FaultKind::Latency { ms } => {
+            *delay_ms = ms;
+            Ok(None)
+        }
+        FaultKind::Http5xx { code, status } => {
+            let (status, code) = FaultKind::server_error(code.as_deref(), status);
+            let message = match code.as_str() {
+                codes::SERVICE_UNAVAILABLE => messages::SERVICE_UNAVAILABLE,
+                _ => messages::INTERNAL_ERROR,
+            };
+            Err(ApiError::new(status, &code, message))
+        }
+        FaultKind::Malformed => Ok(Some(Reply::Malformed {
+            request_id: request_id.to_owned(),
+        })),
+        FaultKind::Drop => Ok(Some(Reply::Drop)),
+        FaultKind::Huge { bytes } => Ok(Some(Reply::Huge {
+            request_id: request_id.to_owned(),
+            status: huge_status(),
+            bytes: bytes.unwrap_or(DEFAULT_HUGE_BYTES),
+        })),
+        FaultKind::Throttle => Err(ApiError::throttled()),
+    }
+}
+
+/// STS actions speak version 2015-04-01 only.
+fn check_sts_version(version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        None => Err(ApiError::missing(params::VERSION)),
+        Some(wire::VERSION_STS) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            400,
+            codes::INVALID_VERSION,
+            messages::INVALID_VERSION,
+        )),
+    }
+}
+
+/// A role's stable RoleId, derived from its ARN (the same role always has the same id).
+fn role_id(role_arn: &str) -> String {
+    config::derive_digits(ROLE_ID_SALT, role_arn)
 }
 
 fn task_view(app_id: &str, task_id: &str, task: &Task) -> TaskView {

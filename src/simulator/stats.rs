@@ -1,7 +1,8 @@
 //! Call accounting for tests and benchmarks: per account totals by outcome and by error code, the
-//! densest 1-second window, and per-second buckets on the wall clock.
+//! densest 1-second window, and per-second buckets on the wall clock, each with its calls by
+//! `User-Agent` (so a test can show that no two operator processes called in the same second).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -9,6 +10,44 @@ use super::limiter::WindowMax;
 
 /// Per-second buckets kept per account: a day, enough for any benchmark, bounded for a long demo.
 pub const MAX_BUCKETS: usize = 24 * 60 * 60;
+/// Distinct `User-Agent`s named in the buckets; later ones are counted as [`USER_AGENT_OTHER`], so a
+/// client varying its agent cannot grow every bucket without bound.
+pub const MAX_USER_AGENTS: usize = 64;
+/// Longest `User-Agent` kept; a longer one is cut (at a character boundary).
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+/// The label of agents past the first [`MAX_USER_AGENTS`].
+pub const USER_AGENT_OTHER: &str = "other";
+/// The label of requests without a `User-Agent` header (or with an empty one).
+pub const USER_AGENT_NONE: &str = "none";
+
+/// The `User-Agent`s seen since the last reset, at most [`MAX_USER_AGENTS`].
+#[derive(Debug, Clone, Default)]
+pub struct UserAgents {
+    known: HashSet<String>,
+}
+
+impl UserAgents {
+    /// The label a request's agent is counted under.
+    pub fn label(&mut self, user_agent: Option<&str>) -> String {
+        let agent = user_agent.map(str::trim).unwrap_or_default();
+        if agent.is_empty() {
+            return USER_AGENT_NONE.to_owned();
+        }
+        let mut end = agent.len().min(MAX_USER_AGENT_BYTES);
+        while !agent.is_char_boundary(end) {
+            end -= 1;
+        }
+        let agent = &agent[..end];
+        if self.known.contains(agent) {
+            return agent.to_owned();
+        }
+        if self.known.len() >= MAX_USER_AGENTS {
+            return USER_AGENT_OTHER.to_owned();
+        }
+        self.known.insert(agent.to_owned());
+        agent.to_owned()
+    }
+}
 
 /// How a call ended, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +68,8 @@ pub struct Bucket {
     pub ok: u64,
     pub throttled: u64,
     pub errors: u64,
+    /// Calls (any outcome) by `User-Agent`; see [`UserAgents`] for the labels.
+    pub user_agents: BTreeMap<String, u64>,
 }
 
 /// Counters of one account (or of the calls no account could be named for).
@@ -65,6 +106,7 @@ pub struct CallStatsView {
 }
 
 impl CallStats {
+    /// Counts one call; `agent` is its [`UserAgents::label`].
     pub fn record(
         &mut self,
         outcome: Outcome,
@@ -72,6 +114,7 @@ impl CallStats {
         fault: bool,
         now_micros: u64,
         unix_second: i64,
+        agent: &str,
     ) {
         self.total += 1;
         self.window_total.record(now_micros);
@@ -94,6 +137,12 @@ impl CallStats {
         let mut bucket = Bucket::default();
         let bucket = self.buckets.back_mut().unwrap_or(&mut bucket);
         bucket.total += 1;
+        match bucket.user_agents.get_mut(agent) {
+            Some(count) => *count += 1,
+            None => {
+                bucket.user_agents.insert(agent.to_owned(), 1);
+            }
+        }
         match outcome {
             Outcome::Ok => {
                 bucket.ok += 1;
@@ -137,9 +186,23 @@ mod tests {
     #[test]
     fn stats_count_outcomes_codes_and_buckets() {
         let mut stats = CallStats::default();
-        stats.record(Outcome::Ok, None, false, 0, 100);
-        stats.record(Outcome::Throttled, Some("Throttling.User"), false, 10, 100);
-        stats.record(Outcome::Error, Some("InternalError"), true, 2_000_000, 102);
+        stats.record(Outcome::Ok, None, false, 0, 100, "a");
+        stats.record(
+            Outcome::Throttled,
+            Some("Throttling.User"),
+            false,
+            10,
+            100,
+            "b",
+        );
+        stats.record(
+            Outcome::Error,
+            Some("InternalError"),
+            true,
+            2_000_000,
+            102,
+            "a",
+        );
         let view = stats.view(true);
         assert_eq!(
             (
@@ -156,5 +219,35 @@ mod tests {
         assert_eq!(view.per_second.len(), 2);
         assert_eq!(view.per_second[0].total, 2);
         assert_eq!(view.per_second[1].second, 102);
+        assert_eq!(
+            view.per_second[0].user_agents,
+            BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 1)])
+        );
+        assert_eq!(
+            view.per_second[1].user_agents,
+            BTreeMap::from([("a".to_owned(), 1)])
+        );
+    }
+
+    #[test]
+    fn user_agents_past_the_limit_are_counted_as_other() {
+        let mut agents = UserAgents::default();
+        for i in 0..MAX_USER_AGENTS {
+            assert_eq!(agents.label(Some(&format!("op/{i}"))), format!("op/{i}"));
+        }
+        assert_eq!(agents.label(Some("late/1")), USER_AGENT_OTHER);
+        // Known agents keep their name after the limit is reached.
+        assert_eq!(agents.label(Some("op/3")), "op/3");
+        assert_eq!(agents.label(None), USER_AGENT_NONE);
+        assert_eq!(agents.label(Some("  ")), USER_AGENT_NONE);
+    }
+
+    #[test]
+    fn user_agent_too_long_is_cut_at_a_character_boundary() {
+        let mut agents = UserAgents::default();
+        let long = "é".repeat(MAX_USER_AGENT_BYTES);
+        let label = agents.label(Some(&long));
+        assert!(label.len() <= MAX_USER_AGENT_BYTES && label.len() >= MAX_USER_AGENT_BYTES - 1);
+        assert!(label.chars().all(|c| c == 'é'));
     }
 }

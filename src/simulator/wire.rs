@@ -68,8 +68,60 @@ pub const HOST_LIVE: &str = "live.aliyuncs.com";
 pub const HOST_RTC: &str = "rtc.aliyuncs.com";
 pub const HOST_STS: &str = "sts.aliyuncs.com";
 pub const ACTION_ASSUME_ROLE_WITH_OIDC: &str = "AssumeRoleWithOIDC";
+pub const ACTION_GET_CALLER_IDENTITY: &str = "GetCallerIdentity";
 pub const VERSION_STS: &str = "2015-04-01";
+/// `IdentityType` values of GetCallerIdentity.
+pub const IDENTITY_RAM_USER: &str = "RAMUser";
+pub const IDENTITY_ASSUMED_ROLE_USER: &str = "AssumedRoleUser";
 const RECOMMEND_BASE: &str = "https://api.aliyun.com/troubleshoot";
+
+/// The cloud API actions the simulator serves, named as Alibaba names them (`Action=`), e.g. to
+/// say which calls a fault applies to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Action {
+    #[serde(rename = "GetMPUTaskStatus")]
+    GetMpuTaskStatus,
+    #[serde(rename = "AssumeRoleWithOIDC")]
+    AssumeRoleWithOidc,
+    #[serde(rename = "GetCallerIdentity")]
+    GetCallerIdentity,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [
+        Action::GetMpuTaskStatus,
+        Action::AssumeRoleWithOidc,
+        Action::GetCallerIdentity,
+    ];
+    /// The STS actions.
+    pub const STS: [Action; 2] = [Action::AssumeRoleWithOidc, Action::GetCallerIdentity];
+
+    /// The `Action=` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::GetMpuTaskStatus => crate::cloud::sign::ACTION_GET_MPU_TASK_STATUS,
+            Action::AssumeRoleWithOidc => ACTION_ASSUME_ROLE_WITH_OIDC,
+            Action::GetCallerIdentity => ACTION_GET_CALLER_IDENTITY,
+        }
+    }
+
+    /// The action an `Action=` value names, if the simulator serves it.
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    pub fn is_sts(self) -> bool {
+        Action::STS.contains(&self)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An error answer: HTTP status, code and message. The request id and host are added when rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +273,18 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_names_round_trip_through_serde_and_from_name() {
+        for action in Action::ALL {
+            let json = serde_json::to_string(&action).unwrap();
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), action);
+            assert_eq!(Action::from_name(action.as_str()), Some(action));
+        }
+        assert_eq!(Action::from_name("DescribeRegions"), None);
+        assert!(Action::GetCallerIdentity.is_sts() && !Action::GetMpuTaskStatus.is_sts());
+    }
 
     #[test]
     fn request_ids_are_uuid_shaped_and_distinct() {
