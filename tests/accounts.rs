@@ -488,3 +488,116 @@ async fn integration_unrelated_secrets_cost_the_operator_no_memory() {
     assert!(before > 0, "could not read the operator's RSS");
     assert!(grown < 5 * 1024 * 1024, "grew by {grown} bytes");
 }
+
+#[tokio::test]
+async fn integration_two_ram_users_of_one_cloud_account_share_its_budget() {
+    const UID: &str = "5550001112223334";
+    const AK2: &str = "LTAI5tAccountsTestSecondUser";
+    const SK2: &str = "accounts-test-second-user-secret";
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "one-uid-two-users").await;
+    let sim = Simulator::start(SimulatorConfig {
+        accounts: [(AK, SK), (AK2, SK2)]
+            .iter()
+            .map(|(id, key)| {
+                serde_json::from_value::<AccountConfig>(
+                    json!({"accessKeyId": id, "accessKeySecret": key}),
+                )
+                .unwrap()
+            })
+            .collect(),
+        uids: vec![
+            serde_json::from_value(json!({"uid": UID, "qps": 10, "accessKeyIds": [AK, AK2]}))
+                .unwrap(),
+        ],
+        tasks: (0..40)
+            .map(|i| TaskConfig {
+                app_id: "app".into(),
+                task_id: format!("t{i}"),
+                status: 1,
+            })
+            .collect(),
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    accounts::secret(&client, &ns, "user-1", AK, SK).await;
+    accounts::secret(&client, &ns, "user-2", AK2, SK2).await;
+    accounts::account(&client, &ns, "one", &sim.base_url(), "user-1", json!({})).await;
+    accounts::account(&client, &ns, "two", &sim.base_url(), "user-2", json!({})).await;
+    for i in 0..40 {
+        let account = if i % 2 == 0 { "one" } else { "two" };
+        let task = accounts::task(&format!("relay-{i}"), &format!("t{i}"), account);
+        accounts::create_task(&client, &ns, &task).await;
+    }
+    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), FAST_POLLING, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            sim.stats(true).tasks.unwrap().iter().all(|t| t.calls > 0)
+        })
+        .await,
+        "not every task was polled\n{}",
+        op.output()
+    );
+    sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let calls = sim.stats(false).uids[UID].calls.clone();
+    assert_eq!(calls.throttled, 0, "{calls:?}");
+    assert!(calls.max_calls_in_any_second <= 10, "{calls:?}");
+    assert!(calls.ok >= 80, "the shared budget was not used: {calls:?}");
+}
+
+#[tokio::test]
+async fn integration_a_tenants_account_id_claim_is_checked_against_sts() {
+    let w = world("account-id-mismatch", 1, 10).await;
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    // Claiming another cloud account's UID would put this tenant in that account's budget.
+    accounts::account(
+        &w.client,
+        &w.ns,
+        "liar",
+        &w.sim.base_url(),
+        "ak",
+        json!({"accountId": "9999999999999999"}),
+    )
+    .await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "liar")).await;
+    let op = w.operator(&[]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.account_ready("liar").await == Some(("False".into(), "AccountIdMismatch".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("liar").await,
+        op.output()
+    );
+    assert_eq!(w.status_calls(), 0);
+}
+
+#[tokio::test]
+async fn integration_namespaced_accounts_are_refused_unless_enabled() {
+    let w = world("namespaced-disabled", 1, 10).await;
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    accounts::account(&w.client, &w.ns, "live", &w.sim.base_url(), "ak", json!({})).await;
+    accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "live")).await;
+    // The default: only cluster accounts, which the admin creates.
+    let op = Operator::start(
+        support::shared(),
+        &w.ns,
+        &["--allowed-endpoints", "http://127.0.0.1:*"],
+        &[("ALIBABA_CLOUD_STS_ENDPOINT", &w.sim.base_url())],
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.task_condition("relay", conditions::STALLED).await
+                == Some(("True".into(), "NamespacedAccountsDisabled".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        w.task_status("relay").await,
+        op.output()
+    );
+    assert_eq!(w.sim.stats(false).accounts[AK].calls.total, 0);
+}
