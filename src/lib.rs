@@ -1,12 +1,15 @@
 //! mpu-relay-operator: keeps `MpuRelayTask` objects in step with the Alibaba Cloud stream relay
-//! (MPU) tasks they name, by polling GetMPUTaskStatus within each account's rate budget.
+//! (MPU) tasks they name, by polling GetMPUTaskStatus through the accounts they reference,
+//! within each cloud account's rate budget.
 //!
 //! Module map (one concern each):
-//! - [`api`]: the CRD types, phase decoding, condition names and the generated CRD.
-//! - [`budget`]: the per-account call budget (future slots, adaptive rate).
+//! - [`api`]: the CRD types (task, account, cluster account), phases, conditions, the CRDs.
+//! - [`budget`]: the call budget of each cloud account (future slots, adaptive rate, fair floor).
 //! - [`cli`]: the command line: `run`, `status`, `simulate`, `crd`.
-//! - [`cloud`]: signing, decoding and calling GetMPUTaskStatus; credentials.
-//! - [`controller`]: the reconcile loop; [`controller::decide`] holds its decisions, pure.
+//! - [`cloud`]: endpoints and the allow-list, signing, decoding, the HTTP client (GetMPUTaskStatus
+//!   and STS), credentials.
+//! - [`controller`]: the task and account reconciles; [`controller::decide`] and
+//!   [`controller::account_status`] hold their decisions, pure.
 //! - [`simulator`]: a stand-in of the cloud endpoint for tests, the demo and benchmarks.
 //! - [`telemetry`]: metrics, logging, and the /metrics, /healthz, /readyz server.
 
