@@ -64,6 +64,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Namespaces where the operator may get Secrets for ClusterMpuRelayAccounts: the release
+namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
+{{- define "mpu-relay-operator.clusterSecretNamespaces" -}}
+{{- prepend (default (list) .Values.accounts.cluster.secretNamespaces) .Release.Namespace | uniq | toJson }}
+{{- end }}
+
 {{/* What the operator may do to the objects it watches, in each watched scope. */}}
 {{- define "mpu-relay-operator.watchRules" -}}
 - apiGroups: ["mpurelay.io"]
@@ -89,5 +95,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "serviceAccount.name is required when serviceAccount.create is false" }}
+{{- end }}
+{{- with .Values.accounts.operatorAccount }}
+{{- if and .create (not .namespaces) (not .namespaceSelector.matchLabels) (not .namespaceSelector.matchExpressions) }}
+{{- fail "accounts.operatorAccount.create needs namespaces or a namespaceSelector with matchLabels or matchExpressions: an account without conditions admits no task namespace" }}
+{{- end }}
 {{- end }}
 {{- end }}
