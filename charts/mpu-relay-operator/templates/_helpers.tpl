@@ -70,7 +70,27 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 {{- prepend (default (list) .Values.accounts.cluster.secretNamespaces) .Release.Namespace | uniq | toJson }}
 {{- end }}
 
-{{/* What the operator may do to the objects it watches, in each watched scope. */}}
+{{/* What the operator needs wherever it runs, whichever namespaces it watches. */}}
+{{- define "mpu-relay-operator.clusterRules" -}}
+# Cluster accounts: cached through a watch; their status is the operator's.
+- apiGroups: ["mpurelay.io"]
+  resources: ["clustermpurelayaccounts"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["mpurelay.io"]
+  resources: ["clustermpurelayaccounts/status"]
+  verbs: ["patch"]
+# Namespace labels (metadata only), for the namespaceSelector of cluster accounts' conditions.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+# kube-runtime's Recorder publishes events.k8s.io/v1 Events and patches their series: on tasks
+# and namespaced accounts in their namespace, on cluster accounts in `default`.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* What the operator may do in each watched scope (the cluster, or one namespace). */}}
 {{- define "mpu-relay-operator.watchRules" -}}
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks"]
@@ -78,14 +98,23 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks/status"]
   verbs: ["patch"]
-# The tasks' credentialsSecretRef Secrets, cached through a watch.
+{{- if .Values.accounts.namespaced.enabled }}
+- apiGroups: ["mpurelay.io"]
+  resources: ["mpurelayaccounts"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["mpurelay.io"]
+  resources: ["mpurelayaccounts/status"]
+  verbs: ["patch"]
+# The Secrets MpuRelayAccounts name, read one at a time: never listed nor watched.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
-# kube-runtime's Recorder publishes events.k8s.io/v1 Events and patches their series.
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["get"]
+{{- end }}
+{{- end }}
+
+{{/* The kinds tenants use in their namespaces: tasks, and accounts when they may have their own. */}}
+{{- define "mpu-relay-operator.tenantResources" -}}
+{{- if .Values.accounts.namespaced.enabled }}["mpurelaytasks", "mpurelayaccounts"]{{ else }}["mpurelaytasks"]{{ end }}
 {{- end }}
 
 {{/* Settings that cannot be expressed in values.schema.json, checked at render time. */}}
