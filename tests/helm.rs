@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use mpu_relay_operator::api::{MpuRelayTask, conditions};
+use mpu_relay_operator::api::{ClusterMpuRelayAccount, MpuRelayTask, conditions};
 use mpu_relay_operator::simulator::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use serde_json::{Value, json};
 use support::controlplane::{ControlPlane, repo_root};
@@ -378,22 +378,94 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
         for role in lease_roles {
             assert_eq!(role["metadata"]["namespace"], ns.as_str(), "{name}");
         }
+        // Never two operators at once: without leader election the old pod stops first.
+        let strategy = &d["spec"]["strategy"];
+        if leader.as_deref() == Some("true") {
+            assert_eq!(strategy["type"], "RollingUpdate", "{name}");
+            assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0, "{name}");
+        } else {
+            assert_eq!(strategy["type"], "Recreate", "{name}: {strategy}");
+        }
+
+        // The account settings reach the operator.
+        let env = env_of(d);
+        let field_ref = |var: &str| {
+            env.iter()
+                .find(|e| e["name"] == var)
+                .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+        };
+        assert_eq!(
+            field_ref("MPU_RELAY_OPERATOR_NAMESPACE"),
+            Some(json!("metadata.namespace")),
+            "{name}"
+        );
+        assert_eq!(
+            env_value(d, "MPU_RELAY_ALLOWED_ENDPOINTS").as_deref(),
+            Some("https://*.aliyuncs.com"),
+            "{name}"
+        );
+        for gone in [
+            "MPU_RELAY_QPS",
+            "MPU_RELAY_QPS_MARGIN",
+            "MPU_RELAY_SIGNATURE",
+        ] {
+            assert!(!env.iter().any(|e| e["name"] == gone), "{name}: {gone}");
+        }
 
         let scoped = files.contains(&"examples/namespace-scoped/values.yaml");
-        let watch_roles: BTreeSet<&str> = find(&objects, "Role")
+        assert_eq!(
+            env_value(d, "MPU_RELAY_NAMESPACED_ACCOUNTS").as_deref(),
+            Some(if scoped { "true" } else { "false" }),
+            "{name}: the namespace-scoped example lets teams keep their own accounts"
+        );
+        let roles_named = |suffix: &str| -> BTreeSet<&str> {
+            find(&objects, "Role")
+                .into_iter()
+                .filter(|r| r["metadata"]["name"] == format!("dry-mpu-relay-operator{suffix}"))
+                .filter_map(|r| r["metadata"]["namespace"].as_str())
+                .collect()
+        };
+        // Secrets of cluster accounts: the release namespace only, `get` only.
+        assert_eq!(
+            roles_named("-account-secrets"),
+            BTreeSet::from([ns.as_str()]),
+            "{name}"
+        );
+        for role in find(&objects, "Role") {
+            for rule in role["rules"].as_array().unwrap() {
+                if rule["resources"] == json!(["secrets"]) {
+                    assert_eq!(rule["verbs"], json!(["get"]), "{name}: {role}");
+                }
+            }
+        }
+        // One ClusterRole for the operator, always; two aggregated into the default roles.
+        let cluster_roles: BTreeSet<&str> = find(&objects, "ClusterRole")
             .into_iter()
-            .filter(|r| {
-                !r["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("leader-election")
-            })
-            .filter_map(|r| r["metadata"]["namespace"].as_str())
+            .filter_map(|r| r["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(
+            cluster_roles,
+            BTreeSet::from([
+                "dry-mpu-relay-operator",
+                "dry-mpu-relay-operator-edit",
+                "dry-mpu-relay-operator-view",
+            ]),
+            "{name}"
+        );
+        let operator_role = find(&objects, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "dry-mpu-relay-operator")
+            .unwrap();
+        let cluster_wide: BTreeSet<String> = operator_role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["resources"].as_array().unwrap().clone())
+            .map(|r| r.as_str().unwrap().to_string())
             .collect();
         if scoped {
-            assert!(find(&objects, "ClusterRole").is_empty(), "{name}");
             assert_eq!(
-                watch_roles,
+                roles_named(""),
                 BTreeSet::from(["relay-team-a", "relay-team-b"]),
                 "{name}"
             );
@@ -401,9 +473,33 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
                 env_value(d, "MPU_RELAY_NAMESPACES").as_deref(),
                 Some("relay-team-a,relay-team-b")
             );
+            // Tasks, accounts and their Secrets only in the watched namespaces.
+            for resource in ["mpurelaytasks", "mpurelayaccounts", "secrets"] {
+                assert!(!cluster_wide.contains(resource), "{name}: {resource}");
+            }
         } else {
-            assert_eq!(find(&objects, "ClusterRole").len(), 1, "{name}");
-            assert!(watch_roles.is_empty(), "{name}: {watch_roles:?}");
+            assert!(roles_named("").is_empty(), "{name}");
+            assert!(cluster_wide.contains("mpurelaytasks"), "{name}");
+            assert!(
+                !cluster_wide.contains("secrets"),
+                "{name}: {cluster_wide:?}"
+            );
+        }
+
+        // The operator's own credentials reach tasks only through the account the chart creates.
+        let accounts = find(&objects, "ClusterMpuRelayAccount");
+        let own_credentials = files.contains(&"examples/values/access-key.yaml")
+            || files.contains(&"examples/values/rrsa.yaml");
+        assert_eq!(accounts.len(), usize::from(own_credentials), "{name}");
+        if let Some(account) = accounts.first() {
+            assert_eq!(account["metadata"]["name"], "dry-mpu-relay-operator");
+            assert_eq!(account["spec"]["credentials"], json!({"operator": {}}));
+            assert_eq!(
+                account["spec"]["conditions"],
+                json!([{"namespaceSelector": {"matchLabels": {"mpurelay.io/tenant": "true"}}}]),
+                "{name}"
+            );
+            assert_eq!(account["spec"]["qps"], 10, "{name}");
         }
 
         if files.contains(&"examples/values/rrsa.yaml") {
@@ -525,18 +621,69 @@ fn can_i(cp: &ControlPlane, as_user: &str, args: &[&str]) -> bool {
     }
 }
 
-/// The rules of one watched scope, as `kubectl auth can-i --list` prints them.
-fn watch_rules() -> BTreeSet<String> {
-    [
+fn rules(lines: &[&str]) -> BTreeSet<String> {
+    lines.iter().map(|l| l.to_string()).collect()
+}
+
+/// The rules the operator has in every namespace, whichever it watches, as `kubectl auth can-i
+/// --list` prints them: cluster accounts, namespace labels, Events.
+fn cluster_rules() -> BTreeSet<String> {
+    rules(&[
+        "clustermpurelayaccounts.mpurelay.io [] [] [get list watch]",
+        "clustermpurelayaccounts.mpurelay.io/status [] [] [patch]",
+        "namespaces [] [] [get list watch]",
+        "events.events.k8s.io [] [] [create patch]",
+    ])
+}
+
+/// The rules of one watched scope: tasks, and with namespaced accounts those and `get` on the
+/// Secrets they name. Never list or watch Secrets.
+fn watch_rules(namespaced_accounts: bool) -> BTreeSet<String> {
+    let mut r = rules(&[
         "mpurelaytasks.mpurelay.io [] [] [get list watch]",
         "mpurelaytasks.mpurelay.io/status [] [] [patch]",
-        "secrets [] [] [get list watch]",
-        "events.events.k8s.io [] [] [create patch]",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
+    ]);
+    if namespaced_accounts {
+        r.extend(rules(&[
+            "mpurelayaccounts.mpurelay.io [] [] [get list watch]",
+            "mpurelayaccounts.mpurelay.io/status [] [] [patch]",
+            "secrets [] [] [get]",
+        ]));
+    }
+    r
 }
+
+/// `get` on the Secrets of cluster accounts (in the release namespace and
+/// accounts.cluster.secretNamespaces).
+fn account_secret_rules() -> BTreeSet<String> {
+    rules(&["secrets [] [] [get]"])
+}
+
+fn union(sets: &[&BTreeSet<String>]) -> BTreeSet<String> {
+    sets.iter().flat_map(|s| s.iter().cloned()).collect()
+}
+
+fn lease_rules(lease: &str) -> BTreeSet<String> {
+    rules(&[
+        "leases.coordination.k8s.io [] [] [create]",
+        &format!("leases.coordination.k8s.io [] [{lease}] [get patch update]"),
+    ])
+}
+
+/// Whether `as_user` may get, list and watch Secrets in `ns` (`None`: cluster-wide).
+fn secret_access(cp: &ControlPlane, as_user: &str, ns: Option<&str>) -> [bool; 3] {
+    ["get", "list", "watch"].map(|verb| {
+        let mut args = vec![verb, "secrets"];
+        match ns {
+            Some(ns) => args.extend(["-n", ns]),
+            None => args.push("--all-namespaces"),
+        }
+        can_i(cp, as_user, &args)
+    })
+}
+
+const GET_ONLY: [bool; 3] = [true, false, false];
+const NOTHING: [bool; 3] = [false, false, false];
 
 #[tokio::test]
 async fn integration_helm_install_then_uninstall_leaves_only_the_crd() {
@@ -578,18 +725,40 @@ async fn integration_helm_install_then_uninstall_leaves_only_the_crd() {
     ] {
         assert!(installed.contains(&expected), "{expected} in {installed:?}");
     }
-    assert_eq!(cluster_leftovers(cp, release).len(), 2);
+    // The operator's ClusterRole and binding, and the two tenant roles.
+    assert_eq!(cluster_leftovers(cp, release).len(), 4);
+    let deployment: Value = serde_json::from_str(&ok(
+        kubectl(
+            cp,
+            &[
+                "get",
+                "deployment",
+                &fullname(release),
+                "-n",
+                &ns,
+                "-o",
+                "json",
+            ],
+            None,
+        ),
+        "reading the Deployment",
+    ))
+    .unwrap();
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
 
-    // Cluster-wide by default: exactly the watch rules, in any namespace; the Lease only at home.
+    // Cluster-wide by default: exactly the watch rules, in any namespace; the Lease and the
+    // cluster accounts' Secrets only at home.
     let sa = format!("system:serviceaccount:{ns}:{}", fullname(release));
-    assert_eq!(granted(cp, &sa, &other), watch_rules());
-    let mut at_home = watch_rules();
-    at_home.insert("leases.coordination.k8s.io [] [] [create]".into());
-    at_home.insert(format!(
-        "leases.coordination.k8s.io [] [{}] [get patch update]",
-        fullname(release)
-    ));
-    assert_eq!(granted(cp, &sa, &ns), at_home);
+    let everywhere = union(&[&cluster_rules(), &watch_rules(false)]);
+    assert_eq!(granted(cp, &sa, &other), everywhere);
+    assert_eq!(
+        granted(cp, &sa, &ns),
+        union(&[
+            &everywhere,
+            &lease_rules(&fullname(release)),
+            &account_secret_rules()
+        ])
+    );
 
     ok(
         helm(cp, &["uninstall", release, "-n", &ns]),
@@ -603,6 +772,180 @@ async fn integration_helm_install_then_uninstall_leaves_only_the_crd() {
     );
 }
 
+/// Reads a cluster-scoped or namespaced object as JSON.
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(kubectl(cp, &all, None), "kubectl get")).unwrap()
+}
+
+/// Binds the ClusterRole `role` to `user` in `ns`, as a cluster admin hands out a default role.
+fn bind(cp: &ControlPlane, ns: &str, role: &str, user: &str) {
+    ok(
+        kubectl(
+            cp,
+            &[
+                "create",
+                "rolebinding",
+                &format!("{user}-{role}"),
+                "-n",
+                ns,
+                &format!("--clusterrole={role}"),
+                &format!("--user={user}"),
+            ],
+            None,
+        ),
+        "binding a tenant role",
+    );
+}
+
+#[tokio::test]
+async fn integration_default_install_gets_secrets_only_at_home_and_never_lists_them() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let home = support::test_namespace(&client, "default-rbac-home").await;
+    let tasks_ns = support::test_namespace(&client, "default-rbac-tasks").await;
+    let release = "defaults";
+    ok(
+        helm(cp, &["install", release, CHART, "-n", &home]),
+        "helm install",
+    );
+    let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
+
+    // Secrets: `get` in the release namespace (the Secrets of cluster accounts), nothing else:
+    // no list or watch anywhere, and no read in a namespace whose tasks it watches.
+    assert_eq!(secret_access(cp, &sa, None), NOTHING, "cluster-wide");
+    assert_eq!(
+        secret_access(cp, &sa, Some(&home)),
+        GET_ONLY,
+        "release namespace"
+    );
+    assert_eq!(
+        secret_access(cp, &sa, Some(&tasks_ns)),
+        NOTHING,
+        "task namespace"
+    );
+    assert!(!can_i(
+        cp,
+        &sa,
+        &["get", "mpurelayaccounts.mpurelay.io", "-n", &tasks_ns]
+    ));
+    let deployment = get_json(cp, &["deployment", &fullname(release), "-n", &home]);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(
+        env_value(&deployment, "MPU_RELAY_NAMESPACED_ACCOUNTS").as_deref(),
+        Some("false")
+    );
+
+    // Tenants: the aggregated roles carry tasks (not accounts while namespaced accounts are
+    // off, never cluster accounts). No controller-manager aggregates here, so the test binds the
+    // chart's roles the way admin/edit/view would carry them.
+    let edit = format!("{}-edit", fullname(release));
+    let view = format!("{}-view", fullname(release));
+    let labels = |role: &str| get_json(cp, &["clusterrole", role])["metadata"]["labels"].clone();
+    assert_eq!(
+        labels(&edit)["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels(&edit)["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    assert_eq!(
+        labels(&view)["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert!(labels(&view)["rbac.authorization.k8s.io/aggregate-to-edit"].is_null());
+    let editor = format!("editor-{tasks_ns}");
+    let viewer = format!("viewer-{tasks_ns}");
+    bind(cp, &tasks_ns, &edit, &editor);
+    bind(cp, &tasks_ns, &view, &viewer);
+    let tenant_matrix = |namespaced_accounts: bool| {
+        for verb in [
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ] {
+            let read = matches!(verb, "get" | "list" | "watch");
+            for (user, may) in [(&editor, true), (&viewer, read)] {
+                assert_eq!(
+                    can_i(
+                        cp,
+                        user,
+                        &[verb, "mpurelaytasks.mpurelay.io", "-n", &tasks_ns]
+                    ),
+                    may,
+                    "{user} {verb} tasks"
+                );
+                assert_eq!(
+                    can_i(
+                        cp,
+                        user,
+                        &[verb, "mpurelayaccounts.mpurelay.io", "-n", &tasks_ns]
+                    ),
+                    may && namespaced_accounts,
+                    "{user} {verb} accounts"
+                );
+                assert!(
+                    !can_i(cp, user, &[verb, "clustermpurelayaccounts.mpurelay.io"]),
+                    "{user} {verb} cluster accounts"
+                );
+                assert!(
+                    !can_i(cp, user, &[verb, "secrets", "-n", &tasks_ns]),
+                    "{user} {verb} secrets"
+                );
+            }
+            assert!(!can_i(
+                cp,
+                &editor,
+                &[
+                    verb,
+                    "mpurelaytasks.mpurelay.io",
+                    "--subresource=status",
+                    "-n",
+                    &tasks_ns
+                ]
+            ));
+        }
+    };
+    tenant_matrix(false);
+
+    // Namespaced accounts on, every namespace watched: `get` on Secrets everywhere (the
+    // accounts' Secrets are in the tasks' namespaces), still never list or watch.
+    ok(
+        helm(
+            cp,
+            &[
+                "upgrade",
+                release,
+                CHART,
+                "-n",
+                &home,
+                "--reuse-values",
+                "--set",
+                "accounts.namespaced.enabled=true",
+            ],
+        ),
+        "helm upgrade",
+    );
+    assert_eq!(secret_access(cp, &sa, None), GET_ONLY, "cluster-wide");
+    assert_eq!(
+        secret_access(cp, &sa, Some(&tasks_ns)),
+        GET_ONLY,
+        "task namespace"
+    );
+    assert_eq!(
+        granted(cp, &sa, &tasks_ns),
+        union(&[&cluster_rules(), &watch_rules(true)])
+    );
+    tenant_matrix(true);
+
+    ok(
+        helm(cp, &["uninstall", release, "-n", &home]),
+        "helm uninstall",
+    );
+    assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_write_anything_else()
 {
@@ -611,6 +954,7 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
     let home = support::test_namespace(&client, "scoped-home").await;
     let watched = support::test_namespace(&client, "scoped-watched").await;
     let elsewhere = support::test_namespace(&client, "scoped-elsewhere").await;
+    let vault = support::test_namespace(&client, "scoped-vault").await;
     let release = "scoped";
     let set = format!("watchNamespaces={{{watched}}}");
     ok(
@@ -634,32 +978,33 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
     let lease = fullname(release);
 
     // The whole grant, per namespace: nothing beyond the list.
-    assert_eq!(granted(cp, &sa, &watched), watch_rules());
+    assert_eq!(
+        granted(cp, &sa, &watched),
+        union(&[&cluster_rules(), &watch_rules(false)])
+    );
     assert_eq!(
         granted(cp, &sa, &home),
-        BTreeSet::from([
-            "leases.coordination.k8s.io [] [] [create]".to_string(),
-            format!("leases.coordination.k8s.io [] [{lease}] [get patch update]"),
+        union(&[
+            &cluster_rules(),
+            &lease_rules(&lease),
+            &account_secret_rules()
         ])
     );
-    assert_eq!(granted(cp, &sa, &elsewhere), BTreeSet::new());
+    assert_eq!(granted(cp, &sa, &elsewhere), cluster_rules());
 
-    // Secrets: readable where tasks are watched, nowhere else, and never cluster-wide.
-    for verb in ["get", "list", "watch"] {
-        assert!(can_i(cp, &sa, &[verb, "secrets", "-n", &watched]), "{verb}");
-        assert!(
-            !can_i(cp, &sa, &[verb, "secrets", "-n", &elsewhere]),
-            "{verb}"
-        );
-        assert!(!can_i(cp, &sa, &[verb, "secrets", "-n", &home]), "{verb}");
-        assert!(
-            !can_i(cp, &sa, &[verb, "secrets", "--all-namespaces"]),
-            "{verb}"
-        );
+    // Secrets: `get` at home only (cluster accounts); not even where tasks are watched, as
+    // namespaced accounts are off; never list or watch.
+    assert_eq!(secret_access(cp, &sa, Some(&home)), GET_ONLY, "home");
+    for ns in [&watched, &elsewhere, &vault] {
+        assert_eq!(secret_access(cp, &sa, Some(ns)), NOTHING, "{ns}");
     }
-    // Writes: only the status patch, Events and its own Lease.
+    assert_eq!(secret_access(cp, &sa, None), NOTHING, "cluster-wide");
+
+    // Writes: only the status patches, Events (anywhere: those of cluster accounts go to
+    // `default`) and its own Lease.
     let resources = [
         "mpurelaytasks.mpurelay.io",
+        "mpurelayaccounts.mpurelay.io",
         "secrets",
         "events",
         "events.events.k8s.io",
@@ -674,8 +1019,7 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
     for ns in [&watched, &home, &elsewhere] {
         for resource in resources {
             for verb in ["create", "update", "patch", "delete", "deletecollection"] {
-                let allowed = (ns == &watched
-                    && resource == "events.events.k8s.io"
+                let allowed = (resource == "events.events.k8s.io"
                     && (verb == "create" || verb == "patch"))
                     || (ns == &home
                         && resource == "leases.coordination.k8s.io"
@@ -688,6 +1032,22 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
             }
         }
     }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !can_i(cp, &sa, &[verb, "clustermpurelayaccounts.mpurelay.io"]),
+            "{verb} cluster accounts"
+        );
+        assert!(!can_i(cp, &sa, &[verb, "namespaces"]), "{verb} namespaces");
+    }
+    assert!(can_i(
+        cp,
+        &sa,
+        &[
+            "patch",
+            "clustermpurelayaccounts.mpurelay.io",
+            "--subresource=status"
+        ]
+    ));
     assert!(can_i(
         cp,
         &sa,
@@ -751,6 +1111,57 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
             &home
         ]
     ));
+
+    // Namespaced accounts on, and a second namespace for cluster accounts' Secrets: `get` on
+    // Secrets where tasks are watched and in that namespace, still nowhere else.
+    let extra = format!("accounts.cluster.secretNamespaces={{{vault}}}");
+    ok(
+        helm(
+            cp,
+            &[
+                "upgrade",
+                release,
+                CHART,
+                "-n",
+                &home,
+                "--reuse-values",
+                "--set",
+                "accounts.namespaced.enabled=true",
+                "--set",
+                &extra,
+            ],
+        ),
+        "helm upgrade",
+    );
+    assert_eq!(
+        granted(cp, &sa, &watched),
+        union(&[&cluster_rules(), &watch_rules(true)])
+    );
+    for ns in [&home, &watched, &vault] {
+        assert_eq!(secret_access(cp, &sa, Some(ns)), GET_ONLY, "{ns}");
+    }
+    assert_eq!(
+        secret_access(cp, &sa, Some(&elsewhere)),
+        NOTHING,
+        "elsewhere"
+    );
+    assert_eq!(secret_access(cp, &sa, None), NOTHING, "cluster-wide");
+    assert!(can_i(
+        cp,
+        &sa,
+        &[
+            "patch",
+            "mpurelayaccounts.mpurelay.io",
+            "--subresource=status",
+            "-n",
+            &watched
+        ]
+    ));
+    assert!(!can_i(
+        cp,
+        &sa,
+        &["get", "mpurelayaccounts.mpurelay.io", "-n", &elsewhere]
+    ));
     ok(
         helm(cp, &["uninstall", release, "-n", &home]),
         "helm uninstall",
@@ -797,6 +1208,9 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
                 &set,
                 "--set",
                 "leaderElection.enabled=true",
+                // The simulator listens on loopback, which the default allow-list refuses.
+                "--set",
+                "allowedEndpoints={https://*.aliyuncs.com,http://127.0.0.1:*}",
             ],
         ),
         "helm install",
@@ -858,23 +1272,36 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
     })
     .await
     .expect("simulator starts");
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ak"},
-        "stringData": {"accessKeyId": AK, "accessKeySecret": SK},
-    }))
-    .unwrap();
-    Api::namespaced(client.clone(), &watched)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    assert_eq!(
+        env.iter()
+            .find(|(k, _)| k == "MPU_RELAY_ALLOWED_ENDPOINTS")
+            .map(|(_, v)| v.as_str()),
+        Some("https://*.aliyuncs.com,http://127.0.0.1:*")
+    );
+    // STS (GetCallerIdentity: which cloud account the key belongs to) is the simulator too.
+    env.push(("ALIBABA_CLOUD_STS_ENDPOINT".into(), sim.base_url()));
+
+    // The cluster admin's account: its Secret in the release namespace (where the chart lets the
+    // operator get Secrets), its endpoint the simulator, its conditions admitting the watched
+    // namespace. The name is unique to this test (cluster-scoped objects are shared).
+    support::accounts::secret(&client, &home, "ak", AK, SK).await;
+    let account = format!("{watched}-account");
+    support::accounts::cluster_account(
+        &client,
+        &account,
+        json!({
+            "endpoint": sim.base_url(),
+            "credentials": {"secretRef": {"name": "ak"}},
+            "conditions": [{"namespaces": [watched]}],
+        }),
+    )
+    .await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &watched);
-    let task: MpuRelayTask = serde_json::from_value(json!({
-        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
-        "metadata": {"name": "relay"},
-        "spec": {"appId": "app", "taskId": "t1", "endpoint": sim.base_url(),
-                 "credentialsSecretRef": {"name": "ak"}},
-    }))
-    .unwrap();
+    let task = support::accounts::task_with(
+        "relay",
+        json!({"appId": "app", "taskId": "t1",
+               "accountRef": {"kind": "ClusterMpuRelayAccount", "name": account}}),
+    );
     tasks.create(&PostParams::default(), &task).await.unwrap();
 
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -894,6 +1321,26 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
     })
     .await;
     assert!(ready, "the task did not become Ready:\n{}", op.output());
+    // The account's status is the operator's too (patched through the chart's ClusterRole).
+    let accounts: Api<ClusterMpuRelayAccount> = Api::all(client.clone());
+    let account_ready = eventually(Duration::from_secs(30), || async {
+        accounts
+            .get(&account)
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .is_some_and(|s| {
+                s.tasks == 1
+                    && s.condition(conditions::READY)
+                        .is_some_and(|c| c.status == "True")
+            })
+    })
+    .await;
+    assert!(
+        account_ready,
+        "the ClusterMpuRelayAccount did not report Ready with its task:\n{}",
+        op.output()
+    );
 
     // It held the Lease (in the release namespace, under the chart's name) and published an
     // Event, both through the chart's RBAC.
@@ -946,8 +1393,25 @@ fn integration_invalid_values_fail_at_install_with_the_schemas_message() {
             "at '/logFormat': value must be one of 'text', 'json'",
         ),
         (
-            &["--set", "cloud.signature=v2"],
-            "at '/cloud/signature': value must be one of 'v1', 'v3'",
+            &["--set", "accounts.operatorAccount.signature=v2"],
+            "at '/accounts/operatorAccount/signature': value must be one of 'v1', 'v3'",
+        ),
+        (
+            &["--set", "allowedEndpoints={ftp://live.aliyuncs.com}"],
+            "at '/allowedEndpoints/0': 'ftp://live.aliyuncs.com' does not match pattern",
+        ),
+        (
+            &["--set", "accounts.cluster.secretNamespaces={Vault}"],
+            "at '/accounts/cluster/secretNamespaces/0'",
+        ),
+        // Per account now: the old operator-wide settings are refused, not ignored.
+        (
+            &["--set", "cloud.qps=20"],
+            "additional properties 'cloud' not allowed",
+        ),
+        (
+            &["--set", "accounts.operatorAccount.create=true"],
+            "accounts.operatorAccount.create needs namespaces or a namespaceSelector",
         ),
         (
             &["--set", "polling.running=soon"],
@@ -1084,14 +1548,35 @@ async fn integration_readme_install_section_works_as_written() {
                                 == "alibaba-cloud-credentials"),
                     "{out}"
                 );
-                assert_eq!(cluster_leftovers(cp, release).len(), 2);
+                // The operator's ClusterRole and binding, and the two tenant roles.
+                assert_eq!(cluster_leftovers(cp, release).len(), 4);
             }
             1 => {
                 assert_eq!(
                     env_value(&deployment(), "MPU_RELAY_NAMESPACES").as_deref(),
                     Some("relay-team-a,relay-team-b")
                 );
-                assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+                // Scoped, the ClusterRole keeps only cluster accounts, namespace labels and
+                // Events; tasks move to one Role per namespace.
+                assert_eq!(cluster_leftovers(cp, release).len(), 4);
+                let rules = ok(
+                    kubectl(
+                        cp,
+                        &[
+                            "get",
+                            "clusterrole",
+                            release,
+                            "-o",
+                            "jsonpath={.rules[*].resources}",
+                        ],
+                        None,
+                    ),
+                    "the operator's ClusterRole",
+                );
+                assert!(
+                    !rules.contains("mpurelaytasks") && !rules.contains("secrets"),
+                    "{rules}"
+                );
                 for team in ["relay-team-a", "relay-team-b"] {
                     ok(
                         kubectl(cp, &["get", "role", release, "-n", team], None),
@@ -1120,6 +1605,27 @@ async fn integration_readme_install_section_works_as_written() {
                     assert_eq!(leftovers(cp, team), Vec::<String>::new(), "{team}");
                 }
                 assert_eq!(cluster_leftovers(cp, release), Vec::<String>::new());
+                let selector = format!("app.kubernetes.io/instance={release}");
+                let accounts = ok(
+                    kubectl(
+                        cp,
+                        &[
+                            "get",
+                            "clustermpurelayaccounts",
+                            "-l",
+                            &selector,
+                            "-o",
+                            "name",
+                        ],
+                        None,
+                    ),
+                    "listing the chart's cluster accounts",
+                );
+                assert_eq!(
+                    accounts.trim(),
+                    "",
+                    "a ClusterMpuRelayAccount outlived the chart"
+                );
                 ok(
                     kubectl(cp, &["get", "crd", "mpurelaytasks.mpurelay.io"], None),
                     "the CRD stays",
