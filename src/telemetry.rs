@@ -96,6 +96,7 @@ pub struct Metrics {
     status_writes: Family<ResultLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
+    reconcile_panics: Counter,
 }
 
 impl Default for Metrics {
@@ -167,6 +168,12 @@ impl Default for Metrics {
         );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let reconcile_panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (a bug); the object is retried, the others go on",
+            reconcile_panics.clone(),
+        );
         Metrics {
             registry,
             cloud_calls,
@@ -181,6 +188,7 @@ impl Default for Metrics {
             status_writes,
             reconcile_errors,
             reconciles,
+            reconcile_panics,
         }
     }
 }
@@ -231,6 +239,10 @@ impl Metrics {
 
     pub fn record_reconcile(&self) {
         self.reconciles.inc();
+    }
+
+    pub fn record_panic(&self) {
+        self.reconcile_panics.inc();
     }
 
     pub fn record_status_write(&self, ok: bool) {

@@ -255,6 +255,11 @@ pub struct ResolverSettings {
     pub rrsa: RrsaSettings,
 }
 
+/// SHA-256 of an AccessKey's id and secret.
+type KeyFingerprint = [u8; 32];
+/// When STS was asked, and the UID it gave (or why not).
+type LearnedIdentity = (Instant, Result<String, Problem>);
+
 /// Resolves accounts and caches what it learns: credentials briefly, identities (UIDs) for
 /// an hour.
 pub struct Resolver {
@@ -265,7 +270,7 @@ pub struct Resolver {
     slots: Mutex<HashMap<AccountKey, Arc<Slot>>>,
     /// UIDs by a hash of the whole key (id and secret): a tenant who knows another tenant's
     /// AccessKeyId but not its secret must not inherit its identity (and budget).
-    identities: Mutex<HashMap<[u8; 32], (Instant, Result<String, Problem>)>>,
+    identities: Mutex<HashMap<KeyFingerprint, LearnedIdentity>>,
     rrsa: Mutex<HashMap<RrsaRole, Arc<RrsaProvider>>>,
     /// The last authentication failure of a call through each account, until a call succeeds.
     auth_failures: Mutex<HashMap<AccountKey, String>>,
@@ -668,7 +673,18 @@ pub async fn reconcile_traced(
             )
         }
     };
-    reconcile(account, ctx).instrument(span).await
+    async move {
+        match super::guarded(reconcile(account, ctx.clone())).await {
+            Ok(result) => result,
+            Err(panic) => {
+                ctx.metrics.record_panic();
+                tracing::error!(panic = %panic, "account reconcile panicked; retried with backoff");
+                Err(super::Error::Panicked)
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub struct AccountDecision {
     pub events: Vec<EventSpec>,
 }
 
+/// The action of events about an account.
+pub const RESOLVE_ACTION: &str = "Resolve";
+
 pub fn decide_account(
     previous: Option<&AccountStatus>,
     facts: &AccountFacts<'_>,
@@ -77,12 +80,14 @@ pub fn decide_account(
         events.push(EventSpec {
             severity: Severity::Warning,
             reason,
+            action: RESOLVE_ACTION.to_string(),
             note: message,
         });
     } else if ready == "True" && was_ready.is_some_and(|(s, _)| s != "True") {
         events.push(EventSpec {
             severity: Severity::Normal,
             reason: reasons::READY,
+            action: RESOLVE_ACTION.to_string(),
             note: "the account is usable again".into(),
         });
     }
@@ -122,6 +127,7 @@ pub fn decide_account(
                 events.push(EventSpec {
                     severity: Severity::Warning,
                     reason: reasons::THROTTLED,
+                    action: RESOLVE_ACTION.to_string(),
                     note: note.clone(),
                 });
             }

@@ -22,6 +22,7 @@ pub mod reasons {
     pub const NOT_STALLED: &str = "Polling";
     pub const AUTO_STOP_SOON: &str = "AutoStopSoon";
     pub const PHASE_CHANGED: &str = "PhaseChanged";
+    pub const INTERNAL_ERROR: &str = "InternalError";
 }
 
 /// Polling intervals and backoff bounds.
@@ -68,6 +69,8 @@ pub enum Outcome {
     AccountUnusable(Problem),
     /// `spec.suspend` is true: no call was made.
     Suspended,
+    /// The operator itself failed on this task (a bug caught as a panic); retried with backoff.
+    Internal(String),
 }
 
 /// Why a task's account cannot be used, as the task's conditions say it.
@@ -93,8 +96,15 @@ pub enum Severity {
 pub struct EventSpec {
     pub severity: Severity,
     pub reason: &'static str,
+    /// What the operator was doing. Events with the same reason and action on one object are
+    /// merged into one with a count (keeping the first note), so a transition carries where it
+    /// came from here: "StoppedByUser -> Running" stays visible after "first observed Running".
+    pub action: String,
     pub note: String,
 }
+
+/// The action of events about a poll.
+pub const POLL_ACTION: &str = "Poll";
 
 /// When to look at the task again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +195,7 @@ pub fn decide(
                     events.push(EventSpec {
                         severity: Severity::Warning,
                         reason: reasons::AUTO_STOP_SOON,
+                        action: POLL_ACTION.to_string(),
                         note: format!(
                             "the task has waited for its channel since {since}; the cloud stops it at {stop_at}"
                         ),
@@ -264,6 +275,18 @@ pub fn decide(
             (
                 failure.record(&mut next, &mut events, &stamp, config),
                 Some(class),
+            )
+        }
+        Outcome::Internal(what) => {
+            let failure = Failure {
+                reason: reasons::INTERNAL_ERROR,
+                text: format!("the operator failed on this task ({what}); it retries with backoff"),
+                terminal: false,
+                retry_after: None,
+            };
+            (
+                failure.record(&mut next, &mut events, &stamp, config),
+                Some(ErrorClass::Transient),
             )
         }
         Outcome::Suspended => {
@@ -384,6 +407,7 @@ impl Failure {
             events.push(EventSpec {
                 severity: Severity::Warning,
                 reason: self.reason,
+                action: POLL_ACTION.to_string(),
                 note: self.text,
             });
             return NextSync::After(config.stalled_retry);
@@ -425,13 +449,20 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
         | Phase::Unknown => Severity::Warning,
         Phase::WaitingForChannel | Phase::Running | Phase::StoppedByUser => Severity::Normal,
     };
-    let note = match previous {
-        Some(prev) => format!("{prev} -> {phase}: {}", phase.description()),
-        None => format!("first observed {phase}: {}", phase.description()),
+    let (note, action) = match previous {
+        Some(prev) => (
+            format!("{prev} -> {phase}: {}", phase.description()),
+            format!("TransitionFrom{prev}"),
+        ),
+        None => (
+            format!("first observed {phase}: {}", phase.description()),
+            "FirstObservation".to_string(),
+        ),
     };
     EventSpec {
         severity,
         reason: phase.as_str(),
+        action,
         note,
     }
 }
@@ -558,6 +589,31 @@ mod tests {
         );
         assert_eq!(d.next, NextSync::After(Duration::from_secs(30)));
         assert!(d.write);
+    }
+
+    #[test]
+    fn a_transition_event_does_not_merge_with_the_first_observation_of_that_phase() {
+        let config = PollConfig::default();
+        let first = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
+        let stopped = decide(
+            &after(task(), &first),
+            &polled(3),
+            at(10),
+            &config,
+            Duration::ZERO,
+        );
+        let again = decide(
+            &after(after(task(), &first), &stopped),
+            &polled(1),
+            at(20),
+            &config,
+            Duration::ZERO,
+        );
+        let (a, b) = (&first.events[0], &again.events[0]);
+        assert_eq!((a.reason, b.reason), ("Running", "Running"));
+        // The recorder merges events by (reason, action): the actions must differ.
+        assert_ne!(a.action, b.action);
+        assert_eq!(b.note.split(':').next(), Some("StoppedByUser -> Running"));
     }
 
     #[test]

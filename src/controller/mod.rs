@@ -70,6 +70,8 @@ pub enum Error {
     StatusWrite(#[source] kube::Error),
     #[error("the object has no namespace")]
     MissingNamespace,
+    #[error("the reconcile panicked (a bug); retried with backoff")]
+    Panicked,
 }
 
 impl Error {
@@ -77,6 +79,7 @@ impl Error {
         match self {
             Error::StatusWrite(_) => "StatusWriteFailed",
             Error::MissingNamespace => "MissingNamespace",
+            Error::Panicked => "Panicked",
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub poll: PollConfig,
+    /// Status writes the API server refused, retried without new cloud calls.
+    pub refused_writes: task::RefusedWrites,
 }
 
 impl Context {
@@ -149,7 +154,7 @@ impl Context {
                         },
                         reason: event.reason.to_string(),
                         note: Some(truncate_bytes(&event.note, EVENT_NOTE_MAX_BYTES)),
-                        action: "Reconcile".to_string(),
+                        action: event.action.clone(),
                         secondary: None,
                     },
                     &object.object_ref(&()),
@@ -194,6 +199,23 @@ impl Context {
             }
         }
     }
+}
+
+/// Runs `fut`, turning a panic inside it into an error that names it: one object's bug must
+/// not take the controller (and every other object's reconciles) down with it.
+pub async fn guarded<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            truncate_bytes(&text, 512)
+        })
 }
 
 /// At most `max` bytes of `text`, cut on a character boundary.
@@ -248,6 +270,8 @@ fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action 
         Error::StatusWrite(_) => Action::requeue(jitter(Duration::from_secs(5))),
         // Cannot happen for a namespaced kind; do not spin on it.
         Error::MissingNamespace => Action::await_change(),
+        // A bug: try again, slowly, in case it depended on a passing state.
+        Error::Panicked => Action::requeue(jitter(Duration::from_secs(60))),
     }
 }
 
@@ -377,6 +401,7 @@ pub fn prepare(
         recorder,
         metrics,
         poll: settings.poll.clone(),
+        refused_writes: Default::default(),
     });
 
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -602,5 +627,57 @@ impl Prepared {
             }
         }
         info!("controllers stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_an_error_naming_the_panic_not_a_crash() {
+        let caught = guarded(async {
+            if std::hint::black_box(true) {
+                panic!("overflow when adding duration to instant");
+            }
+        })
+        .await;
+        assert_eq!(
+            caught.unwrap_err(),
+            "overflow when adding duration to instant"
+        );
+        let fine = guarded(async { 7 }).await;
+        assert_eq!(fine, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn other_reconciles_go_on_while_one_panics() {
+        let results = futures::future::join_all((0..5).map(|i| {
+            guarded(async move {
+                tokio::task::yield_now().await;
+                assert!(i != 2, "task {i} is broken");
+                i
+            })
+        }))
+        .await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+        assert!(
+            results[2]
+                .as_ref()
+                .unwrap_err()
+                .contains("task 2 is broken")
+        );
+    }
+
+    #[test]
+    fn event_notes_are_cut_to_bytes_on_a_character_boundary() {
+        let note = "é".repeat(600); // 1200 bytes
+        let cut = truncate_bytes(&note, EVENT_NOTE_MAX_BYTES);
+        assert!(cut.len() <= EVENT_NOTE_MAX_BYTES);
+        assert_eq!(cut.len(), 1024);
+        let odd = format!("x{note}");
+        let cut = truncate_bytes(&odd, EVENT_NOTE_MAX_BYTES);
+        assert_eq!(cut.len(), 1023, "a two-byte character is not split");
+        assert_eq!(truncate_bytes("short", 1024), "short");
     }
 }

@@ -28,6 +28,9 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     let namespace = task.namespace().ok_or(Error::MissingNamespace)?;
     let key = ObjectRef::from_obj(&*task);
     ctx.metrics.record_reconcile();
+    if let Some(action) = retry_refused_write(&task, &namespace, &key, &ctx).await {
+        return Ok(action);
+    }
 
     let mut floor = Duration::ZERO;
     let outcome = if task.spec.suspend {
@@ -57,24 +60,121 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
             .unwrap_or_default();
         warn!(?class, error = why, "polling failed");
     }
-    if decision.write {
-        let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
-        ctx.write_status(api, &*task, &decision.status).await?;
-    }
     ctx.publish(&*task, &decision.events).await;
-
-    Ok(match decision.next {
+    let next = match decision.next {
         // When the budget sets the pace, come back a little early and queue for the next free
         // slot: the budget then never idles while tasks wait, and the queue keeps them in turn.
         NextSync::After(delay) if decision.budget_bound => {
-            Action::requeue(delay.mul_f64(rand::rng().random_range(0.90..0.97)))
+            Some(delay.mul_f64(rand::rng().random_range(0.90..0.97)))
         }
-        NextSync::After(delay) => Action::requeue(jitter(delay)),
+        NextSync::After(delay) => Some(jitter(delay)),
         NextSync::OnChange => {
             ctx.budgets.release_everywhere(&key);
-            Action::await_change()
+            None
         }
-    })
+    };
+    if decision.write {
+        let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
+        if let Err(e) = ctx.write_status(api, &*task, &decision.status).await {
+            // What the cloud said is kept and written again on its own: retrying the whole
+            // reconcile would call the cloud again at every retry.
+            warn!(error = %e, "writing the status failed; it is retried without a new cloud call");
+            let next_poll = Instant::now() + next.unwrap_or(NO_POLL_SCHEDULED);
+            let retry =
+                write_retry_delay(1).min(next_poll.saturating_duration_since(Instant::now()));
+            ctx.refused_writes.remember(
+                key,
+                RefusedWrite {
+                    status: decision.status,
+                    generation: task.metadata.generation,
+                    next_poll,
+                    attempts: 1,
+                },
+            );
+            return Ok(Action::requeue(retry));
+        }
+    }
+    Ok(next.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How long a task that will not be polled again (until a change) keeps a refused write.
+const NO_POLL_SCHEDULED: Duration = Duration::from_secs(24 * 3600);
+
+/// 1 s doubling to a minute, spread.
+fn write_retry_delay(attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(6);
+    jitter(Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60)))
+}
+
+/// A status the API server refused, kept to be written again.
+#[derive(Clone, Debug)]
+pub struct RefusedWrite {
+    status: crate::api::MpuRelayTaskStatus,
+    /// The spec it was decided for: a changed spec is polled afresh instead.
+    generation: Option<i64>,
+    /// When the task is due for its next cloud call anyway.
+    next_poll: Instant,
+    attempts: u32,
+}
+
+/// Refused status writes by task. Bounded: an entry lives at most until its task's next poll
+/// (a deleted task's entry is dropped with the next one remembered after that).
+#[derive(Default)]
+pub struct RefusedWrites(std::sync::Mutex<std::collections::HashMap<TaskRef, RefusedWrite>>);
+
+impl RefusedWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<TaskRef, RefusedWrite>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, task: TaskRef, write: RefusedWrite) {
+        let mut writes = self.lock();
+        let now = Instant::now();
+        writes.retain(|_, w| w.next_poll > now);
+        writes.insert(task, write);
+    }
+
+    fn take(&self, task: &TaskRef) -> Option<RefusedWrite> {
+        self.lock().remove(task)
+    }
+
+    /// How many writes wait to be retried.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes a refused status again, while the task's next poll is not due and its spec has not
+/// changed; `None` when there is nothing to retry and the task is polled as usual.
+async fn retry_refused_write(
+    task: &MpuRelayTask,
+    namespace: &str,
+    key: &TaskRef,
+    ctx: &Context,
+) -> Option<Action> {
+    let mut pending = ctx.refused_writes.take(key)?;
+    let now = Instant::now();
+    if pending.generation != task.metadata.generation || now >= pending.next_poll {
+        return None;
+    }
+    let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), namespace);
+    match ctx.write_status(api, task, &pending.status).await {
+        Ok(()) => Some(Action::requeue(
+            pending.next_poll.saturating_duration_since(now),
+        )),
+        Err(e) => {
+            pending.attempts += 1;
+            let retry = write_retry_delay(pending.attempts)
+                .min(pending.next_poll.saturating_duration_since(now));
+            warn!(error = %e, attempts = pending.attempts, "writing the status failed again");
+            ctx.refused_writes.remember(key.clone(), pending);
+            Some(Action::requeue(retry))
+        }
+    }
 }
 
 enum Polled {
@@ -151,7 +251,9 @@ fn feedback(result: &Result<crate::cloud::MpuTaskStatus, CloudError>) -> Feedbac
     }
 }
 
-/// [`reconcile`] inside a span naming the object, so every log line says which task it is about.
+/// [`reconcile`] inside a span naming the object, so every log line says which task it is
+/// about, and with a panic contained to this one task: it is marked `InternalError` and retried
+/// with backoff, while every other task goes on.
 pub async fn reconcile_traced(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!(
         "reconcile",
@@ -159,5 +261,57 @@ pub async fn reconcile_traced(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Res
         namespace = task.namespace().unwrap_or_default(),
         name = task.name_any()
     );
-    reconcile(task, ctx).instrument(span).await
+    async move {
+        match super::guarded(reconcile(task.clone(), ctx.clone())).await {
+            Ok(result) => result,
+            Err(panic) => recover_from_panic(&task, &ctx, panic).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Marks a task whose reconcile panicked, best effort (deciding may be what panicked).
+async fn recover_from_panic(
+    task: &MpuRelayTask,
+    ctx: &Context,
+    panic: String,
+) -> Result<Action, Error> {
+    ctx.metrics.record_panic();
+    tracing::error!(panic = %panic, "reconcile panicked; this task is retried with backoff, the others go on");
+    let marked = super::guarded(async {
+        let outcome = Outcome::Internal(panic);
+        let decision = decide(
+            task,
+            &outcome,
+            jiff::Timestamp::now(),
+            &ctx.poll,
+            Duration::ZERO,
+        );
+        if let Some(namespace) = task.namespace() {
+            let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
+            let _ = ctx.write_status(api, task, &decision.status).await;
+        }
+        decision.next
+    })
+    .await;
+    match marked {
+        Ok(NextSync::After(delay)) => Ok(Action::requeue(jitter(delay))),
+        _ => Err(Error::Panicked),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_writes_are_retried_after_one_second_doubling_to_a_minute() {
+        let secs = |n| write_retry_delay(n).as_secs_f64();
+        assert!((0.96..1.04).contains(&secs(1)));
+        assert!((1.9..2.1).contains(&secs(2)));
+        for n in [7, 8, 100, u32::MAX] {
+            assert!(secs(n) <= 61.8, "attempt {n}: {}", secs(n));
+        }
+    }
 }
