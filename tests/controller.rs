@@ -566,3 +566,151 @@ async fn integration_cluster_account_with_operator_credentials_uses_the_operator
     );
     assert_eq!(w.sim.stats(false).sts.issued, 1);
 }
+
+/// A ValidatingAdmissionPolicy refusing every status write of MpuRelayTasks in `ns`.
+async fn refuse_status_writes(client: &kube::Client, ns: &str) -> (String, String) {
+    use kube::api::DynamicObject;
+    let policy_name = format!("{ns}-refuse-status");
+    let resource = |kind: &str, plural: &str| {
+        kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+            plural,
+        )
+    };
+    let policies: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &resource("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    );
+    let bindings: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &resource(
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+    );
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy_name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["mpurelay.io"], "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["mpurelaytasks/status"],
+            }]},
+            "validations": [{"expression": "false", "message": "status writes refused by the test"}],
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy_name},
+        "spec": {
+            "policyName": policy_name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": ns
+            }}},
+        },
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    (policy_name.clone(), policy_name)
+}
+
+#[tokio::test]
+async fn integration_refused_status_writes_are_retried_without_new_cloud_calls() {
+    let tasks: Vec<TaskConfig> = (0..3).map(|i| sim_task(&format!("t{i}"), 1)).collect();
+    let w = world("refused-writes", config(vec![account(AK, SK, 10)], tasks)).await;
+    w.secret("ak", AK, SK).await;
+    w.account("ak").await;
+    for i in 0..3 {
+        w.task(&format!("relay-{i}"), &format!("t{i}"), "ak").await;
+    }
+    // Running tasks every second; stopped ones every 10 minutes.
+    let op = w.operator(&[
+        "--running-interval",
+        "1s",
+        "--waiting-interval",
+        "1s",
+        "--stopped-interval",
+        "10m",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= w.status(&format!("relay-{i}")).await.phase == Some(Phase::Running);
+            }
+            all
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    let (policy, _) = refuse_status_writes(&w.client, &w.ns).await;
+    // Wait until the policy bites (admission policies take a moment to load).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The relays stop in the cloud: each task's next poll sees it and wants to write, and is
+    // refused; a stopped task is not due again for 10 minutes.
+    for i in 0..3 {
+        w.sim.set_task_status("app", &format!("t{i}"), 2);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls_at_refusal = w.calls(AK);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let extra = w.calls(AK) - calls_at_refusal;
+    let refused = op
+        .metric("mpu_relay_status_writes_total{result=\"error\"}")
+        .await;
+    eprintln!("status writes refused: {refused}; cloud calls while refused: {extra} in 12 s");
+    assert!(refused >= 3.0, "the test needs refused writes: {refused}");
+    assert!(
+        extra <= 1,
+        "refused writes caused {extra} extra cloud calls\n{}",
+        op.output()
+    );
+    for i in 0..3 {
+        assert_eq!(
+            w.status(&format!("relay-{i}")).await.phase,
+            Some(Phase::Running),
+            "the API server refused the write"
+        );
+    }
+
+    // The API server accepts writes again: the kept result is written, no new call needed.
+    let policies: Api<kube::api::DynamicObject> = Api::all_with(
+        w.client.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingAdmissionPolicyBinding",
+            ),
+            "validatingadmissionpolicybindings",
+        ),
+    );
+    policies.delete(&policy, &Default::default()).await.unwrap();
+    let calls_before_recovery = w.calls(AK);
+    assert!(
+        eventually(Duration::from_secs(90), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= w.status(&format!("relay-{i}")).await.phase == Some(Phase::Stopped);
+            }
+            all
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    assert!(w.calls(AK) - calls_before_recovery <= 1);
+}
