@@ -416,7 +416,11 @@ pub async fn run(
         refresh,
         stopped(),
     ));
-    health.set_ready(true);
+    tokio::spawn(health.clone().tick());
+    // A standby is ready (it serves metrics and waits for the Lease); a leader, and a single
+    // operator, only once its caches have synced.
+    health.set_ready(leader_election);
+    let prepared = prepared.with_health(health.clone());
 
     if leader_election {
         run_as_leader(

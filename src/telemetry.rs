@@ -298,18 +298,64 @@ impl Metrics {
     }
 }
 
-/// Readiness as the health endpoints report it.
-#[derive(Clone, Default)]
+/// Health as the endpoints report it: ready (`/readyz`), and alive (`/healthz`): the
+/// controllers still run and the runtime still ticks.
+#[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+    origin: std::time::Instant,
+    /// Milliseconds since `origin` of the last heartbeat.
+    beat: Arc<std::sync::atomic::AtomicU64>,
 }
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            ready: Arc::default(),
+            stopped: Arc::default(),
+            origin: std::time::Instant::now(),
+            beat: Arc::default(),
+        }
+    }
+}
+
+/// A runtime that has not ticked for this long is stuck.
+const HEARTBEAT_STALE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Health {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.is_alive()
+    }
+
+    /// The controllers ended while they should be running: the process needs a restart.
+    pub fn set_stopped(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that the runtime still runs tasks (called every second by [`Health::tick`]).
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beat.store(ms, Ordering::Relaxed);
+    }
+
+    /// Beats every second until the process ends.
+    pub async fn tick(self) {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            self.beat();
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        let last = std::time::Duration::from_millis(self.beat.load(Ordering::Relaxed));
+        !self.stopped.load(Ordering::Relaxed)
+            && self.origin.elapsed().saturating_sub(last) < HEARTBEAT_STALE
     }
 }
 
@@ -342,7 +388,25 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get({
+                let health = health.clone();
+                move || {
+                    let alive = health.is_alive();
+                    async move {
+                        if alive {
+                            (StatusCode::OK, "ok")
+                        } else {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "controllers stopped or stuck",
+                            )
+                        }
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -364,6 +428,19 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_is_alive_while_it_beats_and_ready_only_when_said() {
+        let h = Health::default();
+        h.beat();
+        assert!(h.is_alive());
+        assert!(!h.is_ready(), "not ready before the caches synced");
+        h.set_ready(true);
+        assert!(h.is_ready());
+        h.set_stopped();
+        assert!(!h.is_alive());
+        assert!(!h.is_ready());
+    }
 
     #[test]
     fn account_alias_is_stable_and_hides_the_key_id() {

@@ -714,3 +714,58 @@ async fn integration_refused_status_writes_are_retried_without_new_cloud_calls()
     );
     assert!(w.calls(AK) - calls_before_recovery <= 1);
 }
+
+#[tokio::test]
+async fn integration_readyz_waits_for_the_caches_and_healthz_reports_a_running_process() {
+    let w = world("health", config(vec![account(AK, SK, 10)], vec![])).await;
+    let cp = support::shared();
+    let get = |url: String| async move {
+        reqwest::get(&url)
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    // An operator whose API server cannot be reached never fills its caches: alive, not ready.
+    let dir = tempfile::tempdir().unwrap();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = std::fs::read_to_string(&cp.kubeconfig)
+        .unwrap()
+        .replace(&cp.server, &format!("https://127.0.0.1:{dead_port}"));
+    let unreachable = dir.path().join("kubeconfig");
+    std::fs::write(&unreachable, kubeconfig).unwrap();
+    let cut_off = Operator::with_simulator(
+        cp,
+        &w.ns,
+        &w.sim.base_url(),
+        &[],
+        &[("KUBECONFIG", unreachable.to_str().unwrap())],
+    );
+    let base = format!("http://{}", cut_off.metrics_addr);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(format!("{base}/healthz")).await == 200
+        })
+        .await,
+        "{}",
+        cut_off.output()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(format!("{base}/readyz")).await, 503);
+
+    // The same operator with a reachable API server turns ready.
+    let op = w.operator(&[]);
+    let base = format!("http://{}", op.metrics_addr);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            get(format!("{base}/readyz")).await == 200
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    assert_eq!(get(format!("{base}/healthz")).await, 200);
+}

@@ -332,6 +332,9 @@ pub struct Prepared {
     runs: Vec<BoxFuture<'static, ()>>,
     /// Tells every controller to stop taking work (in-flight reconciles finish).
     stop: tokio::sync::watch::Sender<bool>,
+    /// Resolves when every cache has its first full list.
+    synced: BoxFuture<'static, ()>,
+    health: Option<crate::telemetry::Health>,
 }
 
 /// Builds the controllers, their watches and their shared context.
@@ -533,10 +536,24 @@ pub fn prepare(
         }
     }));
 
+    let ctx = context.clone();
+    let stores_synced = async move {
+        for store in &ctx.tasks {
+            let _ = store.wait_until_ready().await;
+        }
+        for store in &ctx.accounts.namespaced {
+            let _ = store.wait_until_ready().await;
+        }
+        let _ = ctx.accounts.cluster.wait_until_ready().await;
+        let _ = ctx.accounts.namespaces.wait_until_ready().await;
+    }
+    .boxed();
     Prepared {
         context,
         runs,
         stop,
+        synced: stores_synced,
+        health: None,
     }
 }
 
@@ -615,12 +632,41 @@ async fn log_controller_event<T: std::fmt::Debug, E: std::fmt::Display>(result: 
 }
 
 impl Prepared {
+    /// Reports readiness (every cache synced) and liveness (the controllers run) to `health`.
+    pub fn with_health(mut self, health: crate::telemetry::Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
     /// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let health = self.health;
+        if let Some(h) = &health {
+            h.set_ready(false);
+        }
+        let ready = {
+            let health = health.clone();
+            let synced = self.synced;
+            async move {
+                synced.await;
+                if let Some(h) = health {
+                    info!("caches synced: ready");
+                    h.set_ready(true);
+                }
+                std::future::pending::<()>().await
+            }
+        };
         let all = futures::future::join_all(self.runs);
         tokio::pin!(all);
         tokio::select! {
-            _ = &mut all => {},
+            _ = &mut all => {
+                // Nothing asked them to stop: the process is no longer doing its job.
+                warn!("the controllers stopped on their own");
+                if let Some(h) = &health {
+                    h.set_stopped();
+                }
+            },
+            _ = ready => {},
             _ = shutdown => {
                 let _ = self.stop.send(true);
                 all.await;
