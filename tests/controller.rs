@@ -243,9 +243,11 @@ async fn integration_fifty_tasks_on_one_account_stay_under_its_limit_and_are_all
     assert!(stats.max_calls_in_any_second <= 10, "{stats:?}");
     // 10 calls/s less the 5 % margin: ~114 calls in 12 s.
     assert!(stats.ok >= 100, "the budget was not used: {stats:?}");
-    // Every task served in turn: N/QPS = 5 s (5.26 s at the operator's 9.5/s), with slack.
+    // Every task served in turn: N/QPS = 5 s (5.15 s at the operator's 9.7/s). The bound has
+    // room for a 2-core machine busy with the rest of the suite; `make bench` measures the
+    // precise figure (a skipped cycle would show here as 10 s and more).
     assert!(
-        max_staleness_ms <= 6500,
+        max_staleness_ms <= 8000,
         "a task waited {max_staleness_ms} ms"
     );
     let account: mpu_relay_operator::api::MpuRelayAccount =
