@@ -12,6 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
+/// Longest message kept in a condition or `status.message`.
+pub const MESSAGE_MAX_CHARS: usize = 1024;
+
 /// How long the cloud lets a task wait for its channel before stopping it.
 pub const AUTO_STOP_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -115,6 +118,17 @@ pub enum NextSync {
     OnChange,
 }
 
+impl NextSync {
+    /// At most a day away: every requeue goes through this, so no value from a spec, a status,
+    /// the cloud or a flag can overflow the scheduler's clock.
+    pub fn bounded(self) -> NextSync {
+        match self {
+            NextSync::After(delay) => NextSync::After(delay.min(MAX_INTERVAL)),
+            other => other,
+        }
+    }
+}
+
 /// Everything the reconciler must do after one poll.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -147,8 +161,13 @@ pub fn desired_interval(
             Some(_) => config.stopped,
         },
     };
-    (!base.is_zero()).then_some(base)
+    // The CRD bounds pollInterval to 24 h, but objects stored before that rule (or written
+    // around it) are read as they are: a requeue past the end of `Instant` would panic.
+    (!base.is_zero()).then_some(base.min(MAX_INTERVAL))
 }
+
+/// No task is polled less often than daily, whatever its spec says.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Decides what one poll means for the task. `floor` is the account budget's shortest
 /// interval at which every task can be polled in turn.
@@ -183,7 +202,13 @@ pub fn decide(
             next.auto_stop_time = None;
             if phase == Phase::WaitingForChannel {
                 let since = next.phase_since.as_ref().map_or(now, |t| t.0);
-                let stop_at = since + AUTO_STOP_AFTER;
+                // `phaseSince` comes from the status, which anyone with status rights can write:
+                // a time near the end of the calendar must not overflow.
+                let stop_at = since
+                    .checked_add(jiff::SignedDuration::from_secs(
+                        AUTO_STOP_AFTER.as_secs() as i64
+                    ))
+                    .unwrap_or(Timestamp::MAX);
                 next.auto_stop_time = Some(Time(stop_at));
                 let remaining = stop_at.duration_since(now);
                 let remaining = Duration::try_from(remaining).unwrap_or_default();
@@ -319,6 +344,12 @@ pub fn decide(
         (NextSync::After(delay), Outcome::Polled(_)) if !floor.is_zero() && delay <= floor
     );
 
+    // Error texts come from outside (the cloud, the API server): bounded like condition messages.
+    if let Some(message) = next.message.as_mut()
+        && message.chars().count() > MESSAGE_MAX_CHARS
+    {
+        *message = message.chars().take(MESSAGE_MAX_CHARS).collect();
+    }
     let heartbeat_due = prev.last_sync_time.as_ref().is_none_or(|t| {
         now.duration_since(t.0)
             >= jiff::SignedDuration::try_from(config.heartbeat).unwrap_or(jiff::SignedDuration::MAX)
@@ -420,7 +451,10 @@ impl Failure {
             "retrying",
         );
         let delay = backoff(status, stamp.time.0, config);
-        NextSync::After(self.retry_after.map_or(delay, |after| delay.max(after)))
+        // The cloud may ask for a wait (x-acs-retry-after); a huge one must not park the task
+        // for months, so it is capped at the longest backoff.
+        let asked = self.retry_after.map(|after| after.min(config.max_backoff));
+        NextSync::After(asked.map_or(delay, |after| delay.max(after)))
     }
 }
 
@@ -495,7 +529,7 @@ impl Stamp {
             reason: reason.to_string(),
             // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
             // texts come from outside.
-            message: message.chars().take(1024).collect(),
+            message: message.chars().take(MESSAGE_MAX_CHARS).collect(),
             last_transition_time: transition,
             observed_generation: self.generation,
         };
@@ -614,6 +648,56 @@ mod tests {
         // The recorder merges events by (reason, action): the actions must differ.
         assert_ne!(a.action, b.action);
         assert_eq!(b.note.split(':').next(), Some("StoppedByUser -> Running"));
+    }
+
+    #[test]
+    fn a_poll_interval_of_centuries_is_capped_at_a_day() {
+        let mut t = task();
+        t.spec.poll_interval = Some("900000000000000h".parse().unwrap());
+        let d = decide(
+            &t,
+            &polled(1),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(d.next, NextSync::After(MAX_INTERVAL));
+    }
+
+    #[test]
+    fn a_phase_since_at_the_end_of_time_does_not_overflow() {
+        let mut t = task();
+        t.status = Some(MpuRelayTaskStatus {
+            phase: Some(Phase::WaitingForChannel),
+            phase_since: Some(Time(Timestamp::MAX)),
+            last_sync_time: Some(Time(Timestamp::MAX)),
+            ..Default::default()
+        });
+        let d = decide(
+            &t,
+            &polled(0),
+            at(0),
+            &PollConfig::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(d.status.auto_stop_time, Some(Time(Timestamp::MAX)));
+        assert!(matches!(d.next, NextSync::After(_)));
+    }
+
+    #[test]
+    fn a_huge_retry_after_from_the_cloud_is_capped_at_the_longest_backoff() {
+        let throttled = Outcome::CloudFailed(CloudError::Api(Box::new(ApiError {
+            http_status: 400,
+            code: "Throttling.User".into(),
+            message: "m".into(),
+            request_id: "r".into(),
+            host_id: None,
+            recommend: None,
+            retry_after: Some(Duration::from_secs(365 * 24 * 3600)),
+        })));
+        let config = PollConfig::default();
+        let d = decide(&task(), &throttled, at(0), &config, Duration::ZERO);
+        assert_eq!(d.next, NextSync::After(config.max_backoff));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         warn!(?class, error = why, "polling failed");
     }
     ctx.publish(&*task, &decision.events).await;
-    let next = match decision.next {
+    let next = match decision.next.bounded() {
         // When the budget sets the pace, come back a little early and queue for the next free
         // slot: the budget then never idles while tasks wait, and the queue keeps them in turn.
         NextSync::After(delay) if decision.budget_bound => {
