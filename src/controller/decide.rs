@@ -144,6 +144,27 @@ pub struct Decision {
     pub class: Option<ErrorClass>,
 }
 
+impl Decision {
+    /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
+    /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart; but when
+    /// the budget sets the pace, 3 to 10 % early, to queue for the next free slot (the budget
+    /// then never idles while tasks wait, and the queue keeps them in turn).
+    pub fn requeue(&self, spread: f64) -> Option<Duration> {
+        let spread = if spread.is_finite() {
+            spread.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        match self.next.bounded() {
+            NextSync::After(delay) if self.budget_bound => {
+                Some(delay.mul_f64(0.90 + 0.07 * spread))
+            }
+            NextSync::After(delay) => Some(delay.mul_f64(0.97 + 0.06 * spread)),
+            NextSync::OnChange => None,
+        }
+    }
+}
+
 /// The interval the task asks to be polled at when all is well: `spec.pollInterval`, or the
 /// phase's interval. `None`: not polled again until something changes.
 pub fn desired_interval(

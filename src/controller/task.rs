@@ -61,18 +61,10 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         warn!(?class, error = why, "polling failed");
     }
     ctx.publish(&*task, &decision.events).await;
-    let next = match decision.next.bounded() {
-        // When the budget sets the pace, come back a little early and queue for the next free
-        // slot: the budget then never idles while tasks wait, and the queue keeps them in turn.
-        NextSync::After(delay) if decision.budget_bound => {
-            Some(delay.mul_f64(rand::rng().random_range(0.90..0.97)))
-        }
-        NextSync::After(delay) => Some(jitter(delay)),
-        NextSync::OnChange => {
-            ctx.budgets.release_everywhere(&key);
-            None
-        }
-    };
+    let next = decision.requeue(rand::rng().random_range(0.0..1.0));
+    if next.is_none() {
+        ctx.budgets.release_everywhere(&key);
+    }
     if decision.write {
         let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
         if let Err(e) = ctx.write_status(api, &*task, &decision.status).await {
