@@ -248,8 +248,11 @@ pub fn decide(
                     });
                 }
             }
-            if changed {
-                events.push(phase_event(prev.phase, phase));
+            // A transition is news; a healthy phase seen for the first time is not (and a fleet
+            // of new tasks would publish, and the recorder cache, one event each).
+            let event = phase_event(prev.phase, phase);
+            if changed && (prev.phase.is_some() || event.severity == Severity::Warning) {
+                events.push(event);
             }
             let ready = if phase == Phase::Running {
                 "True"
@@ -649,26 +652,37 @@ mod tests {
     #[test]
     fn a_transition_event_does_not_merge_with_the_first_observation_of_that_phase() {
         let config = PollConfig::default();
-        let first = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
-        let stopped = decide(
+        let first = decide(&task(), &polled(5), at(0), &config, Duration::ZERO);
+        let running = decide(
             &after(task(), &first),
-            &polled(3),
+            &polled(1),
             at(10),
             &config,
             Duration::ZERO,
         );
-        let again = decide(
-            &after(after(task(), &first), &stopped),
-            &polled(1),
-            at(20),
-            &config,
-            Duration::ZERO,
-        );
+        let t = after(after(task(), &first), &running);
+        let again = decide(&t, &polled(5), at(20), &config, Duration::ZERO);
         let (a, b) = (&first.events[0], &again.events[0]);
-        assert_eq!((a.reason, b.reason), ("Running", "Running"));
+        assert_eq!((a.reason, b.reason), ("CdnError", "CdnError"));
         // The recorder merges events by (reason, action): the actions must differ.
         assert_ne!(a.action, b.action);
-        assert_eq!(b.note.split(':').next(), Some("StoppedByUser -> Running"));
+        assert_eq!(b.note.split(':').next(), Some("Running -> CdnError"));
+    }
+
+    #[test]
+    fn a_healthy_first_observation_publishes_no_event_and_a_broken_one_warns() {
+        let config = PollConfig::default();
+        for code in [0, 1, 3] {
+            let d = decide(&task(), &polled(code), at(0), &config, Duration::ZERO);
+            assert!(d.events.is_empty(), "code {code}: {:?}", d.events);
+        }
+        let d = decide(&task(), &polled(6), at(0), &config, Duration::ZERO);
+        assert_eq!(d.events[0].severity, Severity::Warning);
+        assert!(
+            d.events[0]
+                .note
+                .starts_with("first observed StreamUrlError")
+        );
     }
 
     #[test]
