@@ -601,3 +601,155 @@ async fn integration_namespaced_accounts_are_refused_unless_enabled() {
     );
     assert_eq!(w.sim.stats(false).accounts[AK].calls.total, 0);
 }
+
+#[tokio::test]
+async fn integration_an_sts_outage_holds_up_only_the_tasks_that_need_sts() {
+    use mpu_relay_operator::simulator::{Action, FaultKind, FaultSpec, RoleConfig};
+    const ROLE: &str = "acs:ram::1234567890123456:role/mpu-relay";
+    const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "sts-outage").await;
+    let mut config: SimulatorConfig = serde_json::from_value(json!({
+        "accounts": [{"accessKeyId": AK, "accessKeySecret": SK}],
+        "tasks": (0..4).map(|i| json!({"appId": "app", "taskId": format!("t{i}"), "status": 1}))
+            .collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    config.roles = vec![RoleConfig {
+        role_arn: ROLE.into(),
+        account: AK.into(),
+        oidc_provider_arn: Some(PROVIDER.into()),
+        max_session_seconds: 3600,
+    }];
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    // STS is down from the start: every exchange fails for 20 s.
+    sim.add_fault_for(
+        &Action::STS,
+        FaultSpec {
+            kind: FaultKind::Http5xx {
+                code: Some("ServiceUnavailable".into()),
+                status: Some(503),
+            },
+            account: None,
+            count: None,
+            duration_ms: Some(20_000),
+        },
+    )
+    .unwrap();
+    // One cluster account with a key (its UID declared: no STS needed), one with RRSA.
+    accounts::secret(&client, &ns, "ak", AK, SK).await;
+    let keys = format!("{ns}-keys");
+    let rrsa = format!("{ns}-rrsa");
+    accounts::cluster_account(
+        &client,
+        &keys,
+        json!({"endpoint": sim.base_url(), "accountId": "1234567890123456",
+               "credentials": {"secretRef": {"namespace": ns, "name": "ak"}},
+               "conditions": [{"namespaces": [ns]}]}),
+    )
+    .await;
+    accounts::cluster_account(
+        &client,
+        &rrsa,
+        json!({"endpoint": sim.base_url(),
+               "credentials": {"rrsa": {"roleArn": ROLE, "oidcProviderArn": PROVIDER}},
+               "conditions": [{"namespaces": [ns]}]}),
+    )
+    .await;
+    for i in 0..4 {
+        let account = if i < 2 { &keys } else { &rrsa };
+        let task = accounts::task_with(
+            &format!("relay-{i}"),
+            json!({"appId": "app", "taskId": format!("t{i}"),
+                   "accountRef": {"kind": "ClusterMpuRelayAccount", "name": account}}),
+        );
+        accounts::create_task(&client, &ns, &task).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln").unwrap();
+    let op = Operator::with_simulator(
+        cp,
+        &ns,
+        &sim.base_url(),
+        FAST_POLLING,
+        &[("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.to_str().unwrap())],
+    );
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let condition = |name: String, type_: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            tasks
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|t| t.status)
+                .and_then(|s| {
+                    s.condition(type_)
+                        .map(|c| (c.status.clone(), c.reason.clone()))
+                })
+        }
+    };
+    // The key's tasks run; the RRSA tasks wait for STS, retrying (not stalled).
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            condition("relay-0".into(), conditions::READY).await
+                == Some(("True".into(), "Running".into()))
+                && condition("relay-2".into(), conditions::SYNCED).await
+                    == Some(("False".into(), "RrsaError".into()))
+        })
+        .await,
+        "{:?} {:?}\n{}",
+        condition("relay-0".into(), conditions::READY).await,
+        condition("relay-2".into(), conditions::SYNCED).await,
+        op.output()
+    );
+    assert_eq!(
+        condition("relay-2".into(), conditions::STALLED)
+            .await
+            .map(|c| c.0),
+        Some("False".into())
+    );
+    // During the outage the key's tasks keep their pace, and STS is not hammered.
+    let sts_before = sim.stats(false).sts.calls;
+    let ok_before = sim.stats(false).accounts[AK].calls.ok;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let sts_calls = sim.stats(false).sts.calls - sts_before;
+    let polls = sim.stats(false).accounts[AK].calls.ok - ok_before;
+    eprintln!(
+        "during the STS outage: {polls} polls of the key's 2 tasks, {sts_calls} STS calls in 8 s"
+    );
+    assert!(
+        polls >= 10,
+        "the key's tasks were held up: {polls} polls in 8 s"
+    );
+    assert!(sts_calls <= 4, "STS was hammered: {sts_calls} calls in 8 s");
+
+    // STS comes back, slowly: the RRSA tasks recover; the key's tasks never noticed.
+    sim.clear_faults();
+    sim.add_fault_for(
+        &Action::STS,
+        FaultSpec {
+            kind: FaultKind::Latency { ms: 3000 },
+            account: None,
+            count: None,
+            duration_ms: Some(30_000),
+        },
+    )
+    .unwrap();
+    let ok_before = sim.stats(false).accounts[AK].calls.ok;
+    assert!(
+        eventually(Duration::from_secs(40), || async {
+            condition("relay-2".into(), conditions::READY).await
+                == Some(("True".into(), "Running".into()))
+                && condition("relay-3".into(), conditions::READY).await
+                    == Some(("True".into(), "Running".into()))
+        })
+        .await,
+        "{:?}\n{}",
+        condition("relay-2".into(), conditions::SYNCED).await,
+        op.output()
+    );
+    assert!(sim.stats(false).accounts[AK].calls.ok - ok_before >= 4);
+}
