@@ -97,6 +97,10 @@ pub struct Metrics {
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     reconcile_panics: Counter,
+    /// Every call series by cloud account alias, so the series of a cloud account no task uses
+    /// any more can be dropped (the families cannot be iterated).
+    call_series:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<CallLabels>>>,
 }
 
 impl Default for Metrics {
@@ -189,6 +193,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconciles,
             reconcile_panics,
+            call_series: Default::default(),
         }
     }
 }
@@ -223,13 +228,21 @@ impl Metrics {
             ),
         };
         let account = account.to_string();
-        self.cloud_calls
-            .get_or_create(&CallLabels {
-                account: account.clone(),
-                result: result_label,
-                reason,
-            })
-            .inc();
+        let labels = CallLabels {
+            account: account.clone(),
+            result: result_label,
+            reason,
+        };
+        let known = self.cloud_calls.get(&labels).is_some();
+        if !known {
+            self.call_series
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(account.clone())
+                .or_default()
+                .insert(labels.clone());
+        }
+        self.cloud_calls.get_or_create(&labels).inc();
         if result_label == "throttled" {
             self.throttled
                 .get_or_create(&AccountLabels { account })
@@ -277,7 +290,9 @@ impl Metrics {
         }
     }
 
-    /// Replaces the budget gauges with the budgets that exist now (gone ones lose their series).
+    /// Replaces the budget gauges with the budgets that exist now; the call counters of cloud
+    /// accounts that have no budget any more (no account object uses them) are dropped too, so
+    /// series do not pile up as tenants come and go.
     pub fn set_budgets(
         &self,
         budgets: impl IntoIterator<Item = (String, crate::budget::BudgetView)>,
@@ -286,6 +301,24 @@ impl Metrics {
         self.budget_limit.clear();
         self.budget_used.clear();
         self.budget_tasks.clear();
+        let budgets: Vec<_> = budgets.into_iter().collect();
+        {
+            let live: std::collections::HashSet<&str> =
+                budgets.iter().map(|(alias, _)| alias.as_str()).collect();
+            let mut series = self.call_series.lock().unwrap_or_else(|e| e.into_inner());
+            series.retain(|alias, labels| {
+                if live.contains(alias.as_str()) {
+                    return true;
+                }
+                for l in labels.iter() {
+                    self.cloud_calls.remove(l);
+                }
+                self.throttled.remove(&AccountLabels {
+                    account: alias.clone(),
+                });
+                false
+            });
+        }
         for (alias, view) in budgets {
             let labels = AccountLabels { account: alias };
             self.budget_rate.get_or_create(&labels).set(view.rate);
@@ -428,6 +461,30 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_series_of_a_cloud_account_without_a_budget_are_dropped() {
+        let m = Metrics::default();
+        let answer = Ok(crate::cloud::MpuTaskStatus {
+            request_id: "r".into(),
+            status: 1,
+        });
+        m.record_call("acct-gone", &answer, std::time::Duration::ZERO);
+        m.record_call("acct-kept", &answer, std::time::Duration::ZERO);
+        let view = crate::budget::BudgetView {
+            members: 1,
+            limit: 10.0,
+            rate: 10.0,
+            used: 0.0,
+            throttled: 0,
+            slowed: false,
+            floor: std::time::Duration::ZERO,
+        };
+        m.set_budgets([("acct-kept".to_string(), view)]);
+        let text = m.encode();
+        assert!(text.contains("acct-kept"), "{text}");
+        assert!(!text.contains("acct-gone"), "{text}");
+    }
 
     #[test]
     fn health_is_alive_while_it_beats_and_ready_only_when_said() {

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mpu_relay_operator::api::{
@@ -752,4 +753,119 @@ async fn integration_an_sts_outage_holds_up_only_the_tasks_that_need_sts() {
         op.output()
     );
     assert!(sim.stats(false).accounts[AK].calls.ok - ok_before >= 4);
+}
+
+#[tokio::test]
+async fn integration_two_hundred_accounts_come_and_go_and_leave_no_state_behind() {
+    const N: usize = 200;
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "accounts-soak").await;
+    let key = |i: usize| format!("LTAI5tSoak{i:03}");
+    let sim = Simulator::start(
+        serde_json::from_value(json!({
+            "accounts": (0..N).map(|i| json!({"accessKeyId": key(i), "accessKeySecret": "s"}))
+                .collect::<Vec<_>>(),
+            "tasks": (0..N).map(|i| json!({"appId": "app", "taskId": format!("t{i}"), "status": 1}))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap(),
+    )
+    .await
+    .expect("simulator starts");
+    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), &[], &[]);
+    let series = || async {
+        op.metrics()
+            .await
+            .lines()
+            .filter(|l| l.contains("account=\""))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            op.metric("mpu_relay_reconciles_total").await >= 0.0 && !op.metrics().await.is_empty()
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_start, series_start) = (op.rss_bytes(), series().await);
+
+    // 200 tenants, each with its own cloud account (its own budget), a Secret and a task; then
+    // every tenant leaves. Twice: the second round must not grow on the first.
+    let accounts_api: Api<MpuRelayAccount> = Api::namespaced(client.clone(), &ns);
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut after_rounds = Vec::new();
+    for round in 0..2 {
+        sim.reset_stats();
+        let create = futures::stream::iter(0..N).for_each_concurrent(16, |i| {
+            let client = client.clone();
+            let ns = ns.clone();
+            let url = sim.base_url();
+            async move {
+                let name = format!("tenant-{round}-{i}");
+                accounts::secret(&client, &ns, &name, &key(i), "s").await;
+                accounts::account(&client, &ns, &name, &url, &name, json!({})).await;
+                let task = accounts::task(&format!("relay-{round}-{i}"), &format!("t{i}"), &name);
+                accounts::create_task(&client, &ns, &task).await;
+            }
+        });
+        create.await;
+        assert!(
+            eventually(Duration::from_secs(90), || async {
+                sim.stats(true)
+                    .tasks
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t.calls > 0)
+                    .count()
+                    == N
+            })
+            .await,
+            "not every task was polled\n{}",
+            op.output()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (rss_full, series_full) = (op.rss_bytes(), series().await);
+        assert!(
+            series_full >= N,
+            "the test needs series to exist: {series_full}"
+        );
+        for i in 0..N {
+            tasks
+                .delete(&format!("relay-{round}-{i}"), &Default::default())
+                .await
+                .unwrap();
+            accounts_api
+                .delete(&format!("tenant-{round}-{i}"), &Default::default())
+                .await
+                .unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                series().await <= series_start
+            })
+            .await,
+            "series left: {} (start {series_start})\n{}",
+            series().await,
+            op.metrics().await
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_end = op.rss_bytes();
+        eprintln!(
+            "soak round {round} of {N} accounts: RSS {:.1} -> {:.1} -> {:.1} MiB, account series {series_start} -> {series_full} -> {}",
+            mib(rss_start),
+            mib(rss_full),
+            mib(rss_end),
+            series().await
+        );
+        after_rounds.push(rss_end);
+    }
+    // Freed memory stays with the allocator for reuse; what matters is that it is reused.
+    assert!(
+        after_rounds[1] < after_rounds[0] + 3 * 1024 * 1024,
+        "the second round grew the operator: {:.1} -> {:.1} MiB",
+        mib(after_rounds[0]),
+        mib(after_rounds[1])
+    );
 }
