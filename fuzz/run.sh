@@ -6,8 +6,8 @@
 #   FUZZ_TARGETS="a b"   a subset of the targets (default: all, from `cargo fuzz list`)
 #   FUZZ_SANITIZER=none  libFuzzer's -s flag: address (default) | none | ...
 #
-# cargo-fuzz is installed into the cargo bin dir when missing (`cargo install cargo-fuzz --locked`, ~40 s on
-# 2 cores). It drives libFuzzer with `-Z` rustc flags (sanitizer, coverage instrumentation), which stable rustc
+# cargo-fuzz (version pinned in tests/tools/build.sh) is built once into ~/.cache/mpu-relay-operator/tools/
+# (`cargo install --locked`, ~40 s on 2 cores) and put first on PATH. It drives libFuzzer with `-Z` rustc flags (sanitizer, coverage instrumentation), which stable rustc
 # accepts with RUSTC_BOOTSTRAP=1: no nightly toolchain is needed. The fuzz crate stands alone (its own
 # [workspace], lock file and fuzz/target), so it never touches the main crate's build.
 set -euo pipefail
@@ -17,10 +17,9 @@ root="$(dirname "$here")"
 seconds="${FUZZ_SECONDS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz/run.sh: installing cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
-    cargo install cargo-fuzz --locked >&2
-fi
+# cargo-fuzz at the version pinned in tests/tools/build.sh, built once into the project's cache.
+cargo_fuzz="$(env -u CARGO_TARGET_DIR "$root/tests/tools/build.sh" cargo-fuzz)"
+export PATH="$(dirname "$cargo_fuzz"):$PATH"
 export RUSTC_BOOTSTRAP=1
 
 cd "$root"

@@ -2,6 +2,9 @@
 //! 5.1, the language of Argo CD's gopher-lua) against statuses the operator's own `decide`
 //! writes, and against the states before the operator has written anything.
 
+#[path = "kstatus/rows.rs"]
+mod rows;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -178,6 +181,83 @@ fn status_of_an_older_generation_is_progressing() {
     let (status, message) = health_of(&obj);
     assert_eq!(status, "Progressing", "{message}");
     assert!(message.contains("generation 2"), "{message}");
+}
+
+#[test]
+fn every_row_of_the_gitops_table_has_its_argocd_health() {
+    let mut wrong = Vec::new();
+    for row in rows::rows() {
+        let (status, message) = health_of(&row.task);
+        if status != row.argocd {
+            wrong.push(format!(
+                "{}: {status} ({message}), want {}",
+                row.name, row.argocd
+            ));
+        }
+        assert!(!message.is_empty(), "{}: no message", row.name);
+    }
+    let (name, _, want) = rows::NOT_POLLED_YET;
+    let (status, _) = health_of(&rows::task(name, 1, false));
+    if status != want {
+        wrong.push(format!("{name}: {status}, want {want}"));
+    }
+    let (name, _, want) = rows::SPEC_CHANGE_NOT_OBSERVED;
+    let mut changed = rows::reconciled(&rows::task(name, 1, false), rows::polled(1));
+    changed.metadata.generation = Some(2);
+    let (status, _) = health_of(&changed);
+    if status != want {
+        wrong.push(format!("{name}: {status}, want {want}"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "health.lua disagrees:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The README's table (between the gitops-table markers) is the one the tests check: one line
+/// per row, in order, with its kstatus and Argo CD health.
+#[test]
+fn readme_gitops_table_is_the_tested_one() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let table = readme
+        .split("<!-- gitops-table:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- gitops-table:end -->").next())
+        .expect("README.md has the gitops-table markers");
+    let lines: Vec<Vec<String>> = table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| state"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    let mut expected: Vec<(String, &str, &str)> = rows::rows()
+        .into_iter()
+        .map(|r| (r.state.to_string(), r.kstatus, r.argocd))
+        .collect();
+    expected.push((
+        "not polled yet (no status)".into(),
+        rows::NOT_POLLED_YET.1,
+        rows::NOT_POLLED_YET.2,
+    ));
+    expected.push((
+        "spec changed, not observed yet".into(),
+        rows::SPEC_CHANGE_NOT_OBSERVED.1,
+        rows::SPEC_CHANGE_NOT_OBSERVED.2,
+    ));
+    let found: Vec<(String, &str, &str)> = lines
+        .iter()
+        .map(|c| (c[0].clone(), c[2].as_str(), c[3].as_str()))
+        .collect();
+    assert_eq!(
+        found, expected,
+        "README's GitOps table (state | conditions | kstatus | Argo CD) drifted from tests/kstatus/rows.rs"
+    );
 }
 
 #[test]

@@ -1,9 +1,12 @@
 -- Argo CD health check of mpurelay.io/MpuRelayTask. Argo CD passes the object as `obj`.
---   Suspended    spec.suspend is true (or the relay was stopped by its owner: StoppedByUser)
+-- It agrees with kstatus (Flux) row by row: README "GitOps health" has the table.
+--   Suspended    spec.suspend is true, or the relay was stopped by its owner (StoppedByUser)
 --   Progressing  no status yet, status.observedGeneration behind metadata.generation, a
---                transient polling error (Synced=False, Stalled=False), or waiting for the channel
---   Degraded     Stalled=True (bad credentials, missing Secret, unknown task), or Ready=False
---                because the relay stopped (Stopped, ChannelStopped, CdnError, StreamUrlError)
+--                transient polling error (Synced=False or Reconciling=True, Stalled=False), or
+--                waiting for the channel
+--   Degraded     Stalled=True (bad credentials, missing Secret, unknown task, a relay the cloud
+--                stopped), or a relay stopped by the cloud (Stopped, ChannelStopped, CdnError,
+--                StreamUrlError) while Ready=False
 --   Healthy      Ready=True: the relay is running
 --   Unknown      a status code the operator does not know
 local hs = {}
@@ -71,15 +74,22 @@ if synced ~= nil and synced.status == "False" then
   return hs
 end
 
-if ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = status.message or describe(ready)
+local reconciling = condition(status, "Reconciling")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = describe(reconciling)
   return hs
 end
 
 if phase == "StoppedByUser" then
   hs.status = "Suspended"
   hs.message = status.message or "The relay task was stopped by its owner"
+  return hs
+end
+
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = status.message or describe(ready)
   return hs
 end
 
