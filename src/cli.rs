@@ -36,6 +36,7 @@ pub enum Command {
     /// Ask GetMPUTaskStatus once, with credentials from the environment.
     Status(StatusArgs),
     /// Serve a local stand-in of the GetMPUTaskStatus endpoint (for tests and demos).
+    #[cfg(feature = "simulator")]
     Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions (MpuRelayTask, MpuRelayAccount,
     /// ClusterMpuRelayAccount) as one YAML stream (what `crds/` holds, one file each).
@@ -172,6 +173,7 @@ impl From<ApiArg> for CloudApi {
     }
 }
 
+#[cfg(feature = "simulator")]
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     /// Address to serve on.
@@ -210,6 +212,7 @@ pub async fn parse_and_run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status(args) => status(args).await,
+        #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulate(args).await,
         Command::Run(args) => {
             telemetry::init_logging(args.log_format);
@@ -608,6 +611,7 @@ async fn status(args: StatusArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "simulator")]
 async fn simulate(args: SimulateArgs) -> ExitCode {
     telemetry::init_logging(LogFormat::Text);
     let config = match &args.config {

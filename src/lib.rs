@@ -10,7 +10,8 @@
 //!   and STS), credentials.
 //! - [`controller`]: the task and account reconciles; [`controller::decide`] and
 //!   [`controller::account_status`] hold their decisions, pure.
-//! - [`simulator`]: a stand-in of the cloud endpoint for tests, the demo and benchmarks.
+//! - [`simulator`]: a stand-in of the cloud endpoint for tests, the demo and benchmarks (cargo
+//!   feature `simulator`, on by default, left out of the image).
 //! - [`telemetry`]: metrics, logging, and the /metrics, /healthz, /readyz server.
 
 pub mod api;
@@ -18,5 +19,6 @@ pub mod budget;
 pub mod cli;
 pub mod cloud;
 pub mod controller;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod telemetry;
