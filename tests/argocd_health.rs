@@ -273,3 +273,103 @@ fn argocd_cm_patch_embeds_health_lua_verbatim() {
         "argocd-cm-patch.yaml no longer holds health.lua verbatim; copy it again"
     );
 }
+
+/// Runs `examples/argocd/account-health.lua` on an account object.
+fn account_health(obj: &Value) -> (String, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/argocd/account-health.lua");
+    let script = std::fs::read_to_string(path).unwrap();
+    let lua = Lua::new();
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+        .set_array_metatable(false);
+    lua.globals()
+        .set("obj", lua.to_value_with(obj, options).unwrap())
+        .unwrap();
+    let hs: mlua::Table = lua.load(script).eval().unwrap();
+    (
+        hs.get("status").unwrap(),
+        hs.get::<Option<String>>("message")
+            .unwrap()
+            .unwrap_or_default(),
+    )
+}
+
+/// An account whose status the operator's own `decide_account` wrote.
+fn account(facts: &mpu_relay_operator::controller::account_status::AccountFacts<'_>) -> Value {
+    let decision = mpu_relay_operator::controller::account_status::decide_account(
+        None,
+        facts,
+        jiff::Timestamp::now(),
+    );
+    json!({
+        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayAccount",
+        "metadata": {"name": "live", "namespace": "team", "generation": 1},
+        "spec": {"credentials": {"secretRef": {"name": "ak"}}},
+        "status": decision.status,
+    })
+}
+
+#[test]
+fn account_health_follows_its_ready_condition() {
+    use mpu_relay_operator::budget::BudgetView;
+    use mpu_relay_operator::controller::account_status::AccountFacts;
+    let view = BudgetView {
+        members: 3,
+        limit: 10.0,
+        rate: 9.7,
+        used: 1.0,
+        throttled: 0,
+        slowed: false,
+        floor: Duration::ZERO,
+    };
+    let ready = AccountFacts {
+        generation: Some(1),
+        resolution: Ok(()),
+        auth_failure: None,
+        tasks: 3,
+        budget: Some(view.clone()),
+    };
+    assert_eq!(account_health(&account(&ready)).0, "Healthy");
+    let throttled = AccountFacts {
+        budget: Some(BudgetView {
+            slowed: true,
+            ..view
+        }),
+        ..ready.clone()
+    };
+    let (status, message) = account_health(&account(&throttled));
+    assert_eq!(status, "Healthy");
+    assert!(message.starts_with("throttled"), "{message}");
+    let problem = Problem {
+        reason: "EndpointNotAllowed",
+        message: "endpoint http://10.0.0.1 is not in the operator's allowed endpoints".into(),
+        permanent: true,
+    };
+    let refused = AccountFacts {
+        resolution: Err(&problem),
+        budget: None,
+        ..ready
+    };
+    let (status, message) = account_health(&account(&refused));
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("EndpointNotAllowed"), "{message}");
+    let fresh = json!({"metadata": {"name": "live", "generation": 1}, "spec": {}});
+    assert_eq!(account_health(&fresh).0, "Progressing");
+}
+
+#[test]
+fn argocd_cm_patch_embeds_the_account_health_check_for_both_kinds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/argocd/argocd-cm-patch.yaml")).unwrap();
+    let patch: Value = serde_saphyr::from_str(&text).unwrap();
+    let script = std::fs::read_to_string(root.join("examples/argocd/account-health.lua")).unwrap();
+    for kind in ["MpuRelayAccount", "ClusterMpuRelayAccount"] {
+        let key = format!("resource.customizations.health.mpurelay.io_{kind}");
+        assert_eq!(
+            patch["data"][key.as_str()].as_str(),
+            Some(script.as_str()),
+            "{kind}"
+        );
+    }
+}
