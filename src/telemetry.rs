@@ -93,6 +93,7 @@ pub struct Metrics {
     budget_tasks: Family<AccountLabels, Gauge>,
     account_ready: Family<AccountObjectLabels, Gauge>,
     tasks: Family<PhaseLabels, Gauge>,
+    oldest_sync: Gauge,
     status_writes: Family<ResultLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
@@ -158,6 +159,12 @@ impl Default for Metrics {
         );
         let tasks = Family::<PhaseLabels, Gauge>::default();
         registry.register("tasks", "MpuRelayTasks by phase", tasks.clone());
+        let oldest_sync = Gauge::default();
+        registry.register(
+            "oldest_sync_timestamp_seconds",
+            "Unix time of the oldest status.lastSyncTime among watched, unsuspended tasks (0: none)",
+            oldest_sync.clone(),
+        );
         let status_writes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "status_writes",
@@ -189,6 +196,7 @@ impl Default for Metrics {
             budget_tasks,
             account_ready,
             tasks,
+            oldest_sync,
             status_writes,
             reconcile_errors,
             reconciles,
@@ -280,6 +288,11 @@ impl Metrics {
     /// The account object is gone: drop its series.
     pub fn forget_account(&self, account: String) {
         self.account_ready.remove(&AccountObjectLabels { account });
+    }
+
+    /// The oldest last sync of the tasks, as Unix seconds (`None`: no task has synced).
+    pub fn set_oldest_sync(&self, seconds: Option<i64>) {
+        self.oldest_sync.set(seconds.unwrap_or(0));
     }
 
     /// Replaces the task-by-phase counts.

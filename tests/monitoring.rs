@@ -24,15 +24,9 @@ const CHART: &str = "charts/mpu-relay-operator";
 const RELEASE: &str = "mpu-relay-operator";
 const NAMESPACE: &str = "mpu-relay-system";
 
-/// Metric names the rules or the dashboard use that the operator does not export yet: they come
-/// with the account objects and a staleness gauge that are under way. The scrape test accepts
-/// their absence (and says when one appears, so that it can be removed from here).
-const PENDING_METRICS: &[&str] = &[
-    // 1/0 per MpuRelayAccount (`namespace/name`) and ClusterMpuRelayAccount (`name`).
-    "mpu_relay_account_ready",
-    // Unix time of the oldest status.lastSyncTime among the watched, unsuspended tasks.
-    "mpu_relay_oldest_sync_timestamp_seconds",
-];
+/// Metric names the rules or the dashboard may use before the operator exports them (none now).
+/// The scrape test accepts their absence, and says when one appears so it can be removed here.
+const PENDING_METRICS: &[&str] = &[];
 
 /// Builds (once, cached) a tool of tests/tools/build.sh; fails the test when it cannot.
 fn tool(name: &str) -> PathBuf {
@@ -415,18 +409,20 @@ async fn integration_every_metric_of_the_rules_and_the_dashboard_is_exported() {
     )
     .unwrap();
     refuse_status_writes(cp, &ns);
-    let operator = Operator::start(
-        cp,
+    support::accounts::secret(&client, &ns, "ak", AK, SK).await;
+    support::accounts::account(
+        &client,
         &ns,
-        FAST_POLLING,
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK),
-        ],
-    );
+        "ak",
+        &sim.base_url(),
+        "ak",
+        serde_json::json!({}),
+    )
+    .await;
+    let operator = Operator::with_simulator(cp, &ns, &sim.base_url(), FAST_POLLING, &[]);
     let api: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
     for (name, task, refuse) in [("polled", "t1", false), ("refused", "t2", true)] {
-        // The task's spec: its endpoint is the simulator; the operator's own AccessKey calls.
+        // The task calls the simulator through the account `ak`.
         let labels = if refuse {
             serde_json::json!({"metrics-test/refuse-status": "true"})
         } else {
@@ -435,7 +431,7 @@ async fn integration_every_metric_of_the_rules_and_the_dashboard_is_exported() {
         let task: MpuRelayTask = serde_json::from_value(serde_json::json!({
             "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"appId": "app", "taskId": task, "endpoint": sim.base_url()},
+            "spec": {"appId": "app", "taskId": task, "accountRef": {"name": "ak"}},
         }))
         .unwrap();
         api.create(&PostParams::default(), &task).await.unwrap();

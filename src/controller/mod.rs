@@ -99,6 +99,9 @@ pub struct Context {
     pub poll: PollConfig,
     /// Status writes the API server refused, retried without new cloud calls.
     pub refused_writes: task::RefusedWrites,
+    /// With leader election: whether this process may call the cloud now (its Lease is
+    /// provably its own); checked right before each call. `None`: always.
+    pub fence: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Context {
@@ -123,7 +126,14 @@ impl Context {
     /// Refreshes the gauges derived from the caches; called before each scrape.
     pub fn refresh_gauges(&self) {
         let mut by_phase: HashMap<&'static str, i64> = HashMap::new();
+        let mut oldest_sync: Option<i64> = None;
         for task in self.all_tasks() {
+            if !task.spec.suspend
+                && let Some(last) = task.status.as_ref().and_then(|s| s.last_sync_time.as_ref())
+            {
+                let seconds = last.0.as_second();
+                oldest_sync = Some(oldest_sync.map_or(seconds, |o| o.min(seconds)));
+            }
             let phase = task
                 .status
                 .as_ref()
@@ -132,6 +142,7 @@ impl Context {
             *by_phase.entry(phase).or_default() += 1;
         }
         self.metrics.set_tasks_by_phase(by_phase);
+        self.metrics.set_oldest_sync(oldest_sync);
         let now = std::time::Instant::now();
         self.metrics.set_budgets(
             self.budgets
@@ -345,6 +356,7 @@ pub fn prepare(
     settings: &ControllerSettings,
     metrics: Arc<Metrics>,
     instance: String,
+    fence: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 ) -> Prepared {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown: Shared<BoxFuture<'static, ()>> = async move {
@@ -405,6 +417,7 @@ pub fn prepare(
         metrics,
         poll: settings.poll.clone(),
         refused_writes: Default::default(),
+        fence,
     });
 
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();

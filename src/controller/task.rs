@@ -70,6 +70,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         if let Err(e) = ctx.write_status(api, &*task, &decision.status).await {
             // What the cloud said is kept and written again on its own: retrying the whole
             // reconcile would call the cloud again at every retry.
+            ctx.metrics.record_reconcile_error(e.reason());
             warn!(error = %e, "writing the status failed; it is retried without a new cloud call");
             let next_poll = Instant::now() + next.unwrap_or(NO_POLL_SCHEDULED);
             let retry =
@@ -159,6 +160,7 @@ async fn retry_refused_write(
             pending.next_poll.saturating_duration_since(now),
         )),
         Err(e) => {
+            ctx.metrics.record_reconcile_error(e.reason());
             pending.attempts += 1;
             let retry = write_retry_delay(pending.attempts)
                 .min(pending.next_poll.saturating_duration_since(now));
@@ -187,6 +189,11 @@ async fn poll(
     let phase = task.status.as_ref().and_then(|s| s.phase);
     let desired = decide::desired_interval(task, phase, &ctx.poll)
         .unwrap_or(ctx.poll.stopped.max(ctx.poll.running));
+    // A leader that cannot prove its Lease any more makes no call (nothing awaits between
+    // here and the call; checked before the budget so that no slot is spent on it).
+    if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
+        return Polled::Wait(Duration::from_secs(1));
+    }
     let floor = match resolved.budget.admit(key, desired, Instant::now()) {
         Admission::Wait(delay) => {
             debug!(
