@@ -32,7 +32,7 @@ with_progress() { # what, command...
   local what=$1 start=$SECONDS ticker
   shift
   log "building $what (first time only; can take a few minutes)"
-  ( while sleep 30; do log "still building $what ... ($((SECONDS - start)) s)"; done ) &
+  ( while sleep 30 >/dev/null 2>&1; do log "still building $what ... ($((SECONDS - start)) s)"; done ) &
   ticker=$!
   if ! "$@" >&2; then
     kill $ticker 2>/dev/null || true
@@ -77,7 +77,7 @@ cargo_tool() { # crate, version
   if [ ! -x "$dir/bin/$crate" ]; then
     rm -rf "$dir.partial"
     with_progress "$crate $version (cargo install --locked)" \
-      cargo install --locked --quiet --version "=$version" --root "$dir.partial" "$crate"
+      env -u CARGO_TARGET_DIR cargo install --locked --quiet --version "=$version" --root "$dir.partial" "$crate"
     rm -rf "$dir" && mv "$dir.partial" "$dir"
   fi
   echo "$dir/bin/$crate"
