@@ -83,7 +83,11 @@ cargo_tool() { # crate, version
   echo "$dir/bin/$crate"
 }
 
+mkdir -p "$cache"
 for tool in "$@"; do
+  # One build of a tool at a time: tests running side by side may ask for it at once.
+  exec 9>"$cache/.$tool.lock"
+  flock 9
   case "$tool" in
     kstatus)
       # Keyed by the program's own files, so an edit rebuilds it.
@@ -99,4 +103,5 @@ for tool in "$@"; do
     cargo-fuzz) cargo_tool cargo-fuzz "$CARGO_FUZZ_VERSION" ;;
     *) log "unknown tool $tool"; exit 2 ;;
   esac
+  exec 9>&-
 done
