@@ -4,15 +4,32 @@
 CARGO ?= cargo
 CONTROLPLANE_DIR ?= .controlplane
 
-.PHONY: test demo bench fuzz lint fmt crds controlplane-binaries controlplane-up controlplane-down
+.PHONY: test demo bench fuzz lint fmt crds image deny tools controlplane-binaries controlplane-up controlplane-down
 
 ## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd,
-## then a 10-second run of each fuzz target (installs cargo-fuzz on first use).
-test: controlplane-binaries
+## the image (built by `make image` inside tests/image.rs), kstatus, promtool and the dashboard,
+## cargo-deny, then a 10-second run of each fuzz target. Every tool is built once and cached.
+test: controlplane-binaries tools
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@$(MAKE) --no-print-directory deny
 	$(CARGO) test --all-targets
 	FUZZ_SECONDS=10 fuzz/run.sh
+
+## Build the image mpu-relay-operator:<crate version> with buildah from the Dockerfile (apt-installs
+## buildah/podman when missing), plus its OCI archive and CycloneDX SBOM in target/image/.
+image:
+	@image/build.sh
+
+## License, ban and source checks of the dependency graph (deny.toml); offline.
+deny:
+	@deny=$$(tests/tools/build.sh cargo-deny) && echo "cargo deny check licenses bans sources" && \
+	  $$deny deny --offline --log-level error check licenses bans sources
+
+## Build (once) kstatus, promtool, cargo-deny, cargo-cyclonedx and cargo-fuzz into
+## ~/.cache/mpu-relay-operator/tools/ (pinned versions in tests/tools/build.sh).
+tools:
+	@tests/tools/build.sh kstatus promtool cargo-deny cargo-cyclonedx cargo-fuzz >/dev/null
 
 ## Start the local control plane, the simulator and the operator with sample tasks, and show
 ## `kubectl get mpurelaytasks` following the cloud. Ctrl-C stops it; DEMO_SECONDS=30 stops it by itself.

@@ -32,7 +32,7 @@ with_progress() { # what, command...
   local what=$1 start=$SECONDS ticker
   shift
   log "building $what (first time only; can take a few minutes)"
-  ( while sleep 30; do log "still building $what ... ($((SECONDS - start)) s)"; done ) &
+  ( while sleep 30 >/dev/null 2>&1; do log "still building $what ... ($((SECONDS - start)) s)"; done ) &
   ticker=$!
   if ! "$@" >&2; then
     kill $ticker 2>/dev/null || true
@@ -77,13 +77,17 @@ cargo_tool() { # crate, version
   if [ ! -x "$dir/bin/$crate" ]; then
     rm -rf "$dir.partial"
     with_progress "$crate $version (cargo install --locked)" \
-      cargo install --locked --quiet --version "=$version" --root "$dir.partial" "$crate"
+      env -u CARGO_TARGET_DIR cargo install --locked --quiet --version "=$version" --root "$dir.partial" "$crate"
     rm -rf "$dir" && mv "$dir.partial" "$dir"
   fi
   echo "$dir/bin/$crate"
 }
 
+mkdir -p "$cache"
 for tool in "$@"; do
+  # One build of a tool at a time: tests running side by side may ask for it at once.
+  exec 9>"$cache/.$tool.lock"
+  flock 9
   case "$tool" in
     kstatus)
       # Keyed by the program's own files, so an edit rebuilds it.
@@ -99,4 +103,5 @@ for tool in "$@"; do
     cargo-fuzz) cargo_tool cargo-fuzz "$CARGO_FUZZ_VERSION" ;;
     *) log "unknown tool $tool"; exit 2 ;;
   esac
+  exec 9>&-
 done
