@@ -18,6 +18,7 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
 use crate::controller::{self, ControllerSettings};
+use crate::leader::{Fence, LeaseSettings, LeaseTiming, run_as_leader};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
 /// Kubernetes operator that keeps MpuRelayTask objects in step with Alibaba Cloud
@@ -318,11 +319,11 @@ pub async fn run(
             "--stopped-interval must be at most 24h (0 stops polling stopped tasks)".into(),
         ));
     }
-    if leader_election && lease_duration < 3 {
-        return Err(RunError::Settings(
-            "--lease-duration must be at least 3 seconds (it is renewed every third of it)".into(),
-        ));
-    }
+    let lease_timing = if leader_election {
+        Some(LeaseTiming::from_seconds(lease_duration).map_err(RunError::Settings)?)
+    } else {
+        None
+    };
     if min_backoff > max_backoff {
         return Err(RunError::Settings(
             "--min-backoff must not exceed --max-backoff".into(),
@@ -380,6 +381,12 @@ pub async fn run(
         rrsa,
     };
     let metrics = Arc::new(Metrics::default());
+    // With leader election, cloud calls go through only while the Lease is provably ours.
+    let fence = lease_timing.map(|timing| Arc::new(Fence::new(timing)));
+    let gate = fence.clone().map(|fence| {
+        Arc::new(move || fence.may_call(std::time::Instant::now()))
+            as Arc<dyn Fn() -> bool + Send + Sync>
+    });
     let prepared = controller::prepare(
         client.clone(),
         cloud,
@@ -387,6 +394,7 @@ pub async fn run(
         &settings,
         metrics.clone(),
         instance.clone(),
+        gate,
     );
     let ctx = prepared.context.clone();
 
@@ -425,90 +433,19 @@ pub async fn run(
     health.set_ready(leader_election);
     let prepared = prepared.with_health(health.clone());
 
-    if leader_election {
-        run_as_leader(
-            client,
-            prepared,
-            &lease_namespace,
-            &lease_name,
-            &instance,
-            lease_duration,
-            stop_rx,
-        )
-        .await?;
+    if let Some(fence) = fence {
+        let lease = LeaseSettings {
+            namespace: &lease_namespace,
+            name: &lease_name,
+            identity: &instance,
+        };
+        run_as_leader(client, prepared, fence, lease, stop_rx).await?;
     } else {
         prepared.run(stopped()).await;
     }
     let _ = server.await;
     info!("stopped");
     Ok(())
-}
-
-/// Runs the controllers only while this process holds the Lease. Losing it stops them (another
-/// replica has taken over); shutting down releases it so a standby takes over at once.
-async fn run_as_leader(
-    client: kube::Client,
-    prepared: controller::Prepared,
-    namespace: &str,
-    name: &str,
-    identity: &str,
-    duration: u64,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), RunError> {
-    use kube_lease_manager::LeaseManagerBuilder;
-    let manager = LeaseManagerBuilder::new(client, name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace(duration.div_ceil(3).max(1))
-        .build()
-        .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (mut leader, task) = manager.watch().await;
-    info!(lease = name, namespace, "waiting to become the leader");
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => {
-                drop(leader);
-                if let Ok(Ok(manager)) = task.await {
-                    let _ = manager.release().await;
-                }
-                return Ok(());
-            }
-            changed = leader.changed() => {
-                if changed.is_err() {
-                    return Err(RunError::Lease("the lease manager stopped".into()));
-                }
-            }
-        }
-        if *leader.borrow_and_update() {
-            break;
-        }
-    }
-    info!("became the leader");
-    let lost = {
-        let mut leader = leader.clone();
-        let mut stop = stop.clone();
-        async move {
-            tokio::select! {
-                _ = leader.wait_for(|l| !*l) => tracing::warn!("lost the lease"),
-                _ = stop.wait_for(|s| *s) => {},
-            }
-        }
-    };
-    prepared.run(lost).await;
-    let stopping = *stop.borrow();
-    drop(leader);
-    if let Ok(Ok(manager)) = task.await {
-        let _ = manager.release().await;
-    }
-    if stopping {
-        Ok(())
-    } else {
-        // A replica that lost its lease exits, and its pod restarts as a standby: simpler and
-        // safer than resetting every cache in place.
-        Err(RunError::Lease("lost the lease to another replica".into()))
-    }
 }
 
 async fn status(args: StatusArgs) -> ExitCode {

@@ -10,6 +10,8 @@
 //!   and STS), credentials.
 //! - [`controller`]: the task and account reconciles; [`controller::decide`] and
 //!   [`controller::account_status`] hold their decisions, pure.
+//! - [`leader`]: leader election through a Lease, and the fence that stops a leader's cloud
+//!   calls before a standby can take over.
 //! - [`simulator`]: a stand-in of the cloud endpoint for tests, the demo and benchmarks (cargo
 //!   feature `simulator`, on by default, left out of the image).
 //! - [`telemetry`]: metrics, logging, and the /metrics, /healthz, /readyz server.
@@ -19,6 +21,7 @@ pub mod budget;
 pub mod cli;
 pub mod cloud;
 pub mod controller;
+pub mod leader;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod telemetry;

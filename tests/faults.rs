@@ -392,3 +392,212 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
     eprintln!("takeover after the leader died: {took:?}");
     assert!(second.terminate(Duration::from_secs(10)).await.is_some());
 }
+
+/// Per wall-clock second (Unix), the calls of each replica, from the simulator's User-Agent
+/// counts (the operator's agent names its `POD_NAME`).
+fn calls_by_replica(sim: &SimulatorHandle, replicas: &[&str]) -> Vec<(i64, Vec<u64>)> {
+    sim.stats(false)
+        .all
+        .per_second
+        .iter()
+        .map(|bucket| {
+            let per_replica = replicas
+                .iter()
+                .map(|replica| {
+                    let tag = format!("({replica})");
+                    bucket
+                        .user_agents
+                        .iter()
+                        .filter(|(agent, _)| agent.ends_with(&tag))
+                        .map(|(_, n)| n)
+                        .sum()
+                })
+                .collect();
+            (bucket.second, per_replica)
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The leader reaches the API server through a TCP proxy that the test cuts (a black hole) for
+/// three lease durations. The leader cannot renew: it stops calling the cloud a third of the
+/// lease before the Lease can expire, and exits non-zero; the standby takes over only after the
+/// Lease expired. At no second did both call.
+#[tokio::test]
+async fn integration_a_partitioned_leader_stops_calling_before_the_standby_can_take_over() {
+    const LEASE_SECONDS: u64 = 6;
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "partition").await;
+    let sim = Simulator::start(sim_config(3, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 3).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+
+    // The leader's kubeconfig points at the proxy; TLS passes through (the serving certificate
+    // names 127.0.0.1).
+    let upstream: std::net::SocketAddr = cp
+        .server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the control plane serves on a loopback address");
+    let proxy = support::proxy::Proxy::start(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&cp.kubeconfig)
+            .unwrap()
+            .replace(&cp.server, &format!("https://{}", proxy.addr())),
+    )
+    .unwrap();
+    let lease = LEASE_SECONDS.to_string();
+    let args = [
+        &fast()[..],
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            &ns,
+            "--lease-duration",
+            &lease,
+        ],
+    ]
+    .concat();
+    let mut leader = Operator::with_simulator(
+        cp,
+        &ns,
+        &sim.base_url(),
+        &args,
+        &[
+            ("POD_NAME", "replica-a"),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || all_in_phase(
+            &tasks,
+            3,
+            Phase::Running
+        ))
+        .await,
+        "{}",
+        leader.output()
+    );
+    let mut standby = Operator::with_simulator(
+        cp,
+        &ns,
+        &sim.base_url(),
+        &args,
+        &[("POD_NAME", "replica-b")],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    let cut_unix = unix_now();
+    let exit = loop {
+        if let Some(status) = leader.exited() {
+            break Some((status, cut.elapsed()));
+        }
+        if cut.elapsed() > Duration::from_secs(4 * LEASE_SECONDS) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, exited_after) =
+        exit.unwrap_or_else(|| panic!("the leader kept running:\n{}", leader.output()));
+    assert!(!status.success(), "{status:?}:\n{}", leader.output());
+    assert!(
+        leader.output().contains("could not be renewed in time"),
+        "{}",
+        leader.output()
+    );
+
+    // Whoever calls now is the standby: it sees the relays stop and writes it.
+    for i in 0..3 {
+        sim.set_task_status("app", &format!("t{i}"), 5);
+    }
+    assert!(
+        eventually(Duration::from_secs(4 * LEASE_SECONDS), || all_in_phase(
+            &tasks,
+            3,
+            Phase::CdnError
+        ))
+        .await,
+        "the standby did not take over:\n{}",
+        standby.output()
+    );
+    // Keep the partition for three lease durations in all.
+    let partition = Duration::from_secs(3 * LEASE_SECONDS);
+    tokio::time::sleep(partition.saturating_sub(cut.elapsed())).await;
+    let partitioned_for = cut.elapsed();
+    proxy.restore();
+
+    let seconds = calls_by_replica(&sim, &["replica-a", "replica-b"]);
+    eprintln!("second (from the cut)  replica-a  replica-b");
+    for (second, calls) in &seconds {
+        eprintln!(
+            "{:>+20.0}  {:>9}  {:>9}",
+            *second as f64 - cut_unix.floor(),
+            calls[0],
+            calls[1]
+        );
+    }
+    let both: Vec<_> = seconds
+        .iter()
+        .filter(|(_, calls)| calls[0] > 0 && calls[1] > 0)
+        .collect();
+    assert!(both.is_empty(), "two callers in the same second: {both:?}");
+    let last_a = seconds
+        .iter()
+        .filter(|(_, c)| c[0] > 0)
+        .map(|(s, _)| *s)
+        .max()
+        .expect("the leader called");
+    let first_b = seconds
+        .iter()
+        .filter(|(_, c)| c[1] > 0)
+        .map(|(s, _)| *s)
+        .min()
+        .unwrap_or_else(|| panic!("the standby never called:\n{}", standby.output()));
+    assert!(
+        last_a < first_b,
+        "replica-a called at {last_a}, replica-b from {first_b}"
+    );
+    // The leader's calls under partition end within the lease (a third of it before: its
+    // margin); the standby's start after it.
+    let a_after_cut: u64 = seconds
+        .iter()
+        .filter(|(s, _)| *s as f64 >= cut_unix.floor())
+        .map(|(_, c)| c[0])
+        .sum();
+    let a_stopped = last_a as f64 + 1.0 - cut_unix;
+    let b_started = first_b as f64 - cut_unix;
+    assert!(
+        a_stopped <= LEASE_SECONDS as f64,
+        "replica-a called until {a_stopped:.1} s into the partition"
+    );
+    let b_calls: u64 = seconds.iter().map(|(_, c)| c[1]).sum();
+    let b_span = (seconds.last().unwrap().0 - first_b + 1) as f64;
+    eprintln!(
+        "partition of {partitioned_for:?}: replica-a made {a_after_cut} calls in it and stopped before {a_stopped:.1} s \
+         (exited {status} after {exited_after:?}); replica-b called from {b_started:.1} s, \
+         {b_calls} calls in {b_span} s ({:.1}/s); never two callers in a second",
+        b_calls as f64 / b_span
+    );
+    assert!(
+        standby
+            .terminate(Duration::from_secs(10))
+            .await
+            .is_some_and(|(s, _)| s.success()),
+        "{}",
+        standby.output()
+    );
+}

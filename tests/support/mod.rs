@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod controlplane;
 pub mod listener;
 pub mod operator;
+pub mod proxy;
 
 pub use controlplane::shared;
 

@@ -151,6 +151,11 @@ impl Operator {
         None
     }
 
+    /// The exit status, once the process has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Kills the process at once (a crash, a lost node).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

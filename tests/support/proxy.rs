@@ -1,10 +1,6 @@
 //! A TCP proxy for tests: forwards bytes both ways between a loopback port and an upstream, and can
 //! break the link on demand, as a network partition or a dead endpoint would.
 //!
-//! NOTE: to be used as `support::proxy` this file must be declared in `tests/support/mod.rs` as
-//! `pub mod proxy;` (not done here, to leave that shared file alone). Until then a test binary can
-//! include it directly with `#[path = "support/proxy.rs"] mod proxy;`.
-//!
 //! - [`Proxy::cut`]: drops every open connection; new ones are accepted and held, their bytes read
 //!   and thrown away (a black hole: clients wait for their own timeouts, and nothing sent during a
 //!   cut ever reaches upstream). [`Proxy::restore`] forwards new connections again and closes the
