@@ -35,10 +35,12 @@ fn zero_or_absurd_durations_are_refused_naming_the_flag() {
 }
 
 #[test]
-fn a_lease_too_short_to_renew_is_refused() {
-    let (code, stderr) = run_with(&["--leader-election", "--lease-duration", "1"]);
-    assert_ne!(code, Some(0));
-    assert!(stderr.contains("--lease-duration"), "{stderr}");
+fn a_lease_too_short_to_renew_or_absurdly_long_is_refused() {
+    for value in ["0", "1", "2", "3601", "18446744073709551615"] {
+        let (code, stderr) = run_with(&["--leader-election", "--lease-duration", value]);
+        assert_ne!(code, Some(0), "--lease-duration {value} was accepted");
+        assert!(stderr.contains("--lease-duration"), "{value}: {stderr}");
+    }
 }
 
 #[test]
