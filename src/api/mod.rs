@@ -25,6 +25,8 @@ pub mod conditions {
     pub const STALLED: &str = "Stalled";
     /// Account: True while the cloud has throttled the account and its budget runs below the limit.
     pub const THROTTLED: &str = "Throttled";
+    /// Task: True while the operator retries a passing error (kstatus reads it as in progress).
+    pub const RECONCILING: &str = "Reconciling";
 }
 
 /// One generated CRD: its file name under `crds/` and its YAML.

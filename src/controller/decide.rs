@@ -293,6 +293,13 @@ pub fn decide(
                     "polling makes progress",
                 );
             }
+            stamp.set(
+                &mut next.conditions,
+                conditions::RECONCILING,
+                "False",
+                reasons::POLLED,
+                "the last poll succeeded",
+            );
             let interval = desired_interval(task, Some(phase), config).map(|d| d.max(floor));
             (interval.map_or(NextSync::OnChange, NextSync::After), None)
         }
@@ -350,6 +357,13 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::STALLED,
+                "False",
+                reasons::SUSPENDED,
+                "suspended by the user",
+            );
+            stamp.set(
+                &mut next.conditions,
+                conditions::RECONCILING,
                 "False",
                 reasons::SUSPENDED,
                 "suspended by the user",
@@ -458,6 +472,13 @@ impl Failure {
                 self.reason,
                 &self.text,
             );
+            stamp.set(
+                &mut status.conditions,
+                conditions::RECONCILING,
+                "False",
+                self.reason,
+                "retrying cannot help until something changes",
+            );
             status.message = Some(self.text.clone());
             events.push(EventSpec {
                 severity: Severity::Warning,
@@ -467,13 +488,32 @@ impl Failure {
             });
             return NextSync::After(config.stalled_retry);
         }
-        stamp.set(
-            &mut status.conditions,
-            conditions::STALLED,
-            "False",
-            reasons::NOT_STALLED,
-            "retrying",
-        );
+        // A passing error does not hide a relay the cloud stopped: it stays Stalled (GitOps tools
+        // keep reporting the failure) and is not "reconciling" towards anything.
+        if status.phase.is_some_and(stopped_by_the_cloud) {
+            stamp.set(
+                &mut status.conditions,
+                conditions::RECONCILING,
+                "False",
+                self.reason,
+                "the relay stays stopped by the cloud while polling retries",
+            );
+        } else {
+            stamp.set(
+                &mut status.conditions,
+                conditions::STALLED,
+                "False",
+                reasons::NOT_STALLED,
+                "retrying",
+            );
+            stamp.set(
+                &mut status.conditions,
+                conditions::RECONCILING,
+                "True",
+                self.reason,
+                &self.text,
+            );
+        }
         let delay = backoff(status, stamp.time.0, config);
         // The cloud may ask for a wait (x-acs-retry-after); a huge one must not park the task
         // for months, so it is capped at the longest backoff.
