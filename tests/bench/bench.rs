@@ -895,10 +895,13 @@ async fn budget_phase(
     // A full cycle more, so the window starts in the steady state (first writes done).
     tokio::time::sleep(Duration::from_secs_f64(floor * 1.1)).await;
     let window = Duration::from_secs_f64(floor * plan.cycles).max(plan.min_window);
-    let mut fresh = Freshness::new(&tasks_with_prefix(sim, &prefix, n));
+    // The slow reads first: a call made between the snapshot of last calls and the reset would
+    // be erased from the record and show as a skipped cycle that never happened
+    // (tests/pacing_simulation.rs replays exactly that).
     let versions_before = resource_versions(&list_tasks(client, &ns).await?);
     let writes_before = op.status_writes().await?;
     let cpu_before = cpu_seconds(op.pid())?;
+    let mut fresh = Freshness::new(&tasks_with_prefix(sim, &prefix, n));
     sim.reset_stats();
     let since_ms = sim.stats(false).since_unix_ms;
     fresh.window_start_ms = since_ms;
@@ -1219,11 +1222,12 @@ async fn steady_window(
     expected: usize,
     length: Duration,
 ) -> Result<Window, String> {
-    let tasks_before = tasks_with_prefix(sim, SCALE_PREFIX, expected);
-    let mut fresh = Freshness::new(&tasks_before);
+    // Slow reads first, then the snapshot and the reset back to back (see budget_phase).
     let versions_before = resource_versions(&list_tasks(kube, SCALE_NAMESPACE).await?);
     let writes_before = op.status_writes().await?;
     let cpu_before = cpu_seconds(op.pid())?;
+    let tasks_before = tasks_with_prefix(sim, SCALE_PREFIX, expected);
+    let mut fresh = Freshness::new(&tasks_before);
     sim.reset_stats();
     let since_ms = sim.stats(false).since_unix_ms;
     fresh.window_start_ms = since_ms;
