@@ -405,7 +405,11 @@ pub struct BudgetStatus {
     pub throttled: u64,
     /// The shortest interval every task of the budget can be polled at (max-min fair: tasks
     /// asking for longer intervals keep them, the rest share what remains).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::duration::lenient"
+    )]
     pub interval: Option<Duration>,
 }
 

@@ -6,6 +6,7 @@
 //! reading `kubectl explain`.
 
 mod account;
+pub mod duration;
 mod task;
 
 pub use account::*;

@@ -75,7 +75,11 @@ pub struct MpuRelayTaskSpec {
     /// How often to poll this task, overriding the operator's interval for the task's phase
     /// (Go duration syntax: `30s`, `5m`, `1h30m`), between 1s and 24h. The account's shared rate
     /// budget may stretch it: the account's `status.budget.interval` shows how far.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::duration::lenient"
+    )]
     #[schemars(
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
@@ -169,7 +173,11 @@ pub struct MpuRelayTaskStatus {
     /// The interval this task asks to be polled at: `spec.pollInterval` or the phase's interval.
     /// When the account's shared budget cannot poll all of its tasks that often, it stretches
     /// it to the account's `status.budget.interval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::duration::lenient"
+    )]
     pub sync_interval: Option<Duration>,
 }
 
