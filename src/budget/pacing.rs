@@ -163,13 +163,21 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
 
     /// The cloud throttled a call: slow down at once, remember that the rate that led here is
     /// too high (so recovery stops short of it instead of probing it again and again), and
-    /// drop every reservation: tasks coming back for them queue again at the new spacing rather
-    /// than firing at the old one.
+    /// move every reservation to the new spacing, in line: tasks coming back for them wait for
+    /// their new slot rather than firing at the old pace, and keep their place. (Dropping the
+    /// reservations let every task that asked since, the throttled one first, go ahead of the
+    /// tasks waiting for theirs; under sustained throttling a task could wait forever.)
     pub fn on_throttled(&mut self, now: Instant) {
         self.ceiling = (self.rate * CEILING_AFTER_THROTTLE).max(self.config.min_rate);
         self.rate = (self.rate * self.config.backoff_factor).max(self.config.min_rate);
-        self.reservations.clear();
-        self.next_free = Some(now + self.spacing());
+        let mut line: Vec<(K, Instant)> = self.reservations.drain().collect();
+        line.sort_by_key(|(_, at)| *at);
+        let mut slot = now + self.spacing();
+        for (task, _) in line {
+            self.reservations.insert(task, slot);
+            slot += self.spacing();
+        }
+        self.next_free = Some(slot);
     }
 
     /// Records that `task` wants to be polled every `desired` until `until`, and returns the
@@ -222,6 +230,10 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         }
         self.ceiling = self.ceiling.min(config.max_rate).max(self.rate);
         self.config = config;
+        // A lower limit counts only the latest calls: the window guard looks at the oldest kept.
+        while self.granted.len() > self.config.window_calls {
+            self.granted.pop_front();
+        }
     }
 
     /// The configuration in force.
@@ -385,16 +397,20 @@ mod tests {
     }
 
     #[test]
-    fn throttling_drops_reservations_so_queued_tasks_respace_at_the_new_rate() {
+    fn throttling_respaces_queued_tasks_at_the_new_rate_in_line() {
         let mut b = ten_per_second();
         let t0 = Instant::now();
         for task in 0..5 {
             b.acquire(&task, t0);
         }
         b.on_throttled(t0);
-        // Task 4 held 0.4 s; now it queues again behind the new 0.2 s spacing.
-        assert_eq!(b.acquire(&4, t0 + secs(0.4)), Grant::Now);
-        assert_eq!(b.acquire(&3, t0 + secs(0.4)), Grant::At(t0 + secs(0.6)));
+        // Tasks 1..4 held 0.1..0.4 s; at the new 0.2 s spacing they keep their order.
+        assert_eq!(b.acquire(&4, t0 + secs(0.4)), Grant::At(t0 + secs(0.8)));
+        assert_eq!(b.acquire(&3, t0 + secs(0.3)), Grant::At(t0 + secs(0.6)));
+        assert_eq!(b.acquire(&1, t0 + secs(0.1)), Grant::At(t0 + secs(0.2)));
+        assert_eq!(b.acquire(&1, t0 + secs(0.2)), Grant::Now);
+        // The throttled task asking again queues behind them.
+        assert_eq!(b.acquire(&0, t0 + secs(0.2)), Grant::At(t0 + secs(1.0)));
     }
 
     #[test]
