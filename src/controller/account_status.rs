@@ -158,8 +158,13 @@ pub fn decide_account(
 }
 
 fn round2(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 100.0).round() / 100.0
+    let rounded = (x * 100.0).round() / 100.0;
+    if rounded.is_finite() {
+        rounded
+    } else if x.is_finite() {
+        // Past f64::MAX / 100 (nothing to round there anyway): not infinity, which JSON writes
+        // as null.
+        x
     } else {
         0.0
     }

@@ -174,8 +174,9 @@ pub fn desired_interval(
 ) -> Option<Duration> {
     let base = match task.spec.poll_interval {
         // A negative duration (the CRD refuses them; an old object might hold one) means the
-        // phase's own interval.
-        Some(d) if !d.is_negative() => Duration::from(d),
+        // phase's own interval; one under the CRD's minimum, that minimum (0 would stop polling
+        // a running relay, a nanosecond would requeue at once).
+        Some(d) if !d.is_negative() => Duration::from(d).max(MIN_POLL_INTERVAL),
         _ => match phase {
             Some(Phase::Running) | None => config.running,
             Some(Phase::WaitingForChannel) => config.waiting,
@@ -189,6 +190,9 @@ pub fn desired_interval(
 
 /// No task is polled less often than daily, whatever its spec says.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest `spec.pollInterval` (the CRD's minimum).
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Decides what one poll means for the task. `floor` is the account budget's shortest
 /// interval at which every task can be polled in turn.
@@ -490,7 +494,16 @@ impl Failure {
         }
         // A passing error does not hide a relay the cloud stopped: it stays Stalled (GitOps tools
         // keep reporting the failure) and is not "reconciling" towards anything.
-        if status.phase.is_some_and(stopped_by_the_cloud) {
+        if let Some(phase) = status.phase.filter(|p| stopped_by_the_cloud(*p)) {
+            // Said again as the poll that saw the phase said it (nothing changes then), so that
+            // a status without it, or with garbage in it, gets a Stalled condition too.
+            stamp.set(
+                &mut status.conditions,
+                conditions::STALLED,
+                "True",
+                phase.as_str(),
+                &format!("{}; it will not restart by itself", phase.description()),
+            );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
