@@ -1361,7 +1361,19 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
         "reading the Lease",
     );
     assert_eq!(lease, format!("{}-0", fullname(release)));
-    let evented = eventually(Duration::from_secs(10), || async {
+    // A healthy first observation publishes nothing; a relay the cloud stops does.
+    sim.set_task_status("app", "t1", 5);
+    tasks
+        .patch(
+            "relay",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"mpurelay.io/sync-requested-at": "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let evented = eventually(Duration::from_secs(15), || async {
         kubectl(
             cp,
             &["get", "events.events.k8s.io", "-n", &watched, "-o", "name"],
