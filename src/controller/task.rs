@@ -130,15 +130,6 @@ impl RefusedWrites {
     fn take(&self, task: &TaskRef) -> Option<RefusedWrite> {
         self.lock().remove(task)
     }
-
-    /// How many writes wait to be retried.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Writes a refused status again, while the task's next poll is not due and its spec has not
