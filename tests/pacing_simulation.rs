@@ -534,30 +534,36 @@ fn tasks_created_while_running_are_served_in_turn_from_the_first_cycle_on() {
     }
 }
 
-/// Reconciles that start up to 5 ms after they are due (a busy runtime) change nothing.
-/// A wider spread is a known limit, measured here and not asserted: eleven consecutive slots
-/// span 10 / 9.7 = 1.031 s, the budget's hard guard allows ten calls per 1.025 s, so when one
-/// call starts more than 6 ms later than the call ten slots after it, the guard defers that one;
-/// deferred tasks all get the same instant (the window's oldest call + 1.025 s), queue behind
-/// each other and the paced tasks, and every deferral also moves the account's next free slot
-/// one spacing further. Spread 8 ms: 9.4 calls/s, worst gap 1.10 x N/rate; 12 ms: 8.1/s, 1.45 x;
-/// 20 ms: 6.2/s, 2.15 x.
+/// Reconciles that start late (a busy runtime, a loaded machine) cost no slot and skip no
+/// task. Eleven consecutive slots span 10 / 9.7 = 1.031 s and the budget's hard guard allows
+/// ten calls per 1.025 s, so a call that starts more than 6 ms later than the one ten slots
+/// after it makes the guard defer that one. Until issue 11 every deferral also moved the
+/// account's next free slot one spacing out: 8 ms of spread gave 9.4 calls/s and a worst gap of
+/// 1.10 x N/rate, 12 ms 8.1/s and 1.45 x, 20 ms 6.2/s and 2.1 x (CI's failing "shared budget
+/// was not used" run: 7.9/s). Now a deferred call only waits for the window's oldest call to
+/// leave it: 9.7/s and 1.06 x at 20 ms, 9.68/s and 1.12 x at 50 ms.
 #[test]
-fn reconciles_starting_up_to_five_milliseconds_late_are_served_in_turn() {
-    for scenario in [
-        Scenario {
-            late_ms: (0.0, 5.0),
-            ..Scenario::existing(5)
-        },
-        Scenario {
-            late_ms: (0.0, 5.0),
-            ..Scenario::created(200.0, 6)
-        },
-    ] {
-        let what = format!("{scenario:?}");
-        let (run, f) = simulate(scenario);
-        assert_within_bound(&what, &run, &f);
-        assert!(f.calls as f64 / secs(run.end) > rate() * 0.99, "{what}");
+fn reconciles_starting_up_to_twenty_milliseconds_late_are_served_in_turn() {
+    for late in [5.0, 20.0] {
+        for scenario in [
+            Scenario {
+                late_ms: (0.0, late),
+                ..Scenario::existing(5)
+            },
+            Scenario {
+                late_ms: (0.0, late),
+                ..Scenario::created(200.0, 6)
+            },
+        ] {
+            let what = format!("{scenario:?}");
+            let (run, f) = simulate(scenario);
+            assert_within_bound(&what, &run, &f);
+            assert!(
+                f.calls as f64 / secs(run.end) > rate() * 0.99,
+                "{what}: {:.2} calls/s",
+                f.calls as f64 / secs(run.end)
+            );
+        }
     }
 }
 
