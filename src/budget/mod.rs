@@ -226,7 +226,7 @@ impl<K: Clone + Eq + Hash> Budget<K> {
             used: state.usage.per_second(now),
             throttled: state.throttled,
             slowed: state.pacing.rate() < config.max_rate * 0.999,
-            floor: state.pacing.current_floor(now),
+            floor: state.pacing.current_floor(),
         }
     }
 

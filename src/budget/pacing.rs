@@ -12,7 +12,7 @@
 //!
 //! Time is always passed in; nothing here reads a clock, so every behaviour is unit-tested.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,23 @@ pub struct AccountBudget<K> {
     /// Tasks that draw on this account: the interval each wants, and the instant after which it
     /// no longer counts (a deleted task simply stops renewing its entry).
     members: HashMap<K, (Duration, Instant)>,
+    /// How many members want each interval. The floor is computed from these few groups on
+    /// every granted call; going through every member each time made a call's cost grow with
+    /// the account's size (issue 11's profile at 10 000 tasks).
+    demand: BTreeMap<Duration, usize>,
+    /// When expired members and forgotten reservations were last swept out.
+    swept: Option<Instant>,
 }
+
+/// Intervals shorter than this count as this in the floor.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// How often expired members and forgotten reservations are swept out: a member counts in the
+/// floor for at most this long after its entry expired.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A reservation nobody came back for (a deleted task) is forgotten after this long.
+const FORGET_RESERVATION: Duration = Duration::from_secs(60);
 
 impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn new(config: BudgetConfig) -> Self {
@@ -93,6 +109,8 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             granted: VecDeque::new(),
             reservations: HashMap::new(),
             members: HashMap::new(),
+            demand: BTreeMap::new(),
+            swept: None,
         }
     }
 
@@ -157,7 +175,40 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
     pub fn release(&mut self, task: &K) {
         self.reservations.remove(task);
-        self.members.remove(task);
+        if let Some((desired, _)) = self.members.remove(task) {
+            self.forget_demand(desired);
+        }
+    }
+
+    fn forget_demand(&mut self, desired: Duration) {
+        if let Some(count) = self.demand.get_mut(&desired) {
+            *count -= 1;
+            if *count == 0 {
+                self.demand.remove(&desired);
+            }
+        }
+    }
+
+    /// Drops members whose entry expired and reservations nobody came back for, at most once
+    /// per [`SWEEP_EVERY`].
+    fn sweep(&mut self, now: Instant) {
+        if self.swept.is_some_and(|at| now < at + SWEEP_EVERY) {
+            return;
+        }
+        self.swept = Some(now);
+        let demand = &mut self.demand;
+        self.members.retain(|_, (desired, expires)| {
+            let keep = *expires > now;
+            if !keep && let Some(count) = demand.get_mut(desired) {
+                *count -= 1;
+                if *count == 0 {
+                    demand.remove(desired);
+                }
+            }
+            keep
+        });
+        self.reservations
+            .retain(|_, at| *at + FORGET_RESERVATION > now);
     }
 
     /// The cloud answered without throttling: regain a little rate, up to the ceiling, and let
@@ -195,17 +246,13 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// task wants the same interval the floor is simply members / rate, so each task is served in
     /// turn. Zero when the demand fits the budget.
     pub fn floor(&mut self, task: &K, desired: Duration, now: Instant, until: Instant) -> Duration {
-        self.members.insert(task.clone(), (desired, until));
-        self.members.retain(|_, (_, expires)| *expires > now);
-        // A deleted task never comes back for the slot it held; forget it after a while.
-        self.reservations
-            .retain(|_, at| *at + Duration::from_secs(60) > now);
-        let mut intervals: Vec<f64> = self
-            .members
-            .values()
-            .map(|(d, _)| d.as_secs_f64().max(1e-3))
-            .collect();
-        Duration::from_secs_f64(fair_floor(&mut intervals, self.rate))
+        let desired = desired.max(MIN_INTERVAL);
+        if let Some((before, _)) = self.members.insert(task.clone(), (desired, until)) {
+            self.forget_demand(before);
+        }
+        *self.demand.entry(desired).or_insert(0) += 1;
+        self.sweep(now);
+        Duration::from_secs_f64(fair_floor(&self.demand, self.rate))
     }
 
     /// How many tasks currently draw on this account.
@@ -214,14 +261,8 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     }
 
     /// The floor for the members as they are, without renewing anyone (for status and metrics).
-    pub fn current_floor(&self, now: Instant) -> Duration {
-        let mut intervals: Vec<f64> = self
-            .members
-            .values()
-            .filter(|(_, expires)| *expires > now)
-            .map(|(d, _)| d.as_secs_f64().max(1e-3))
-            .collect();
-        Duration::from_secs_f64(fair_floor(&mut intervals, self.rate))
+    pub fn current_floor(&self) -> Duration {
+        Duration::from_secs_f64(fair_floor(&self.demand, self.rate))
     }
 
     /// Takes a new limit (an account object changed its `qps`), keeping reservations and members.
@@ -251,31 +292,39 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn is_idle(&self, now: Instant) -> bool {
         self.reservations
             .values()
-            .all(|at| *at + Duration::from_secs(60) <= now)
+            .all(|at| *at + FORGET_RESERVATION <= now)
             && self.members.values().all(|(_, expires)| *expires <= now)
     }
 }
 
-/// Water-filling: the smallest floor `F` with `sum(1 / max(interval, F)) <= rate`, in seconds
-/// (0 when the intervals as wanted already fit).
-fn fair_floor(intervals: &mut [f64], rate: f64) -> f64 {
-    intervals.sort_by(f64::total_cmp);
-    // Demand of the tasks not raised to the floor, largest intervals last.
-    let mut rest: f64 = intervals.iter().map(|i| 1.0 / i).sum();
+/// Water-filling: the smallest floor `F` with `sum(count / max(interval, F)) <= rate` over the
+/// groups of members wanting each interval, in seconds (0 when the intervals as wanted already
+/// fit). Raises the shortest intervals first: tasks polled rarely keep their interval.
+fn fair_floor(demand: &BTreeMap<Duration, usize>, rate: f64) -> f64 {
+    // Demand of the tasks not raised to the floor.
+    let mut rest: f64 = demand
+        .iter()
+        .map(|(interval, count)| *count as f64 / interval.as_secs_f64())
+        .sum();
     if rest <= rate {
         return 0.0;
     }
-    for (k, interval) in intervals.iter().enumerate() {
-        // Raise the k+1 shortest intervals to a common floor F: (k+1)/F + rest' = rate.
-        rest -= 1.0 / interval;
-        let raised = (k + 1) as f64;
+    let mut raised = 0.0;
+    let mut groups = demand.iter().peekable();
+    while let Some((interval, count)) = groups.next() {
+        // Raise this group and every shorter one to a common floor F: raised/F + rest' = rate.
+        let interval = interval.as_secs_f64();
+        rest -= *count as f64 / interval;
+        raised += *count as f64;
         let floor = raised / (rate - rest).max(f64::MIN_POSITIVE);
-        let next = intervals.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        let next = groups
+            .peek()
+            .map_or(f64::INFINITY, |(next, _)| next.as_secs_f64());
         if rate > rest && floor <= next {
-            return floor.max(*interval);
+            return floor.max(interval);
         }
     }
-    intervals.len() as f64 / rate
+    raised / rate
 }
 
 #[cfg(test)]
