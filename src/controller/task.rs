@@ -26,7 +26,9 @@ use crate::cloud::{CloudError, ErrorClass};
 /// One reconcile of one task.
 pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = task.namespace().ok_or(Error::MissingNamespace)?;
-    let key = ObjectRef::from_obj(&*task);
+    // Name and namespace only: the budget and the refused-write cache hold one key per task, and
+    // `from_obj` would also copy the uid and resourceVersion into each (which equality ignores).
+    let key = ObjectRef::new(&task.name_any()).within(&namespace);
     ctx.metrics.record_reconcile();
     if let Some(action) = retry_refused_write(&task, &namespace, &key, &ctx).await {
         return Ok(action);
