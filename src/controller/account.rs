@@ -76,6 +76,23 @@ impl AccountKey {
         })
     }
 
+    /// Whether `task`, in `namespace`, references this account (allocates nothing: it runs for
+    /// every cached task when an account changes).
+    pub fn is_referenced_by(&self, task: &MpuRelayTask, namespace: &str) -> bool {
+        let Some(reference) = task.spec.account_ref.as_ref() else {
+            return false;
+        };
+        match (self, reference.kind) {
+            (AccountKey::Namespaced { namespace: ns, name }, AccountKind::MpuRelayAccount) => {
+                ns == namespace && *name == reference.name
+            }
+            (AccountKey::Cluster { name }, AccountKind::ClusterMpuRelayAccount) => {
+                *name == reference.name
+            }
+            _ => false,
+        }
+    }
+
     /// `namespace/name`, or `name` for a cluster account: the `account` label of metrics.
     pub fn label(&self) -> String {
         match self {
@@ -612,7 +629,7 @@ pub async fn reconcile(
         generation: account.generation(),
         resolution: resolution.as_ref().map(|_| ()),
         auth_failure: auth_failure.as_deref(),
-        tasks: u32::try_from(ctx.tasks_of(&key).len()).unwrap_or(u32::MAX),
+        tasks: ctx.task_counts().get(&key).copied().unwrap_or(0),
         budget: resolution
             .as_ref()
             .ok()
