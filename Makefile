@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONTROLPLANE_DIR ?= .controlplane
 
-.PHONY: test demo bench fuzz lint fmt crds image deny tools controlplane-binaries controlplane-up controlplane-down
+.PHONY: test demo bench profile fuzz lint fmt crds image deny tools controlplane-binaries controlplane-up controlplane-down
 
 ## Run every test: unit, CRD drift, and integration tests against a real kube-apiserver + etcd,
 ## the image (built by `make image` inside tests/image.rs), kstatus, promtool and the dashboard,
@@ -40,6 +40,11 @@ demo: controlplane-binaries
 ## Measure budget adherence, freshness, API server cost, memory and CPU (not part of `make test`).
 bench: controlplane-binaries
 	$(CARGO) run --release --example bench
+
+## Profile the release operator at scale: TOOL=heaptrack|perf|none TASKS=10000 ACCOUNTS=100
+## SECONDS_RUN=120 make profile (summaries in target/profile/; not part of `make test`).
+profile: controlplane-binaries
+	@TOOL=$(TOOL) tests/bench/profile.sh
 
 ## Run every fuzz target for a fixed time (FUZZ_SECONDS, default 60).
 fuzz:

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# `make profile`: the release operator on TASKS tasks over ACCOUNTS accounts (the bench's scale
+# phase in miniature), under a profiler, so that memory and CPU figures come with where they go.
+#
+#   TOOL=heaptrack  heap profile (heaptrack_print summary: peak heap by call site, allocations)
+#   TOOL=perf       CPU profile (perf record -g; perf report --no-children summary)
+#   TOOL=none       no profiler: RSS, heap-relevant /proc figures and CPU per 1 000 polls only
+#   TOOL="none perf" one after the other, each a fresh operator taking the same tasks over;
+#                   "none+MALLOC_ARENA_MAX=2" sets that variable for that run only
+#
+# TASKS (default 10000), ACCOUNTS (default 100), SECONDS_RUN (default 120: after the operator
+# starts), OUT (default target/profile). The control plane, the simulator and the tasks are created
+# first (tasks before the operator, as after a restart); the operator then runs SECONDS_RUN seconds.
+# BIN runs another build of the operator; OPERATOR_ENV (e.g. MALLOC_ARENA_MAX=2) is set for it.
+set -euo pipefail
+
+TOOL=${TOOL:-none}
+TASKS=${TASKS:-10000}
+ACCOUNTS=${ACCOUNTS:-100}
+SECONDS_RUN=${SECONDS_RUN:-120}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$ROOT/target/profile}
+NS=profile
+mkdir -p "$OUT"
+say() { echo "[profile] $*" >&2; }
+
+for tool in $TOOL; do
+	tool=${tool%%+*}
+	case "$tool" in
+	heaptrack | perf | none) ;;
+	*)
+		echo "TOOL must be a list of heaptrack, perf and none" >&2
+		exit 2
+		;;
+	esac
+	if [ "$tool" != none ] && ! command -v "$tool" >/dev/null; then
+		echo "$tool is not installed (Debian: apt-get install $([ "$tool" = perf ] && echo linux-perf || echo heaptrack))" >&2
+		exit 2
+	fi
+done
+
+say "building the release operator and the control plane helper"
+cargo build -q --release --bin mpu-relay-operator --example controlplane
+BIN=${BIN:-$ROOT/target/release/mpu-relay-operator}
+KUBECTL=$("$ROOT/tests/controlplane/build.sh")/kubectl
+
+DIR=$(mktemp -d /tmp/mpu-relay-profile.XXXXXX)
+cleanup() {
+	[ -n "${OP_PID:-}" ] && kill "$OP_PID" 2>/dev/null || true
+	pkill -f "^$BIN run --namespaces $NS" 2>/dev/null || true
+	[ -n "${SIM_PID:-}" ] && kill "$SIM_PID" 2>/dev/null || true
+	"$ROOT/target/release/examples/controlplane" down "$DIR/cp" >/dev/null 2>&1 || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+say "starting etcd + kube-apiserver"
+export KUBECONFIG
+KUBECONFIG=$("$ROOT/target/release/examples/controlplane" up "$DIR/cp")
+k() { "$KUBECTL" "$@"; }
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+{
+	echo "accounts:"
+	for i in $(seq 0 $((ACCOUNTS - 1))); do
+		echo "  - {accessKeyId: LTAIprof$i, accessKeySecret: prof-secret-$i, qps: 10}"
+	done
+	echo "taskSets:"
+	echo "  - {appId: prof, taskIdPrefix: p-, count: $TASKS, status: 1}"
+} >"$DIR/sim.yaml"
+say "starting the simulator on 127.0.0.1:$PORT ($ACCOUNTS accounts at 10 QPS)"
+"$BIN" simulate --listen "127.0.0.1:$PORT" --config "$DIR/sim.yaml" >"$OUT/simulator.log" 2>&1 &
+SIM_PID=$!
+
+say "creating namespace $NS, $ACCOUNTS accounts and $TASKS tasks (kubectl, a minute or two at 10 000)"
+k create namespace "$NS" >/dev/null
+{
+	for i in $(seq 0 $((ACCOUNTS - 1))); do
+		cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: ltaiprof$i, namespace: $NS}
+stringData: {accessKeyId: LTAIprof$i, accessKeySecret: prof-secret-$i}
+---
+apiVersion: mpurelay.io/v1alpha1
+kind: MpuRelayAccount
+metadata: {name: ltaiprof$i, namespace: $NS}
+spec: {endpoint: "http://127.0.0.1:$PORT", qps: 10, credentials: {secretRef: {name: ltaiprof$i}}}
+---
+EOF
+	done
+} | k create -f - >/dev/null
+# Tasks in chunks of 1 000 in parallel: one kubectl per chunk.
+for start in $(seq 0 1000 $((TASKS - 1))); do
+	end=$((start + 1000 < TASKS ? start + 1000 : TASKS))
+	for i in $(seq "$start" $((end - 1))); do
+		cat <<EOF
+apiVersion: mpurelay.io/v1alpha1
+kind: MpuRelayTask
+metadata: {name: t-$i, namespace: $NS}
+spec: {appId: prof, taskId: p-$i, accountRef: {name: ltaiprof$((i % ACCOUNTS))}}
+---
+EOF
+	done >"$DIR/tasks-$start.yaml"
+	k create -f "$DIR/tasks-$start.yaml" >/dev/null &
+done
+wait $(jobs -p | grep -v "^$SIM_PID$") 2>/dev/null || true
+say "$(k get mpurelaytasks -n "$NS" --no-headers | wc -l) tasks exist"
+
+run_one() { # tool[+NAME=VALUE...]: e.g. none+MALLOC_ARENA_MAX=2
+local extra
+extra=$(echo "${1#*+}" | tr '+' ' ')
+[ "$extra" = "$1" ] && extra=
+set -- "${1%%+*}"
+P0=
+METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ARGS=(run --namespaces "$NS" --metrics-addr "127.0.0.1:$METRICS_PORT" --allowed-endpoints 'http://127.0.0.1:*'
+	--namespaced-accounts --running-interval 1s --waiting-interval 1s --stopped-interval 1s)
+case "$1" in
+heaptrack) CMD=(heaptrack -o "$OUT/heaptrack" "$BIN" "${ARGS[@]}") ;;
+perf) CMD=(perf record -F 199 --call-graph dwarf,16384 -o "$OUT/perf.data" "$BIN" "${ARGS[@]}") ;;
+none) CMD=("$BIN" "${ARGS[@]}") ;;
+esac
+say "starting the operator under $1 ${extra:+($extra) }for ${SECONDS_RUN}s: ${CMD[*]}"
+env ${OPERATOR_ENV:-} $extra RUST_LOG=warn ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$OUT/operator.log" 2>&1 &
+OP_PID=$!
+polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_calls_total/ {s+=$NF} END {print s+0}'; }
+operator_pid() { pgrep -f -n "^$BIN run --namespaces $NS" || echo "$OP_PID"; }
+cpu() { awk '{print ($14+$15)/100}' "/proc/$(operator_pid)/stat"; }
+rss() { awk '/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$(operator_pid)/status"; }
+for t in $(seq 10 10 "$SECONDS_RUN"); do
+	sleep 10
+	if ! kill -0 "$OP_PID" 2>/dev/null; then
+		say "the operator stopped; its log:"
+		tail -20 "$OUT/operator.log" >&2
+		exit 1
+	fi
+	say "t=${t}s polls=$(polls) cpu=$(cpu)s $(rss)"
+	if [ -z "$P0" ] && [ "$t" -ge $((SECONDS_RUN / 2)) ]; then
+		P0=$(polls)
+		C0=$(cpu)
+	fi
+done
+P1=$(polls)
+C1=$(cpu)
+say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls"
+say "memory at the end: $(rss)"
+grep -E '^(Rss|Pss|Anonymous|Private)' "/proc/$(operator_pid)/smaps_rollup" | tr -s ' ' | paste -sd' ' >&2 || true
+kill -INT "$(operator_pid)"
+wait "$OP_PID" 2>/dev/null || true
+OP_PID=
+
+case "$1" in
+heaptrack)
+	f=$(ls -t "$OUT"/heaptrack*.zst "$OUT"/heaptrack*.gz 2>/dev/null | head -1)
+	say "heaptrack_print $f > $OUT/heaptrack.txt"
+	heaptrack_print -f "$f" --print-peaks 1 --print-allocators 0 --print-leaks 0 --print-temporary 0 \
+		--peak-limit 25 --sub-peak-limit 6 >"$OUT/heaptrack.txt" 2>/dev/null || true
+	grep -E '^(peak heap|peak RSS|total memory leaked|calls to allocation)' "$OUT/heaptrack.txt" >&2 || true
+	;;
+perf)
+	say "perf report > $OUT/perf.txt"
+	perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none 2>/dev/null |
+		grep -v '^$' | grep -E '^ +[0-9]' >"$OUT/perf.txt" || true
+	head -40 "$OUT/perf.txt" >&2
+	;;
+esac
+}
+
+for tool in $TOOL; do
+	run_one "$tool"
+done
+say "done; logs and profiles in $OUT"
