@@ -203,7 +203,8 @@ pub fn decide(
     config: &PollConfig,
     floor: Duration,
 ) -> Decision {
-    let prev = task.status.clone().unwrap_or_default();
+    let none = MpuRelayTaskStatus::default();
+    let prev = task.status.as_ref().unwrap_or(&none);
     let mut next = prev.clone();
     next.observed_generation = task.metadata.generation;
     let mut events = Vec::new();
