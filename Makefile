@@ -21,8 +21,10 @@ test: controlplane-binaries tools
 image:
 	@image/build.sh
 
-## License, ban and source checks of the dependency graph (deny.toml); offline.
+## License, ban and source checks of the dependency graph (deny.toml); offline, after fetching
+## every platform's crates (cargo-deny reads the whole graph; a build fetches only this one's).
 deny:
+	@$(CARGO) fetch --locked -q
 	@deny=$$(tests/tools/build.sh cargo-deny) && echo "cargo deny check licenses bans sources" && \
 	  $$deny deny --offline --log-level error check licenses bans sources
 
