@@ -83,9 +83,13 @@ impl AccountKey {
             return false;
         };
         match (self, reference.kind) {
-            (AccountKey::Namespaced { namespace: ns, name }, AccountKind::MpuRelayAccount) => {
-                ns == namespace && *name == reference.name
-            }
+            (
+                AccountKey::Namespaced {
+                    namespace: ns,
+                    name,
+                },
+                AccountKind::MpuRelayAccount,
+            ) => ns == namespace && *name == reference.name,
             (AccountKey::Cluster { name }, AccountKind::ClusterMpuRelayAccount) => {
                 *name == reference.name
             }

@@ -397,7 +397,7 @@ pub fn decide(
         now.duration_since(t.0)
             >= jiff::SignedDuration::try_from(config.heartbeat).unwrap_or(jiff::SignedDuration::MAX)
     });
-    let write = significant(&prev) != significant(&next)
+    let write = significant(prev) != significant(&next)
         || (heartbeat_due && next.last_sync_time != prev.last_sync_time);
 
     Decision {

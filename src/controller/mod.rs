@@ -106,8 +106,11 @@ pub struct Context {
     /// [`TASK_COUNTS_MAX_AGE`]: every account's status shows its count, and counting per account
     /// went through every task once per account (at 10 000 tasks over 100 accounts, the largest
     /// single cost in the profile of issue 11).
-    pub task_counts: Mutex<Option<(Instant, Arc<HashMap<AccountKey, u32>>)>>,
+    pub task_counts: Mutex<Option<(Instant, TaskCounts)>>,
 }
+
+/// How many cached tasks reference each account.
+pub type TaskCounts = Arc<HashMap<AccountKey, u32>>;
 
 /// How stale the per-account task counts in account statuses may be.
 const TASK_COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
@@ -132,11 +135,8 @@ impl Context {
     }
 
     /// How many cached tasks reference each account (at most a second old).
-    pub fn task_counts(&self) -> Arc<HashMap<AccountKey, u32>> {
-        let mut cached = self
-            .task_counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    pub fn task_counts(&self) -> TaskCounts {
+        let mut cached = self.task_counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, counts)) = cached.as_ref()
             && at.elapsed() < TASK_COUNTS_MAX_AGE
         {
