@@ -6,7 +6,8 @@
 #   TOOL=perf       CPU profile (perf record -g; perf report --no-children summary)
 #   TOOL=none       no profiler: RSS, heap-relevant /proc figures and CPU per 1 000 polls only
 #   TOOL="none perf" one after the other, each a fresh operator taking the same tasks over;
-#                   "none+MALLOC_ARENA_MAX=2" sets that variable for that run only
+#                   "none+MALLOC_ARENA_MAX=2" sets that variable for that run only, and
+#                   "none@path/to/binary" runs another build
 #
 # TASKS (default 10000), ACCOUNTS (default 100), SECONDS_RUN (default 120: after the operator
 # starts), OUT (default target/profile). The control plane, the simulator and the tasks are created
@@ -26,6 +27,7 @@ say() { echo "[profile] $*" >&2; }
 
 for tool in $TOOL; do
 	tool=${tool%%+*}
+	tool=${tool%%@*}
 	case "$tool" in
 	heaptrack | perf | none) ;;
 	*)
@@ -107,11 +109,16 @@ done
 wait $(jobs -p | grep -v "^$SIM_PID$") 2>/dev/null || true
 say "$(k get mpurelaytasks -n "$NS" --no-headers | wc -l) tasks exist"
 
-run_one() { # tool[+NAME=VALUE...]: e.g. none+MALLOC_ARENA_MAX=2
-local extra
+run_one() { # tool[@binary][+NAME=VALUE...]: e.g. none+MALLOC_ARENA_MAX=2, none@/tmp/other-build
+local extra BIN=$BIN
 extra=$(echo "${1#*+}" | tr '+' ' ')
 [ "$extra" = "$1" ] && extra=
 set -- "${1%%+*}"
+case "$1" in *@*)
+	BIN=${1#*@}
+	set -- "${1%%@*}"
+	;;
+esac
 P0=
 METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ARGS=(run --namespaces "$NS" --metrics-addr "127.0.0.1:$METRICS_PORT" --allowed-endpoints 'http://127.0.0.1:*'
