@@ -196,17 +196,17 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             return;
         }
         self.swept = Some(now);
-        let demand = &mut self.demand;
+        let mut expired = Vec::new();
         self.members.retain(|_, (desired, expires)| {
             let keep = *expires > now;
-            if !keep && let Some(count) = demand.get_mut(desired) {
-                *count -= 1;
-                if *count == 0 {
-                    demand.remove(desired);
-                }
+            if !keep {
+                expired.push(*desired);
             }
             keep
         });
+        for desired in expired {
+            self.forget_demand(desired);
+        }
         self.reservations
             .retain(|_, at| *at + FORGET_RESERVATION > now);
     }
