@@ -197,6 +197,22 @@ fn task_status() -> impl Strategy<Value = MpuRelayTaskStatus> {
         )
 }
 
+/// A task named `relay` of app `app` and task `task`, at generation 1, without an account.
+fn relay(poll_interval: Option<kube::core::Duration>, suspend: bool) -> MpuRelayTask {
+    let mut t = MpuRelayTask::new(
+        "relay",
+        MpuRelayTaskSpec {
+            app_id: "app".into(),
+            task_id: "task".into(),
+            account_ref: None,
+            poll_interval,
+            suspend,
+        },
+    );
+    t.metadata.generation = Some(1);
+    t
+}
+
 fn task() -> impl Strategy<Value = MpuRelayTask> {
     (
         proptest::option::of(kube_duration()),
@@ -205,16 +221,7 @@ fn task() -> impl Strategy<Value = MpuRelayTask> {
         proptest::option::of(task_status()),
     )
         .prop_map(|(poll_interval, suspend, generation, status)| {
-            let mut t = MpuRelayTask::new(
-                "relay",
-                MpuRelayTaskSpec {
-                    app_id: "app".into(),
-                    task_id: "task".into(),
-                    account_ref: None,
-                    poll_interval,
-                    suspend,
-                },
-            );
+            let mut t = relay(poll_interval, suspend);
             t.metadata.namespace = Some("ns".into());
             t.metadata.generation = generation;
             t.status = status;
@@ -600,17 +607,7 @@ proptest! {
         steps in proptest::collection::vec((outcome(), 0u64..4 * 86_400), 1..24),
         config in poll_config(),
     ) {
-        let mut task = MpuRelayTask::new(
-            "relay",
-            MpuRelayTaskSpec {
-                app_id: "app".into(),
-                task_id: "task".into(),
-                account_ref: None,
-                poll_interval: interval,
-                suspend: false,
-            },
-        );
-        task.metadata.generation = Some(1);
+        let mut task = relay(interval, false);
         let mut now = Timestamp::from_second(1_790_000_000).unwrap();
         for (spec, advance) in steps {
             now = now.checked_add(jiff::SignedDuration::from_secs(advance as i64)).unwrap();
@@ -1182,17 +1179,7 @@ fn regression_an_interval_kube_core_cannot_hold_reads_as_absent_instead_of_panic
 /// for good; it is now polled at the minimum.
 #[test]
 fn regression_a_zero_poll_interval_does_not_stop_polling() {
-    let mut task = MpuRelayTask::new(
-        "relay",
-        MpuRelayTaskSpec {
-            app_id: "app".into(),
-            task_id: "task".into(),
-            account_ref: None,
-            poll_interval: Some("0s".parse().unwrap()),
-            suspend: false,
-        },
-    );
-    task.metadata.generation = Some(1);
+    let task = relay(Some("0s".parse().unwrap()), false);
     let outcome = OutcomeSpec::Polled(0).outcome();
     let d = decide(
         &task,
@@ -1316,17 +1303,7 @@ fn regression_huge_budget_figures_are_written_finite() {
 #[test]
 fn regression_a_passing_error_after_a_cloud_stop_says_stalled() {
     let config = PollConfig::default();
-    let mut task = MpuRelayTask::new(
-        "relay",
-        MpuRelayTaskSpec {
-            app_id: "app".into(),
-            task_id: "task".into(),
-            account_ref: None,
-            poll_interval: None,
-            suspend: false,
-        },
-    );
-    task.metadata.generation = Some(1);
+    let mut task = relay(None, false);
     let at = |s| Timestamp::from_second(1_790_000_000 + s).unwrap();
     let stalled = |d: &Decision| {
         let c = d.status.condition(conditions::STALLED).expect("Stalled");
