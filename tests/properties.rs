@@ -823,22 +823,30 @@ fn run_steps(first: (u32, u8), steps: &[(Duration, Step)]) -> Vec<(Instant, usiz
     let mut now = start;
     let budget = budgets.join(&cloud_account(), "a", limit(first.0, first.1), now);
     let mut grants = Vec::new();
+    // Feedback is about the latest granted call (none before the first grant).
+    let mut last_call = None;
     for (advance, step) in steps {
         now += *advance;
         match step {
             Step::Admit { task, desired } => {
-                if let Admission::Go { .. } = budget.admit(task, *desired, now) {
+                if let Admission::Go { call, .. } = budget.admit(task, *desired, now) {
                     grants.push((now, window_calls(budget.view(now).limit)));
+                    last_call = Some(call);
                 }
             }
-            Step::Feedback(kind) => budget.feedback(
-                match kind {
-                    0 => Feedback::Answered,
-                    1 => Feedback::Throttled,
-                    _ => Feedback::NoAnswer,
-                },
-                now,
-            ),
+            Step::Feedback(kind) => {
+                if let Some(call) = last_call {
+                    budget.feedback(
+                        call,
+                        match kind {
+                            0 => Feedback::Answered,
+                            1 => Feedback::Throttled,
+                            _ => Feedback::NoAnswer,
+                        },
+                        now,
+                    )
+                }
+            }
             Step::Release(task) => budget.release(task),
             Step::Limit {
                 object,
@@ -918,7 +926,7 @@ proptest! {
                 Admission::Wait(delay) => {
                     next[task] = at + delay + Duration::from_millis(lateness.next().unwrap());
                 }
-                Admission::Go { .. } => {
+                Admission::Go { call, .. } => {
                     let waited = at - waiting_since[task];
                     prop_assert!(
                         waited <= bound,
@@ -926,6 +934,7 @@ proptest! {
                     );
                     let answered = at + Duration::from_millis(50);
                     budget.feedback(
+                        call,
                         match answers.next().unwrap() {
                             0 => Feedback::Answered,
                             1 => Feedback::Throttled,
@@ -1254,7 +1263,7 @@ fn regression_sustained_throttling_does_not_starve_a_waiting_task() {
         let (task, &at) = next.iter().enumerate().min_by_key(|(_, at)| **at).unwrap();
         match budget.admit(&task, Duration::ZERO, at) {
             Admission::Wait(delay) => next[task] = at + delay,
-            Admission::Go { .. } => {
+            Admission::Go { call, .. } => {
                 // At 1 call/s throttled down to 0.05/s: 20 s apart, three tasks in line.
                 assert!(
                     at - waiting_since[task] <= Duration::from_secs(70),
@@ -1263,7 +1272,7 @@ fn regression_sustained_throttling_does_not_starve_a_waiting_task() {
                 );
                 calls[task] += 1;
                 let answered = at + Duration::from_millis(50);
-                budget.feedback(Feedback::Throttled, answered);
+                budget.feedback(call, Feedback::Throttled, answered);
                 next[task] = answered;
                 waiting_since[task] = answered;
             }

@@ -16,7 +16,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use pacing::{AccountBudget, BudgetConfig, Grant};
+pub use pacing::{AccountBudget, BudgetConfig, Call, Grant};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is
 /// called at (`authority`: lowercase host, with the port only when not the scheme's default).
@@ -47,9 +47,9 @@ pub struct Limit {
 pub enum Admission {
     /// Not yet: come back after this long, when the task's reserved slot opens.
     Wait(Duration),
-    /// Call now. `floor` is the shortest interval every member can be polled at (zero while
-    /// the demand fits the budget).
-    Go { floor: Duration },
+    /// Call now, and report what came of `call` with [`Budget::feedback`]. `floor` is the
+    /// shortest interval every member can be polled at (zero while the demand fits the budget).
+    Go { floor: Duration, call: Call },
 }
 
 /// What a call told the budget.
@@ -189,18 +189,21 @@ impl<K: Clone + Eq + Hash> Budget<K> {
         let mut state = self.lock();
         match state.pacing.acquire(task, now) {
             Grant::At(at) => Admission::Wait(at.saturating_duration_since(now)),
-            Grant::Now => {
+            Grant::Now(call) => {
                 state.usage.record(now);
                 let until = now.checked_add(membership(desired)).unwrap_or(now);
                 let floor = state.pacing.floor(task, desired, now, until);
-                Admission::Go { floor }
+                Admission::Go { floor, call }
             }
         }
     }
 
-    /// What the call granted by `admit` gave.
-    pub fn feedback(&self, feedback: Feedback, now: Instant) {
+    /// What `call`, granted by `admit`, gave at `now`.
+    pub fn feedback(&self, call: Call, feedback: Feedback, now: Instant) {
         let mut state = self.lock();
+        state
+            .pacing
+            .answered(call, feedback != Feedback::NoAnswer, now);
         match feedback {
             Feedback::Answered => state.pacing.on_success(),
             Feedback::Throttled => {
@@ -393,12 +396,13 @@ mod tests {
         let a = budgets.join(&account("1"), "MpuRelayAccount/a/x", TEN, t0);
         let b = budgets.join(&account("1"), "MpuRelayAccount/b/y", TEN, t0);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(
+        assert!(matches!(
             a.admit(&1, Duration::from_secs(1), t0),
             Admission::Go {
-                floor: Duration::ZERO
+                floor: Duration::ZERO,
+                ..
             }
-        );
+        ));
         // The second task queues behind the first: one budget, not two.
         assert!(matches!(
             b.admit(&2, Duration::from_secs(1), t0),
@@ -460,18 +464,20 @@ mod tests {
         let second = Duration::from_secs(1);
         for s in 0..5u32 {
             let now = t0 + second * s;
-            assert!(matches!(
-                budget.admit(&s, second * 10, now),
-                Admission::Go { .. }
-            ));
-            budget.feedback(Feedback::Answered, now);
+            let Admission::Go { call, .. } = budget.admit(&s, second * 10, now) else {
+                panic!("call {s} was not granted");
+            };
+            budget.feedback(call, Feedback::Answered, now);
         }
         let view = budget.view(t0 + second * 5);
         assert_eq!(view.members, 5);
         // Five calls in the five complete seconds since the budget began.
         assert!((view.used - 1.0).abs() < 1e-9, "{view:?}");
         assert!(!view.slowed);
-        budget.feedback(Feedback::Throttled, t0 + second * 5);
+        let Admission::Go { call, .. } = budget.admit(&9, second * 10, t0 + second * 5) else {
+            panic!("the sixth call was not granted");
+        };
+        budget.feedback(call, Feedback::Throttled, t0 + second * 5);
         let view = budget.view(t0 + second * 6);
         assert_eq!(view.throttled, 1);
         assert!(view.slowed);

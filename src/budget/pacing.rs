@@ -59,10 +59,59 @@ const CEILING_AFTER_THROTTLE: f64 = 0.8;
 /// What a task may do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grant {
-    /// Call the cloud now: the slot is this task's.
-    Now,
+    /// Call the cloud now: the slot is this task's. Tell the budget when the call was answered
+    /// ([`AccountBudget::answered`]), naming the call.
+    Now(Call),
     /// Come back at this instant, when the task's reserved slot opens.
     At(Instant),
+}
+
+impl Grant {
+    pub fn is_now(&self) -> bool {
+        matches!(self, Grant::Now(_))
+    }
+}
+
+/// One granted call, named so that its answer can be matched to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Call(u64);
+
+/// A granted call as the window guard counts it.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    call: Call,
+    granted: Instant,
+    /// The latest instant the cloud may have counted the call at: its grant, or later when its
+    /// round trip took longer than the account's fastest one (the request went out late: a busy
+    /// CPU, a stalled runtime, a slow network path).
+    counts_at: Instant,
+}
+
+/// The cloud's window: it counts the calls that arrive in any one second.
+const CLOUD_WINDOW: Duration = Duration::from_secs(1);
+
+/// How many round trips the fastest one is taken from.
+const ROUND_TRIPS_KEPT: usize = 32;
+
+/// The fastest of an account's recent round trips: what a call's round trip takes when nothing
+/// held it up. A call whose round trip took longer may have reached the cloud that much later.
+#[derive(Debug, Default)]
+struct RoundTrips {
+    recent: [Duration; ROUND_TRIPS_KEPT],
+    len: usize,
+    next: usize,
+}
+
+impl RoundTrips {
+    fn record(&mut self, round_trip: Duration) {
+        self.recent[self.next] = round_trip;
+        self.next = (self.next + 1) % ROUND_TRIPS_KEPT;
+        self.len = (self.len + 1).min(ROUND_TRIPS_KEPT);
+    }
+
+    fn fastest(&self) -> Option<Duration> {
+        self.recent[..self.len].iter().min().copied()
+    }
 }
 
 /// One account's budget: its pacing, its adaptive rate and the tasks that draw on it.
@@ -76,8 +125,10 @@ pub struct AccountBudget<K> {
     next_free: Option<Instant>,
     /// Slots handed out and not yet used, by task.
     reservations: HashMap<K, Instant>,
-    /// When the last `window_calls` calls were granted, oldest first.
-    granted: VecDeque<Instant>,
+    /// The calls that may still count in the cloud's window, in the order they were granted.
+    sent: VecDeque<Sent>,
+    next_call: u64,
+    round_trips: RoundTrips,
     /// Tasks that draw on this account: the interval each wants, and the instant after which it
     /// no longer counts (a deleted task simply stops renewing its entry).
     members: HashMap<K, (Duration, Instant)>,
@@ -106,7 +157,9 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             ceiling: config.max_rate,
             config,
             next_free: None,
-            granted: VecDeque::new(),
+            sent: VecDeque::new(),
+            next_call: 0,
+            round_trips: RoundTrips::default(),
             reservations: HashMap::new(),
             members: HashMap::new(),
             demand: BTreeMap::new(),
@@ -157,19 +210,68 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// of 9.7, worst gap 2.1 x N/rate), and queueing deferred calls one window-spacing apart
     /// puts them behind the paced ones, which starve them (9.5/s, worst gap 2.1 x).
     fn grant_now(&mut self, task: &K, now: Instant) -> Grant {
-        if self.granted.len() >= self.config.window_calls
-            && let Some(&oldest) = self.granted.front()
-            && now < oldest + self.config.window
-        {
-            let at = oldest + self.config.window;
+        if let Some(at) = self.window_full_until(now) {
             self.reservations.insert(task.clone(), at);
             return Grant::At(at);
         }
-        self.granted.push_back(now);
-        while self.granted.len() > self.config.window_calls {
-            self.granted.pop_front();
+        let call = Call(self.next_call);
+        self.next_call += 1;
+        self.sent.push_back(Sent {
+            call,
+            granted: now,
+            counts_at: now,
+        });
+        Grant::Now(call)
+    }
+
+    /// When a call made now would be one too many in some window of the cloud's, the instant
+    /// it no longer would be. Forgets the calls that can no longer count.
+    fn window_full_until(&mut self, now: Instant) -> Option<Instant> {
+        let window = self.config.window;
+        self.sent.retain(|s| s.counts_at + window > now);
+        // Bounded whatever happens: the calls granted last are the ones that count.
+        while self.sent.len() > 4 * self.config.window_calls {
+            self.sent.pop_front();
         }
-        Grant::Now
+        if self.sent.len() < self.config.window_calls {
+            return None;
+        }
+        // How many of the counted calls must leave the window before one more fits: usually
+        // one (the earliest); more only after the limit was lowered.
+        let leave = self.sent.len() + 1 - self.config.window_calls;
+        let counts_at = self.sent.iter().map(|s| s.counts_at);
+        let at = if leave == 1 {
+            counts_at.min()?
+        } else {
+            let mut at: Vec<Instant> = counts_at.collect();
+            at.sort_unstable();
+            at[leave - 1]
+        };
+        Some(at + window)
+    }
+
+    /// The cloud answered `call` (or gave up on it) at `now`. A round trip longer than the
+    /// account's fastest recent one means the request may have reached the cloud that much
+    /// after its grant, so the window guard counts it that much later: otherwise a call held up
+    /// on its way out (a busy CPU, a stalled runtime, a slow path) and a call granted on time
+    /// a second after its grant could both land in one cloud second with nine others, the
+    /// eleventh (issue 11: 27 calls throttled in one second at 10 000 tasks).
+    pub fn answered(&mut self, call: Call, reached_cloud: bool, now: Instant) {
+        let Some(sent) = self.sent.iter_mut().rev().find(|s| s.call == call) else {
+            return; // Long out of the window: it counts no more.
+        };
+        let round_trip = now.saturating_duration_since(sent.granted);
+        if reached_cloud {
+            self.round_trips.record(round_trip);
+        }
+        // With no round trip known yet, one that never reached the cloud may still have.
+        let fastest = self.round_trips.fastest().unwrap_or(Duration::ZERO);
+        let late = round_trip.saturating_sub(fastest);
+        // The guard's window is already longer than the cloud's by a slack that covers this
+        // much lateness; only what goes past it moves the call.
+        let slack = self.config.window.saturating_sub(CLOUD_WINDOW);
+        let counts_at = sent.granted + late.saturating_sub(slack);
+        sent.counts_at = sent.counts_at.max(counts_at);
     }
 
     /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
@@ -277,10 +379,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         }
         self.ceiling = self.ceiling.min(config.max_rate).max(self.rate);
         self.config = config;
-        // A lower limit counts only the latest calls: the window guard looks at the oldest kept.
-        while self.granted.len() > self.config.window_calls {
-            self.granted.pop_front();
-        }
+        // A lower limit counts the calls already in the window: the guard looks at them all.
     }
 
     /// The configuration in force.
@@ -349,7 +448,7 @@ mod tests {
     #[test]
     fn idle_account_grants_the_first_call_now() {
         let mut b = ten_per_second();
-        assert_eq!(b.acquire(&1, Instant::now()), Grant::Now);
+        assert!(b.acquire(&1, Instant::now()).is_now());
     }
 
     #[test]
@@ -357,7 +456,7 @@ mod tests {
         let mut b = ten_per_second();
         let t0 = Instant::now();
         let grants: Vec<Grant> = (0..30).map(|task| b.acquire(&task, t0)).collect();
-        assert_eq!(grants[0], Grant::Now);
+        assert!(grants[0].is_now());
         for (i, g) in grants.iter().enumerate().skip(1) {
             let Grant::At(at) = *g else {
                 panic!("task {i} was granted now")
@@ -380,7 +479,7 @@ mod tests {
         };
         // Another task asking in between does not take task 2's slot.
         assert_eq!(b.acquire(&3, t0 + secs(0.05)), Grant::At(t0 + secs(0.2)));
-        assert_eq!(b.acquire(&2, at), Grant::Now);
+        assert!(b.acquire(&2, at).is_now());
     }
 
     #[test]
@@ -404,7 +503,7 @@ mod tests {
         let mut t = t0;
         while t < t0 + secs(5.0) {
             for task in 0..100 {
-                if b.acquire(&task, t) == Grant::Now {
+                if b.acquire(&task, t).is_now() {
                     calls.push(t);
                 }
             }
@@ -463,7 +562,7 @@ mod tests {
         assert_eq!(b.acquire(&4, t0 + secs(0.4)), Grant::At(t0 + secs(0.8)));
         assert_eq!(b.acquire(&3, t0 + secs(0.3)), Grant::At(t0 + secs(0.6)));
         assert_eq!(b.acquire(&1, t0 + secs(0.1)), Grant::At(t0 + secs(0.2)));
-        assert_eq!(b.acquire(&1, t0 + secs(0.2)), Grant::Now);
+        assert!(b.acquire(&1, t0 + secs(0.2)).is_now());
         // The throttled task asking again queues behind them.
         assert_eq!(b.acquire(&0, t0 + secs(0.2)), Grant::At(t0 + secs(1.0)));
     }
@@ -481,7 +580,7 @@ mod tests {
     fn throttling_pushes_the_next_free_slot_out_at_the_new_spacing() {
         let mut b = ten_per_second();
         let t0 = Instant::now();
-        assert_eq!(b.acquire(&1, t0), Grant::Now);
+        assert!(b.acquire(&1, t0).is_now());
         b.on_throttled(t0);
         assert_eq!(b.acquire(&2, t0), Grant::At(t0 + secs(0.2)));
     }
@@ -565,10 +664,10 @@ mod tests {
         for (task, grant) in grants.iter().enumerate() {
             let task = task as u32;
             let again = match grant {
-                Grant::Now => continue,
+                Grant::Now(_) => continue,
                 Grant::At(_) => b.acquire(&task, late),
             };
-            if again == Grant::Now {
+            if again.is_now() {
                 now_calls += 1;
             } else {
                 let Grant::At(at) = again else { unreachable!() };
@@ -579,30 +678,86 @@ mod tests {
         assert_eq!(now_calls, 10);
     }
 
+    /// Calls of `b` at `t`: granted now, and answered `round_trip` later.
+    fn call(b: &mut AccountBudget<u32>, task: u32, t: Instant, round_trip: f64) -> Grant {
+        let grant = b.acquire(&task, t);
+        if let Grant::Now(call) = grant {
+            b.answered(call, true, t + secs(round_trip));
+        }
+        grant
+    }
+
     #[test]
     fn a_call_deferred_by_the_window_guard_costs_no_one_else_a_slot() {
-        // Ten tasks in line, 0.1 s apart (no margin). The first call goes out 30 ms late, so
-        // the eleventh, on time at 1.0 s, would be the eleventh call in 1.025 s: it waits for
-        // the first to leave the window, and the next task to ask still gets the slot after
-        // the eleventh's, not one further out.
+        // Ten tasks in line, 0.1 s apart (no margin). The first call's round trip takes 30 ms
+        // longer than the others' (it went out late), 5 ms more than the guard's 1.025 s window
+        // covers, so the eleventh, on time at 1.0 s, waits for the first to leave the window
+        // (at 1.030 s), and the next task to ask still gets the slot after the eleventh's, not
+        // one further out.
         let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0));
         let t0 = Instant::now();
-        assert_eq!(b.acquire(&0, t0), Grant::Now);
+        // One earlier call, long out of the window, shows what a round trip takes: 2 ms.
+        let before = t0 - secs(5.0);
+        assert!(call(&mut b, 99, before, 0.002).is_now());
+        assert!(call(&mut b, 0, t0, 0.032).is_now());
         for task in 1..11 {
             b.acquire(&task, t0);
         }
-        let first = t0 + secs(0.03);
-        // Task 0's call was granted at t0; replay the late one as the window's first.
-        b.granted.clear();
-        b.granted.push_back(first);
         for task in 1..10 {
             let slot = t0 + Duration::from_millis(100 * u64::from(task));
-            assert_eq!(b.acquire(&task, slot), Grant::Now);
+            assert!(call(&mut b, task, slot, 0.002).is_now());
         }
-        let at = first + secs(1.025);
-        assert_eq!(b.acquire(&10, t0 + secs(1.0)), Grant::At(at));
+        let at = t0 + secs(0.005 + 1.025);
+        let deferred = b.acquire(&10, t0 + secs(1.0));
+        let Grant::At(deferred) = deferred else {
+            panic!("the eleventh call was granted at once")
+        };
+        assert!(
+            (deferred.saturating_duration_since(at) + at.saturating_duration_since(deferred))
+                < Duration::from_micros(1),
+            "deferred to {:?} after t0",
+            deferred - t0
+        );
         assert_eq!(b.acquire(&11, t0 + secs(1.0)), Grant::At(t0 + secs(1.1)));
-        assert_eq!(b.acquire(&10, at), Grant::Now);
+        assert!(b.acquire(&10, deferred).is_now());
+    }
+
+    #[test]
+    fn a_call_answered_late_counts_in_the_window_as_sent_late() {
+        // The cloud counts a call when it arrives, not when the budget granted it. Ten calls
+        // 0.1 s apart, each answered in 2 ms, except the first, answered 40 ms late: it may
+        // have reached the cloud 40 ms after its grant, 15 ms past the 25 ms by which the
+        // guard's window (1.025 s) outlasts the cloud's. So the eleventh call waits until
+        // 1.040 s, not 1.025 s.
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0));
+        let t0 = Instant::now();
+        assert!(call(&mut b, 99, t0 - secs(5.0), 0.002).is_now());
+        assert!(call(&mut b, 0, t0, 0.042).is_now());
+        for task in 1..10 {
+            let slot = t0 + Duration::from_millis(100 * u64::from(task));
+            b.acquire(&task, t0);
+            assert!(call(&mut b, task, slot, 0.002).is_now());
+        }
+        assert!(matches!(b.acquire(&10, t0 + secs(1.03)), Grant::At(at) if at >= t0 + secs(1.039)));
+        // A call never answered (a timeout) may have arrived at any time up to its give-up.
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(1.0, 0.0));
+        let Grant::Now(first) = b.acquire(&1, t0) else {
+            panic!()
+        };
+        b.answered(first, false, t0 + secs(0.5));
+        assert_eq!(b.acquire(&2, t0 + secs(1.1)), Grant::At(t0 + secs(1.5)));
+    }
+
+    #[test]
+    fn prompt_answers_change_nothing() {
+        // Every round trip the same: the window guard counts every call at its grant.
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0));
+        let t0 = Instant::now();
+        for task in 0..10 {
+            let slot = t0 + Duration::from_millis(100 * u64::from(task));
+            assert!(call(&mut b, task, slot, 0.2).is_now(), "task {task}");
+        }
+        assert!(b.acquire(&10, t0 + secs(1.025)).is_now());
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn poll(
     if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
         return Polled::Wait(Duration::from_secs(1));
     }
-    let floor = match resolved.budget.admit(key, desired, Instant::now()) {
+    let (floor, call) = match resolved.budget.admit(key, desired, Instant::now()) {
         Admission::Wait(delay) => {
             debug!(
                 wait_ms = delay.as_millis() as u64,
@@ -195,7 +195,7 @@ async fn poll(
             );
             return Polled::Wait(delay);
         }
-        Admission::Go { floor } => floor,
+        Admission::Go { floor, call } => (floor, call),
     };
     let connection = &resolved.connection;
     let query = StatusQuery {
@@ -213,7 +213,9 @@ async fn poll(
         .await;
     ctx.metrics
         .record_call(resolved.budget.alias(), &result, started.elapsed());
-    resolved.budget.feedback(feedback(&result), Instant::now());
+    resolved
+        .budget
+        .feedback(call, feedback(&result), Instant::now());
     match &result {
         Ok(_) => ctx.accounts.resolver.record_auth(account, None),
         Err(e) if e.reason() == cloud_reasons::AUTH_ERROR => {
