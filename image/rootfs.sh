@@ -5,6 +5,8 @@
 #
 #   image/rootfs.sh <out>      CARGO_TARGET_DIR is honoured (default: target/)
 #   image/rootfs.sh --cargo-features   prints the cargo feature flags of the image's binary
+#   image/rootfs.sh --binary   builds only the image's binary and prints its path (`make bench`
+#                              and `make profile` measure the operator that ships)
 #
 # <out>/rootfs/
 #   usr/local/bin/mpu-relay-operator   static, stripped, mode 0755
@@ -25,7 +27,7 @@
 # not on the CPU.
 set -euo pipefail
 
-out=${1:?usage: image/rootfs.sh <out dir>}
+out=${1:?usage: image/rootfs.sh <out dir> | --binary | --cargo-features}
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { echo "[image] $*" >&2; }
 
@@ -69,6 +71,10 @@ kill $ticker 2>/dev/null || true
 log "compiled in $((SECONDS - start)) s"
 
 bin=$target_dir/$triple/release/mpu-relay-operator
+if [ "$out" = --binary ]; then
+  echo "$bin"
+  exit 0
+fi
 # A static executable has no program interpreter (PT_INTERP) and no shared-library needs.
 command -v readelf >/dev/null || { log "readelf (binutils) is needed to check the binary"; exit 1; }
 if LC_ALL=C readelf -lW "$bin" | grep -qE 'INTERP|Requesting program interpreter'; then
