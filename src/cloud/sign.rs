@@ -120,18 +120,34 @@ impl std::str::FromStr for Method {
 /// Alibaba's percent-encoding: keeps only `A-Z a-z 0-9 - _ . ~`, encodes every other UTF-8 byte as `%XX`
 /// (uppercase hex), so a space is `%20` (never `+`) and `*` is `%2A`.
 pub fn percent_encode(input: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(input.len() * 3);
-    for &byte in input.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-    }
+    percent_encode_into(&mut out, input);
     out
+}
+
+/// [`percent_encode`], appended to `out`: the signer builds each query and string-to-sign in one
+/// buffer instead of a string per key and value (issue 11's profile of the raw client).
+pub fn percent_encode_into(out: &mut String, input: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = input.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            continue;
+        }
+        // Runs of unreserved bytes are copied at once. A run is ASCII, so its ends are char
+        // boundaries (an empty run between two bytes of one character is skipped).
+        if start < i {
+            out.push_str(&input[start..i]);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        start = i + 1;
+    }
+    if start < bytes.len() {
+        out.push_str(&input[start..]);
+    }
 }
 
 /// Decodes a received query string (`a=b&c=d`) into a map, for the verifier. Accepts both `%20` and `+` for a
@@ -189,14 +205,14 @@ fn hex_value(digit: u8) -> Option<u8> {
 /// sort by), each key and value percent-encoded, joined by `&`. The canonical query of both schemes and the
 /// query string we send.
 pub fn canonical_query(params: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(512);
     for (key, value) in params {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(&percent_encode(key));
+        percent_encode_into(&mut out, key);
         out.push('=');
-        out.push_str(&percent_encode(value));
+        percent_encode_into(&mut out, value);
     }
     out
 }
@@ -282,12 +298,18 @@ pub struct V1Signature {
 
 /// Signs a full V1 parameter map (operation and common parameters, without `Signature`).
 pub fn v1_sign(method: Method, params: &BTreeMap<String, String>, secret: &str) -> V1Signature {
-    let string_to_sign = format!(
-        "{}&{}&{}",
-        method.as_str(),
-        V1_PATH_ENCODED,
-        percent_encode(&canonical_query(params))
-    );
+    v1_sign_query(method, &canonical_query(params), secret)
+}
+
+/// [`v1_sign`] of an already canonical query (the signer sends that same query, so it builds it
+/// once).
+fn v1_sign_query(method: Method, query: &str, secret: &str) -> V1Signature {
+    let mut string_to_sign = String::with_capacity(16 + query.len() * 3 / 2);
+    string_to_sign.push_str(method.as_str());
+    string_to_sign.push('&');
+    string_to_sign.push_str(V1_PATH_ENCODED);
+    string_to_sign.push('&');
+    percent_encode_into(&mut string_to_sign, query);
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
@@ -412,16 +434,15 @@ fn sign_v1_params(
     query_params: &BTreeMap<String, String>,
     credentials: &SigningKey<'_>,
 ) -> SignedRequest {
+    let mut query = canonical_query(query_params);
     let V1Signature {
         string_to_sign,
         signature,
-    } = v1_sign(method, query_params, credentials.access_key_secret);
-    let query = format!(
-        "{}&{}={}",
-        canonical_query(query_params),
-        params::SIGNATURE,
-        percent_encode(&signature)
-    );
+    } = v1_sign_query(method, &query, credentials.access_key_secret);
+    query.push('&');
+    query.push_str(params::SIGNATURE);
+    query.push('=');
+    percent_encode_into(&mut query, &signature);
     SignedRequest {
         method,
         path: RPC_PATH,

@@ -402,6 +402,11 @@ fn log(message: impl std::fmt::Display) {
     );
 }
 
+// The operator's allocator (src/main.rs), so that the raw client loop (`bench raw-client`, a child
+// of this binary) costs what the client costs in the operator.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("raw-client") {
