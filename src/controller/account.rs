@@ -35,6 +35,7 @@ use crate::cloud::credentials::{
 };
 use crate::cloud::endpoint::{AllowedEndpoints, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
+use crate::controller::TaskKey;
 use crate::controller::decide::Problem;
 
 /// Condition reasons of accounts and of tasks that cannot use theirs.
@@ -51,8 +52,6 @@ pub mod reasons {
     pub const THROTTLED: &str = "Throttled";
     pub const NOT_THROTTLED: &str = "WithinLimit";
 }
-
-type TaskRef = ObjectRef<MpuRelayTask>;
 
 /// Which account object: the identity of an account in budgets, caches and metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,7 +232,7 @@ pub struct Resolved {
     pub endpoint: Endpoint,
     pub connection: Connection,
     pub credentials: Credentials,
-    pub budget: Arc<Budget<TaskRef>>,
+    pub budget: Arc<Budget<TaskKey>>,
 }
 
 /// What resolving an account gave, and when.
@@ -287,7 +286,7 @@ pub struct Resolver {
     client: kube::Client,
     cloud: CloudClient,
     settings: ResolverSettings,
-    budgets: Arc<Budgets<TaskRef>>,
+    budgets: Arc<Budgets<TaskKey>>,
     slots: Mutex<HashMap<AccountKey, Arc<Slot>>>,
     /// UIDs by a hash of the whole key (id and secret): a tenant who knows another tenant's
     /// AccessKeyId but not its secret must not inherit its identity (and budget).
@@ -309,7 +308,7 @@ impl Resolver {
         client: kube::Client,
         cloud: CloudClient,
         settings: ResolverSettings,
-        budgets: Arc<Budgets<TaskRef>>,
+        budgets: Arc<Budgets<TaskKey>>,
     ) -> Self {
         Resolver {
             client,

@@ -599,6 +599,18 @@ impl Stamp {
         message: &str,
     ) {
         let previous = conditions.iter().position(|c| c.type_ == type_);
+        // Nothing new (most polls): keep the condition as it is, without building it again.
+        if let Some(i) = previous {
+            let c = &conditions[i];
+            if c.status == value
+                && c.reason == reason
+                && c.observed_generation == self.generation
+                && message.len() <= MESSAGE_MAX_CHARS
+                && c.message == message
+            {
+                return;
+            }
+        }
         let transition = match previous {
             Some(i) if conditions[i].status == value => conditions[i].last_transition_time.clone(),
             _ => self.time.clone(),
