@@ -129,7 +129,7 @@ perf) CMD=(perf record -F 199 --call-graph dwarf,16384 -o "$OUT/perf.data" "$BIN
 none) CMD=("$BIN" "${ARGS[@]}") ;;
 esac
 say "starting the operator under $1 ${extra:+($extra) }for ${SECONDS_RUN}s: ${CMD[*]}"
-env ${OPERATOR_ENV:-} $extra RUST_LOG=warn ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$OUT/operator.log" 2>&1 &
+env RUST_LOG=warn ${OPERATOR_ENV:-} $extra ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$OUT/operator.log" 2>&1 &
 OP_PID=$!
 polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_calls_total/ {s+=$NF} END {print s+0}'; }
 operator_pid() { pgrep -f -n "^$BIN run --namespaces $NS" || echo "$OP_PID"; }
