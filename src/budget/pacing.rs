@@ -127,6 +127,9 @@ pub struct AccountBudget<K> {
     reservations: HashMap<K, Instant>,
     /// The calls that may still count in the cloud's window, in the order they were granted.
     sent: VecDeque<Sent>,
+    /// Tasks the window guard held back, in line: the k-th waits for the k-th call to leave the
+    /// window, with the instant it was told to come back at.
+    held_back: VecDeque<(K, Instant)>,
     next_call: u64,
     round_trips: RoundTrips,
     /// Tasks that draw on this account: the interval each wants, and the instant after which it
@@ -161,6 +164,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             next_call: 0,
             round_trips: RoundTrips::default(),
             reservations: HashMap::new(),
+            held_back: VecDeque::new(),
             members: HashMap::new(),
             demand: BTreeMap::new(),
             swept: None,
@@ -201,7 +205,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     }
 
     /// Grants a call now unless it would be one too many in the cloud's window; then the task
-    /// keeps a reservation for the instant the window's oldest call leaves it.
+    /// keeps a reservation for the instant a place in the window is its own.
     ///
     /// A deferral leaves every paced slot where it is, and the deferred call waits only the few
     /// milliseconds its own lateness cost. Two things that look safer are worse (replayed in
@@ -209,9 +213,30 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// the next free slot one spacing out per deferral loses a slot per late call (6.2 calls/s
     /// of 9.7, worst gap 2.1 x N/rate), and queueing deferred calls one window-spacing apart
     /// puts them behind the paced ones, which starve them (9.5/s, worst gap 2.1 x).
+    ///
+    /// Held-back tasks wait in line, each for a place of its own: the k-th for the k-th call
+    /// to leave the window, and a task arriving meanwhile queues behind them. Sending them all
+    /// back for the first place to open woke every one of them for each place, and all but one
+    /// were held back again: at 10 000 tasks taking over, 26 reconciles per call, which kept
+    /// every worker busy (issue 11: 0.5 CPU s per 1 000 polls, tasks left unpolled for 90 s).
     fn grant_now(&mut self, task: &K, now: Instant) -> Grant {
-        if let Some(at) = self.window_full_until(now) {
+        // A task back for its place leaves the line; the ones ahead keep their claim. Places
+        // claimed by tasks that did not come back within a window are given up.
+        let ahead = match self.held_back.iter().position(|(t, _)| t == task) {
+            Some(position) => {
+                self.held_back.remove(position);
+                position
+            }
+            None => self.held_back.len(),
+        };
+        let window = self.config.window;
+        let before = self.held_back.len();
+        self.held_back.retain(|(_, at)| *at + window > now);
+        let ahead = ahead.saturating_sub(before - self.held_back.len());
+        if let Some(at) = self.window_full_until(now, ahead) {
             self.reservations.insert(task.clone(), at);
+            self.held_back
+                .insert(ahead.min(self.held_back.len()), (task.clone(), at));
             return Grant::At(at);
         }
         let call = Call(self.next_call);
@@ -224,30 +249,38 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         Grant::Now(call)
     }
 
-    /// When a call made now would be one too many in some window of the cloud's, the instant
-    /// it no longer would be. Forgets the calls that can no longer count.
-    fn window_full_until(&mut self, now: Instant) -> Option<Instant> {
+    /// When a call made now, behind `ahead` held-back calls that go first, would be one too
+    /// many in some window of the cloud's: the instant it no longer would be. Forgets the calls
+    /// that can no longer count.
+    fn window_full_until(&mut self, now: Instant, ahead: usize) -> Option<Instant> {
         let window = self.config.window;
         self.sent.retain(|s| s.counts_at + window > now);
         // Bounded whatever happens: the calls granted last are the ones that count.
         while self.sent.len() > 4 * self.config.window_calls {
             self.sent.pop_front();
         }
-        if self.sent.len() < self.config.window_calls {
+        // How many of the counted calls must leave the window before this one fits: none when
+        // there is room for it and every call ahead of it; usually one more than are ahead.
+        let leave = (self.sent.len() + ahead + 1).checked_sub(self.config.window_calls)?;
+        if leave == 0 {
             return None;
         }
-        // How many of the counted calls must leave the window before one more fits: usually
-        // one (the earliest); more only after the limit was lowered.
-        let leave = self.sent.len() + 1 - self.config.window_calls;
-        let counts_at = self.sent.iter().map(|s| s.counts_at);
-        let at = if leave == 1 {
-            counts_at.min()?
-        } else {
-            let mut at: Vec<Instant> = counts_at.collect();
-            at.sort_unstable();
-            at[leave - 1]
+        let mut departures: Vec<Instant> = self.sent.iter().map(|s| s.counts_at + window).collect();
+        departures.sort_unstable();
+        // The place `leave` opens when the call that took the place `window_calls` before it
+        // leaves the window in turn (a place free now is taken now).
+        let (mut place, mut windows) = (leave, 0u32);
+        let opened = loop {
+            if place <= departures.len() {
+                break departures[place - 1];
+            }
+            windows = windows.saturating_add(1);
+            if place <= self.config.window_calls {
+                break now;
+            }
+            place -= self.config.window_calls;
         };
-        Some(at + window)
+        Some(opened + window.saturating_mul(windows))
     }
 
     /// The cloud answered `call` (or gave up on it) at `now`. A round trip longer than the
@@ -277,6 +310,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
     pub fn release(&mut self, task: &K) {
         self.reservations.remove(task);
+        self.held_back.retain(|(t, _)| t != task);
         if let Some((desired, _)) = self.members.remove(task) {
             self.forget_demand(desired);
         }
@@ -331,6 +365,8 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         self.rate = (self.rate * self.config.backoff_factor).max(self.config.min_rate);
         let mut line: Vec<(K, Instant)> = self.reservations.drain().collect();
         line.sort_by_key(|(_, at)| *at);
+        // The line the window guard kept is part of that line now.
+        self.held_back.clear();
         let mut slot = now + self.spacing();
         for (task, _) in line {
             self.reservations.insert(task, slot);
@@ -676,6 +712,53 @@ mod tests {
         }
         // The first call went out at t0, long before: 10 may go at `late`.
         assert_eq!(now_calls, 10);
+    }
+
+    #[test]
+    fn tasks_held_back_by_the_window_wait_in_line_each_for_a_place_of_its_own() {
+        // A busy process comes back for 29 paced slots at once, 3 s late: 10 go, and the 19
+        // held back are each told the instant a place of their own opens, in the order they
+        // asked, so each comes back once and goes. (Telling them all the first instant a place
+        // opened woke all of them for every place, and held back all but the first again.)
+        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03));
+        let t0 = Instant::now();
+        assert!(b.acquire(&0, t0).is_now());
+        for task in 1..30 {
+            assert!(!b.acquire(&task, t0).is_now());
+        }
+        let late = t0 + secs(3.0);
+        let mut granted = Vec::new();
+        let mut line = Vec::new();
+        for task in 1..30 {
+            match b.acquire(&task, late) {
+                Grant::Now(_) => granted.push(late),
+                Grant::At(at) => line.push((task, at)),
+            }
+        }
+        assert_eq!((granted.len(), line.len()), (10, 19));
+        for pair in line.windows(2) {
+            assert!(pair[0].1 <= pair[1].1, "{pair:?}: not in turn");
+        }
+        // A task whose paced slot comes meanwhile queues behind them.
+        let Grant::At(slot) = b.acquire(&30, late) else {
+            panic!("task 30 went at once")
+        };
+        let Grant::At(behind) = b.acquire(&30, slot) else {
+            panic!("task 30 jumped the line")
+        };
+        assert!(behind >= line[18].1);
+        for (task, at) in line {
+            assert!(
+                b.acquire(&task, at).is_now(),
+                "task {task} was held back again"
+            );
+            granted.push(at);
+            let in_window = granted.iter().filter(|g| **g + secs(1.025) > at).count();
+            assert!(
+                in_window <= 10,
+                "{in_window} calls in the window at task {task}"
+            );
+        }
     }
 
     /// Calls of `b` at `t`: granted now, and answered `round_trip` later.

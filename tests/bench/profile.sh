@@ -135,6 +135,23 @@ polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_cal
 operator_pid() { pgrep -f -n "^$BIN run --namespaces $NS" || echo "$OP_PID"; }
 cpu() { awk '{print ($14+$15)/100}' "/proc/$(operator_pid)/stat"; }
 rss() { awk '/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$(operator_pid)/status"; }
+# The bench's take-over figure: tasks the simulator saw polled fewer than 3 times in the first
+# 90 s, with what a few of them say in their status (why they were left behind).
+laggards() {
+	curl -s "127.0.0.1:$PORT/admin/stats?tasks=true" | python3 -c '
+import json, sys
+tasks = [t for t in json.load(sys.stdin)["tasks"] if t["appId"] == "prof"]
+behind = sorted((t for t in tasks if t["calls"] < 3), key=lambda t: t["calls"])
+print(len(behind), "of", len(tasks), "tasks polled fewer than 3 times;",
+      sum(1 for t in behind if t["calls"] == 0), "never")
+for t in behind[:8]:
+    print("t-" + t["taskId"][2:], t["calls"], t.get("lastCallUnixMs"))
+' >"$OUT/laggards.txt" || true
+	say "t=90s: $(head -1 "$OUT/laggards.txt")"
+	tail -n +2 "$OUT/laggards.txt" | while read -r name calls last; do
+		say "  $name: $calls calls, last at $last; status: $(k get mpurelaytask -n "$NS" "$name" -o jsonpath='{.status.lastSyncTime} {range .status.conditions[*]}{.type}={.status}/{.reason} {end}')"
+	done
+}
 for t in $(seq 10 10 "$SECONDS_RUN"); do
 	sleep 10
 	if ! kill -0 "$OP_PID" 2>/dev/null; then
@@ -143,6 +160,7 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 		exit 1
 	fi
 	say "t=${t}s polls=$(polls) cpu=$(cpu)s $(rss)"
+	if [ "$t" = 90 ]; then laggards; fi
 	if [ -z "$P0" ] && [ "$t" -ge $((SECONDS_RUN / 2)) ]; then
 		P0=$(polls)
 		C0=$(cpu)
