@@ -220,8 +220,10 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     /// were held back again: at 10 000 tasks taking over, 26 reconciles per call, which kept
     /// every worker busy (issue 11: 0.5 CPU s per 1 000 polls, tasks left unpolled for 90 s).
     fn grant_now(&mut self, task: &K, now: Instant) -> Grant {
-        // A task back for its place leaves the line; the ones ahead keep their claim. Places
-        // claimed by tasks that did not come back within a window are given up.
+        // Places claimed by tasks that did not come back within a window are given up. A task
+        // back for its place leaves the line; the ones ahead of it keep their claim.
+        let window = self.config.window;
+        self.held_back.retain(|(_, at)| *at + window > now);
         let ahead = match self.held_back.iter().position(|(t, _)| t == task) {
             Some(position) => {
                 self.held_back.remove(position);
@@ -229,14 +231,9 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
             }
             None => self.held_back.len(),
         };
-        let window = self.config.window;
-        let before = self.held_back.len();
-        self.held_back.retain(|(_, at)| *at + window > now);
-        let ahead = ahead.saturating_sub(before - self.held_back.len());
         if let Some(at) = self.window_full_until(now, ahead) {
             self.reservations.insert(task.clone(), at);
-            self.held_back
-                .insert(ahead.min(self.held_back.len()), (task.clone(), at));
+            self.held_back.insert(ahead, (task.clone(), at));
             return Grant::At(at);
         }
         let call = Call(self.next_call);
@@ -261,7 +258,7 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         }
         // How many of the counted calls must leave the window before this one fits: none when
         // there is room for it and every call ahead of it; usually one more than are ahead.
-        let leave = (self.sent.len() + ahead + 1).checked_sub(self.config.window_calls)?;
+        let leave = (self.sent.len() + ahead + 1).saturating_sub(self.config.window_calls);
         if leave == 0 {
             return None;
         }
