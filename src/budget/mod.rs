@@ -198,6 +198,25 @@ impl<K: Clone + Eq + Hash> Budget<K> {
         }
     }
 
+    /// When `task`, just served, should come back: at its next turn, taken now when the
+    /// account's line of reserved slots already reaches `soonest` from `now` (the soonest it
+    /// may be polled again; [`AccountBudget::join_after`]), else `otherwise`, to ask then.
+    pub fn next_turn(
+        &self,
+        task: &K,
+        soonest: Duration,
+        otherwise: Duration,
+        now: Instant,
+    ) -> Duration {
+        let Some(earliest) = now.checked_add(soonest) else {
+            return otherwise;
+        };
+        match self.lock().pacing.join_after(task, earliest, now) {
+            Some(slot) => slot.saturating_duration_since(now),
+            None => otherwise,
+        }
+    }
+
     /// What `call`, granted by `admit`, gave at `now`.
     pub fn feedback(&self, call: Call, feedback: Feedback, now: Instant) {
         let mut state = self.lock();

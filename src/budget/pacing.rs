@@ -204,6 +204,29 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         }
     }
 
+    /// Right after `task`'s call, takes its next turn if the line of reserved slots already
+    /// reaches past `earliest` (when it would come back to ask): the slot it would have been
+    /// given then, or an earlier one, since every task that asks before then lines up behind
+    /// it. Returns the slot, or `None` when the line is shorter (the account is not that
+    /// busy): the task then comes back at `earliest` and asks as usual.
+    ///
+    /// On a busy account this halves the reconciles per call: coming back early to queue for
+    /// a slot and coming back again when it opens was two reconciles for one call (issue 11:
+    /// 2.9 reconciles per call at 10 000 tasks, most of the operator's CPU outside the call).
+    /// Tasks then take their turns in the order they were last served, so each is served once
+    /// per round.
+    pub fn join_after(&mut self, task: &K, earliest: Instant, now: Instant) -> Option<Instant> {
+        if self.reservations.contains_key(task) {
+            return None;
+        }
+        let free = self
+            .next_free
+            .filter(|free| *free >= earliest && *free > now)?;
+        self.next_free = Some(free + self.spacing());
+        self.reservations.insert(task.clone(), free);
+        Some(free)
+    }
+
     /// Grants a call now unless it would be one too many in the cloud's window; then the task
     /// keeps a reservation for the instant a place in the window is its own.
     ///
@@ -523,6 +546,43 @@ mod tests {
         let first = b.acquire(&2, t0);
         assert_eq!(b.acquire(&2, t0 + secs(0.01)), first);
         assert_eq!(b.acquire(&3, t0), Grant::At(t0 + secs(0.2)));
+    }
+
+    #[test]
+    fn a_task_just_served_takes_its_next_turn_at_the_end_of_a_line_that_reaches_past_its_interval()
+    {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        // Twenty tasks in line: slots up to 1.9 s, the next free at 2.0 s.
+        for task in 0..20 {
+            b.acquire(&task, t0);
+        }
+        // Task 0, served at t0, would come back in a second: the line already goes past that,
+        // so it takes the next free slot now, and the next task to ask lines up behind it.
+        assert_eq!(
+            b.join_after(&0, t0 + secs(1.0), t0 + secs(0.01)),
+            Some(t0 + secs(2.0))
+        );
+        assert_eq!(b.acquire(&99, t0 + secs(0.02)), Grant::At(t0 + secs(2.1)));
+        // Coming back at its slot, it calls.
+        assert!(b.acquire(&0, t0 + secs(2.0)).is_now());
+    }
+
+    #[test]
+    fn a_task_just_served_comes_back_as_usual_when_the_line_is_shorter_than_its_interval() {
+        let mut b = ten_per_second();
+        let t0 = Instant::now();
+        for task in 0..5 {
+            b.acquire(&task, t0);
+        }
+        // Slots up to 0.4 s: a task that wants a second between polls is not lined up sooner.
+        assert_eq!(b.join_after(&0, t0 + secs(1.0), t0 + secs(0.01)), None);
+        // Nor is a task that still holds a slot, nor one on an idle account.
+        assert_eq!(b.join_after(&4, t0, t0 + secs(0.01)), None);
+        let mut idle = ten_per_second();
+        assert_eq!(idle.join_after(&0, t0, t0), None);
+        // The line is untouched: the next task to ask gets the slot after the fifth.
+        assert_eq!(b.acquire(&5, t0 + secs(0.02)), Grant::At(t0 + secs(0.5)));
     }
 
     #[test]

@@ -147,6 +147,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The soonest this task may be polled again: its own interval when the budget sets the
+    /// pace (it would poll more often if the account allowed), else the decided delay.
+    /// `None`: not polled again until something changes.
+    pub fn soonest(&self) -> Option<Duration> {
+        let NextSync::After(delay) = self.next.bounded() else {
+            return None;
+        };
+        let own = self.status.sync_interval.map(Duration::from);
+        Some(match own {
+            Some(own) if self.budget_bound => own.min(delay),
+            _ => delay,
+        })
+    }
+
     /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
     /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart; but when
     /// the budget sets the pace, 3 to 10 % early, to queue for the next free slot (the budget
@@ -956,6 +970,29 @@ mod tests {
             Duration::ZERO,
         );
         assert!(!free.budget_bound);
+    }
+
+    #[test]
+    fn a_task_the_budget_holds_back_may_be_polled_again_after_its_own_interval() {
+        let config = PollConfig::default();
+        let bound = decide(&task(), &polled(1), at(0), &config, Duration::from_secs(45));
+        assert_eq!(bound.soonest(), Some(Duration::from_secs(30)));
+        let free = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
+        assert_eq!(free.soonest(), Some(Duration::from_secs(30)));
+        // A failure's backoff is never shortened.
+        let failed = decide(
+            &task(),
+            &Outcome::CloudFailed(CloudError::Transport("reset".into())),
+            at(0),
+            &config,
+            Duration::from_secs(45),
+        );
+        let NextSync::After(backoff) = failed.next else {
+            panic!("{:?}", failed.next)
+        };
+        assert_eq!(failed.soonest(), Some(backoff));
+        let suspended = decide(&task(), &Outcome::Suspended, at(0), &config, Duration::ZERO);
+        assert_eq!(suspended.soonest(), None);
     }
 
     #[test]

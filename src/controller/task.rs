@@ -1,6 +1,7 @@
 //! One task's reconcile: the thin I/O around [`decide`](super::decide), in this order:
 //! account (may this task use it? what does it resolve to?) -> budget admission -> cloud call
-//! -> decide -> status write (only on change) -> events -> requeue.
+//! -> decide -> status write (only on change) -> events -> requeue (for the next turn at the
+//! budget, taken at once when the account's line of slots already reaches that far).
 //!
 //! Never sleeps: a task without a budget slot is requeued for the slot it was given.
 
@@ -37,6 +38,8 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     }
 
     let mut floor = Duration::ZERO;
+    // The budget of the account that served a call: the task's next turn is taken there.
+    let mut served_by = None;
     let outcome = if task.spec.suspend {
         ctx.budgets.release_everywhere(&key);
         Outcome::Suspended
@@ -49,6 +52,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
                     Polled::Wait(delay) => return Ok(Action::requeue(delay)),
                     Polled::Called { outcome, floor: f } => {
                         floor = f;
+                        served_by = Some(resolved.budget.clone());
                         outcome
                     }
                 },
@@ -65,7 +69,12 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         warn!(?class, error = why, "polling failed");
     }
     ctx.publish(&*task, &decision.events).await;
-    let next = decision.requeue(rand::rng().random_range(0.0..1.0));
+    let next = decision
+        .requeue(rand::rng().random_range(0.0..1.0))
+        .map(|after| match (&served_by, decision.soonest()) {
+            (Some(budget), Some(soonest)) => budget.next_turn(&key, soonest, after, Instant::now()),
+            _ => after,
+        });
     if next.is_none() {
         ctx.budgets.release_everywhere(&key);
     }

@@ -132,6 +132,7 @@ say "starting the operator under $1 ${extra:+($extra) }for ${SECONDS_RUN}s: ${CM
 env RUST_LOG=warn ${OPERATOR_ENV:-} $extra ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$OUT/operator.log" 2>&1 &
 OP_PID=$!
 polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_calls_total/ {s+=$NF} END {print s+0}'; }
+reconciles() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_reconciles_total/ {s+=$NF} END {print s+0}'; }
 operator_pid() { pgrep -f -n "^$BIN run --namespaces $NS" || echo "$OP_PID"; }
 cpu() { awk '{print ($14+$15)/100}' "/proc/$(operator_pid)/stat"; }
 rss() { awk '/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$(operator_pid)/status"; }
@@ -163,12 +164,14 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 	if [ "$t" = 90 ]; then laggards; fi
 	if [ -z "$P0" ] && [ "$t" -ge $((SECONDS_RUN / 2)) ]; then
 		P0=$(polls)
+		R0=$(reconciles)
 		C0=$(cpu)
 	fi
 done
 P1=$(polls)
+R1=$(reconciles)
 C1=$(cpu)
-say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls"
+say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls, $(echo "scale=2; ($R1 - $R0) / ($P1 - $P0)" | bc) reconciles per poll"
 say "memory at the end: $(rss)"
 grep -E '^(Rss|Pss|Anonymous|Private)' "/proc/$(operator_pid)/smaps_rollup" | tr -s ' ' | paste -sd' ' >&2 || true
 kill -INT "$(operator_pid)"
