@@ -73,6 +73,13 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusWriteLabels {
+    pub result: &'static str,
+    /// `MpuRelayTask`, `MpuRelayAccount` or `ClusterMpuRelayAccount`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AccountObjectLabels {
     /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount.
     pub account: String,
@@ -94,7 +101,7 @@ pub struct Metrics {
     account_ready: Family<AccountObjectLabels, Gauge>,
     tasks: Family<PhaseLabels, Gauge>,
     oldest_sync: Gauge,
-    status_writes: Family<ResultLabels, Counter>,
+    status_writes: Family<StatusWriteLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     reconcile_panics: Counter,
@@ -165,10 +172,10 @@ impl Default for Metrics {
             "Unix time of the oldest status.lastSyncTime among watched, unsuspended tasks (0: none)",
             oldest_sync.clone(),
         );
-        let status_writes = Family::<ResultLabels, Counter>::default();
+        let status_writes = Family::<StatusWriteLabels, Counter>::default();
         registry.register(
             "status_writes",
-            "Status patches by result (ok, error)",
+            "Status patches by result (ok, error) and kind of object",
             status_writes.clone(),
         );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
@@ -266,10 +273,13 @@ impl Metrics {
         self.reconcile_panics.inc();
     }
 
-    pub fn record_status_write(&self, ok: bool) {
+    pub fn record_status_write(&self, kind: &str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.status_writes
-            .get_or_create(&ResultLabels { result })
+            .get_or_create(&StatusWriteLabels {
+                result,
+                kind: kind.to_string(),
+            })
             .inc();
     }
 

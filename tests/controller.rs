@@ -671,7 +671,7 @@ async fn integration_refused_status_writes_are_retried_without_new_cloud_calls()
     tokio::time::sleep(Duration::from_secs(12)).await;
     let extra = w.calls(AK) - calls_at_refusal;
     let refused = op
-        .metric("mpu_relay_status_writes_total{result=\"error\"}")
+        .metric("mpu_relay_status_writes_total{result=\"error\",kind=\"MpuRelayTask\"}")
         .await;
     eprintln!("status writes refused: {refused}; cloud calls while refused: {extra} in 12 s");
     assert!(refused >= 3.0, "the test needs refused writes: {refused}");

@@ -252,13 +252,13 @@ impl Context {
             .await
         {
             Ok(_) => {
-                self.metrics.record_status_write(true);
+                self.metrics.record_status_write(&K::kind(&()), true);
                 Ok(())
             }
             // Deleted meanwhile: nothing left to write to.
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => {
-                self.metrics.record_status_write(false);
+                self.metrics.record_status_write(&K::kind(&()), false);
                 Err(Error::StatusWrite(e))
             }
         }
