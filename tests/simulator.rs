@@ -625,6 +625,41 @@ async fn admin_stats_report_calls_per_account_second_and_task() {
     assert_eq!(sim.task(APP, TASK).unwrap().calls, 0);
 }
 
+/// Staleness as the cloud saw it, counted at every call: the longest a task went without a
+/// call in the stats window, the wait that spans a reset included, so no measurement sampled
+/// from outside can miss a call.
+#[tokio::test]
+async fn each_task_reports_its_longest_wait_without_a_call_since_the_reset() {
+    let sim = start().await;
+    assert_eq!(sim.task(APP, TASK).unwrap().longest_wait_ms, None);
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    let view = sim.task(APP, TASK).unwrap();
+    let wait = view.longest_wait_ms.unwrap();
+    assert!((300..1000).contains(&wait), "{wait} ms");
+    assert_eq!(view.longest_wait_ended_unix_ms, view.last_call_unix_ms);
+
+    // The reset keeps the last call: the first wait after it is measured from there.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (before, reset_at) = sim.take_stats(true);
+    let before = before
+        .tasks
+        .unwrap()
+        .into_iter()
+        .find(|t| t.task_id == TASK);
+    assert!(before.unwrap().longest_wait_ms.unwrap() >= wait);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Still waiting: the open wait counts, and began before the reset.
+    let open = sim.task(APP, TASK).unwrap();
+    assert_eq!((open.calls, open.longest_wait_ended_unix_ms), (0, None));
+    assert!(open.longest_wait_ms.unwrap() >= 500, "{open:?}");
+    assert_eq!(v1(&sim, &KEY1, TASK).await.0, 200);
+    let after = sim.task(APP, TASK).unwrap();
+    assert!(after.longest_wait_ms.unwrap() >= 500, "{after:?}");
+    assert!(after.longest_wait_ended_unix_ms.unwrap() > reset_at);
+}
+
 #[tokio::test]
 async fn admin_garbage_body_gets_a_json_400() {
     let sim = start().await;

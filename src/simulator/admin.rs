@@ -116,7 +116,8 @@ fn yes() -> bool {
 }
 
 async fn stats(AxumState(shared): SharedState, Query(query): Query<StatsQuery>) -> Response {
-    let view = shared.lock().stats(query.tasks, query.buckets);
+    let now = shared.clock().wall.as_millisecond();
+    let view = shared.lock().stats(query.tasks, query.buckets, now);
     axum::Json(view).into_response()
 }
 
@@ -127,7 +128,8 @@ async fn reset_stats(AxumState(shared): SharedState) -> Response {
 }
 
 async fn list_tasks(AxumState(shared): SharedState) -> Response {
-    axum::Json(shared.lock().tasks()).into_response()
+    let now = shared.clock().wall.as_millisecond();
+    axum::Json(shared.lock().tasks(now)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -155,7 +157,8 @@ async fn get_task(
     AxumState(shared): SharedState,
     Path((app, task)): Path<(String, String)>,
 ) -> Response {
-    match shared.lock().task(&app, &task) {
+    let now = shared.clock().wall.as_millisecond();
+    match shared.lock().task(&app, &task, now) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no task {app}/{task}")),
     }
@@ -176,9 +179,10 @@ async fn put_task(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    let now = shared.clock().wall.as_millisecond();
     let mut state = shared.lock();
     state.set_task(&app, &task, status);
-    match state.task(&app, &task) {
+    match state.task(&app, &task, now) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "task vanished"),
     }

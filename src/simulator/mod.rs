@@ -132,7 +132,8 @@ impl SimulatorHandle {
     }
 
     pub fn task(&self, app_id: &str, task_id: &str) -> Option<TaskView> {
-        self.shared.lock().task(app_id, task_id)
+        let now = self.shared.clock().wall.as_millisecond();
+        self.shared.lock().task(app_id, task_id, now)
     }
 
     /// Changes the QPS of the uid `access_key_id` belongs to (shared by all that uid's keys);
@@ -177,7 +178,20 @@ impl SimulatorHandle {
     /// Counters, with per-second buckets (each with its calls by User-Agent) and (when asked)
     /// every task.
     pub fn stats(&self, with_tasks: bool) -> StatsView {
-        self.shared.lock().stats(with_tasks, true)
+        let now = self.shared.clock().wall.as_millisecond();
+        self.shared.lock().stats(with_tasks, true, now)
+    }
+
+    /// The counters (and every task) and a reset, under one lock, so that no call falls
+    /// between the two; and the instant of the reset, Unix milliseconds. Each task's longest
+    /// wait in the view runs up to the reset, and the next one starts from there.
+    pub fn take_stats(&self, with_tasks: bool) -> (StatsView, i64) {
+        let now = self.shared.clock();
+        let at = now.wall.as_millisecond();
+        let mut state = self.shared.lock();
+        let view = state.stats(with_tasks, true, at);
+        state.reset_stats(now);
+        (view, at)
     }
 
     pub fn reset_stats(&self) {

@@ -131,8 +131,37 @@ struct StsSession {
 #[derive(Default)]
 struct Task {
     status: i64,
+    /// Calls since the stats were reset, and the last of them.
     calls: u64,
     last_call_unix_ms: Option<i64>,
+    /// The last call ever (a reset keeps it): where the first wait after a reset starts.
+    previous_call_unix_ms: Option<i64>,
+    /// The longest wait between two calls that ended since the reset, and when it ended.
+    longest_wait: Option<(i64, i64)>,
+}
+
+impl Task {
+    fn record_call(&mut self, at_ms: i64) {
+        self.calls += 1;
+        self.last_call_unix_ms = Some(at_ms);
+        if let Some(previous) = self.previous_call_unix_ms {
+            let wait = at_ms - previous;
+            if self.longest_wait.is_none_or(|(longest, _)| wait > longest) {
+                self.longest_wait = Some((wait, at_ms));
+            }
+        }
+        self.previous_call_unix_ms = Some(at_ms);
+    }
+
+    /// The longest this task went without a call since the reset, counting the wait still
+    /// open at `now_ms`; `None` while it was never called.
+    fn longest_wait_ms(&self, now_ms: i64) -> Option<i64> {
+        let open = now_ms - self.previous_call_unix_ms?;
+        Some(
+            self.longest_wait
+                .map_or(open, |(longest, _)| longest.max(open)),
+        )
+    }
 }
 
 /// Nonces seen per AccessKeyId, remembered as long as a request carrying them could still pass the
@@ -189,6 +218,15 @@ pub struct TaskView {
     /// GetMPUTaskStatus calls that reached this task (authenticated and within budget).
     pub calls: u64,
     pub last_call_unix_ms: Option<i64>,
+    /// The longest the task went without a call since the stats were reset, in milliseconds:
+    /// between two calls (the first measured from the last call before the reset) or since its
+    /// last call until this view was taken. Every call counts, so this is exact where sampling
+    /// `lastCallUnixMs` misses a call. Absent while the task was never called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_wait_ms: Option<i64>,
+    /// When the longest wait between two calls ended (absent when it is the open one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_wait_ended_unix_ms: Option<i64>,
 }
 
 /// Everything the stats endpoint reports.
@@ -567,8 +605,7 @@ impl State {
                     messages::INVALID_TASK_NOT_FOUND,
                 )
             })?;
-        task.calls += 1;
-        task.last_call_unix_ms = Some(now.wall.as_millisecond());
+        task.record_call(now.wall.as_millisecond());
         Ok(Reply::Status {
             request_id: request_id.to_owned(),
             status: task.status,
@@ -992,18 +1029,19 @@ impl State {
             .is_some()
     }
 
-    pub fn task(&self, app_id: &str, task_id: &str) -> Option<TaskView> {
+    /// A task as it stands at `now_ms` (Unix milliseconds: the end of its open wait).
+    pub fn task(&self, app_id: &str, task_id: &str, now_ms: i64) -> Option<TaskView> {
         self.tasks
             .get(&(app_id.to_owned(), task_id.to_owned()))
-            .map(|t| task_view(app_id, task_id, t))
+            .map(|t| task_view(app_id, task_id, t, now_ms))
     }
 
-    /// Every task, sorted by (appId, taskId).
-    pub fn tasks(&self) -> Vec<TaskView> {
+    /// Every task at `now_ms`, sorted by (appId, taskId).
+    pub fn tasks(&self, now_ms: i64) -> Vec<TaskView> {
         let mut all: Vec<TaskView> = self
             .tasks
             .iter()
-            .map(|((app, task), t)| task_view(app, task, t))
+            .map(|((app, task), t)| task_view(app, task, t, now_ms))
             .collect();
         all.sort_by(|a, b| (&a.app_id, &a.task_id).cmp(&(&b.app_id, &b.task_id)));
         all
@@ -1091,7 +1129,8 @@ impl State {
         self.faults.clear();
     }
 
-    pub fn stats(&self, with_tasks: bool, with_buckets: bool) -> StatsView {
+    /// The counters since the last reset; with every task as it stands at `now_ms`.
+    pub fn stats(&self, with_tasks: bool, with_buckets: bool, now_ms: i64) -> StatsView {
         let qps_of = |uid: &str| self.uids.get(uid).map_or(0, |u| u.limiter.limit());
         let mut keys_of: HashMap<&str, Vec<String>> = HashMap::new();
         for (id, account) in &self.accounts {
@@ -1132,7 +1171,7 @@ impl State {
             unattributed: self.unattributed.view(with_buckets),
             all: self.all.view(with_buckets),
             sts: self.sts_stats.clone(),
-            tasks: with_tasks.then(|| self.tasks()),
+            tasks: with_tasks.then(|| self.tasks(now_ms)),
         }
     }
 
@@ -1150,6 +1189,7 @@ impl State {
         for task in self.tasks.values_mut() {
             task.calls = 0;
             task.last_call_unix_ms = None;
+            task.longest_wait = None;
         }
         self.unattributed = CallStats::default();
         self.sts_stats = StsStats::default();
@@ -1215,13 +1255,19 @@ fn role_id(role_arn: &str) -> String {
     config::derive_digits(ROLE_ID_SALT, role_arn)
 }
 
-fn task_view(app_id: &str, task_id: &str, task: &Task) -> TaskView {
+fn task_view(app_id: &str, task_id: &str, task: &Task, now_ms: i64) -> TaskView {
+    let longest_wait_ms = task.longest_wait_ms(now_ms);
     TaskView {
         app_id: app_id.to_owned(),
         task_id: task_id.to_owned(),
         status: task.status,
         calls: task.calls,
         last_call_unix_ms: task.last_call_unix_ms,
+        longest_wait_ms,
+        longest_wait_ended_unix_ms: task
+            .longest_wait
+            .filter(|(wait, _)| Some(*wait) == longest_wait_ms)
+            .map(|(_, ended)| ended),
     }
 }
 
