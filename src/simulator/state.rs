@@ -131,11 +131,10 @@ struct StsSession {
 #[derive(Default)]
 struct Task {
     status: i64,
-    /// Calls since the stats were reset, and the last of them.
+    /// Calls since the stats were reset.
     calls: u64,
+    /// The last call ever (a reset keeps it: the first wait after a reset starts there).
     last_call_unix_ms: Option<i64>,
-    /// The last call ever (a reset keeps it): where the first wait after a reset starts.
-    previous_call_unix_ms: Option<i64>,
     /// The longest wait between two calls that ended since the reset, and when it ended.
     longest_wait: Option<(i64, i64)>,
 }
@@ -143,20 +142,19 @@ struct Task {
 impl Task {
     fn record_call(&mut self, at_ms: i64) {
         self.calls += 1;
-        self.last_call_unix_ms = Some(at_ms);
-        if let Some(previous) = self.previous_call_unix_ms {
+        if let Some(previous) = self.last_call_unix_ms {
             let wait = at_ms - previous;
             if self.longest_wait.is_none_or(|(longest, _)| wait > longest) {
                 self.longest_wait = Some((wait, at_ms));
             }
         }
-        self.previous_call_unix_ms = Some(at_ms);
+        self.last_call_unix_ms = Some(at_ms);
     }
 
     /// The longest this task went without a call since the reset, counting the wait still
     /// open at `now_ms`; `None` while it was never called.
     fn longest_wait_ms(&self, now_ms: i64) -> Option<i64> {
-        let open = now_ms - self.previous_call_unix_ms?;
+        let open = now_ms - self.last_call_unix_ms?;
         Some(
             self.longest_wait
                 .map_or(open, |(longest, _)| longest.max(open)),
@@ -1188,7 +1186,6 @@ impl State {
         self.user_agents = UserAgents::default();
         for task in self.tasks.values_mut() {
             task.calls = 0;
-            task.last_call_unix_ms = None;
             task.longest_wait = None;
         }
         self.unattributed = CallStats::default();
@@ -1262,7 +1259,8 @@ fn task_view(app_id: &str, task_id: &str, task: &Task, now_ms: i64) -> TaskView 
         task_id: task_id.to_owned(),
         status: task.status,
         calls: task.calls,
-        last_call_unix_ms: task.last_call_unix_ms,
+        // Since the reset only, as the view's other counters.
+        last_call_unix_ms: task.last_call_unix_ms.filter(|_| task.calls > 0),
         longest_wait_ms,
         longest_wait_ended_unix_ms: task
             .longest_wait
