@@ -63,6 +63,20 @@ pub enum Feedback {
     NoAnswer,
 }
 
+/// How a task just served takes its next turn at its account's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Turn {
+    /// The soonest it may be polled again: its own interval, or a failure's backoff.
+    pub soonest: Duration,
+    /// `Some(round)`: the budget sets its pace, polling it every `round` (the account's
+    /// floor); it takes its next turn in the account's line at once
+    /// ([`AccountBudget::take_turn`]), and comes back only to call.
+    pub in_line: Option<Duration>,
+    /// Otherwise it comes back after this long and asks, unless the account's line already
+    /// reaches past `soonest` ([`AccountBudget::join_after`]).
+    pub otherwise: Duration,
+}
+
 /// A budget's figures, for the account status and metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetView {
@@ -198,23 +212,17 @@ impl<K: Clone + Eq + Hash> Budget<K> {
         }
     }
 
-    /// When `task`, just served, should come back: at its next turn, taken now when the
-    /// account's line of reserved slots already reaches `soonest` from `now` (the soonest it
-    /// may be polled again; [`AccountBudget::join_after`]), else `otherwise`, to ask then.
-    pub fn next_turn(
-        &self,
-        task: &K,
-        soonest: Duration,
-        otherwise: Duration,
-        now: Instant,
-    ) -> Duration {
-        let Some(earliest) = now.checked_add(soonest) else {
-            return otherwise;
+    /// When `task`, just served, comes back, as `turn` asks ([`Turn`]).
+    pub fn next_turn(&self, task: &K, turn: &Turn, now: Instant) -> Duration {
+        let Some(earliest) = now.checked_add(turn.soonest) else {
+            return turn.otherwise;
         };
-        match self.lock().pacing.join_after(task, earliest, now) {
-            Some(slot) => slot.saturating_duration_since(now),
-            None => otherwise,
-        }
+        let mut state = self.lock();
+        let slot = match turn.in_line {
+            Some(round) => Some(state.pacing.take_turn(task, earliest, round, now)),
+            None => state.pacing.join_after(task, earliest, now),
+        };
+        slot.map_or(turn.otherwise, |slot| slot.saturating_duration_since(now))
     }
 
     /// What `call`, granted by `admit`, gave at `now`.

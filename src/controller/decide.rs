@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
+use crate::budget::Turn;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
 /// Longest message kept in a condition or `status.message`.
@@ -136,7 +137,7 @@ impl NextSync {
 pub struct Decision {
     pub status: MpuRelayTaskStatus,
     /// True when the account's budget, not the task's own interval, sets the pace of `next`
-    /// (the reconciler then queues for the next free slot a little early).
+    /// (the task then takes its next turn in the account's line at once).
     pub budget_bound: bool,
     /// False when nothing but timestamps and the request id moved (and no heartbeat is due).
     pub write: bool,
@@ -162,9 +163,7 @@ impl Decision {
     }
 
     /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
-    /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart; but when
-    /// the budget sets the pace, 3 to 10 % early, to queue for the next free slot (the budget
-    /// then never idles while tasks wait, and the queue keeps them in turn).
+    /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart.
     pub fn requeue(&self, spread: f64) -> Option<Duration> {
         let spread = if spread.is_finite() {
             spread.clamp(0.0, 1.0)
@@ -172,12 +171,23 @@ impl Decision {
             0.5
         };
         match self.next.bounded() {
-            NextSync::After(delay) if self.budget_bound => {
-                Some(delay.mul_f64(0.90 + 0.07 * spread))
-            }
             NextSync::After(delay) => Some(delay.mul_f64(0.97 + 0.06 * spread)),
             NextSync::OnChange => None,
         }
+    }
+
+    /// How a task that called the cloud takes its next turn at its account's budget (`None`:
+    /// not polled again until something changes): in the account's line at once when the
+    /// budget sets its pace, else after [`requeue`](Self::requeue).
+    pub fn turn(&self, spread: f64) -> Option<Turn> {
+        let NextSync::After(delay) = self.next.bounded() else {
+            return None;
+        };
+        Some(Turn {
+            soonest: self.soonest()?,
+            in_line: self.budget_bound.then_some(delay),
+            otherwise: self.requeue(spread)?,
+        })
     }
 }
 
@@ -993,6 +1003,25 @@ mod tests {
         assert_eq!(failed.soonest(), Some(backoff));
         let suspended = decide(&task(), &Outcome::Suspended, at(0), &config, Duration::ZERO);
         assert_eq!(suspended.soonest(), None);
+    }
+
+    #[test]
+    fn a_task_the_budget_paces_takes_its_next_turn_in_line_and_any_other_comes_back_to_ask() {
+        let config = PollConfig::default();
+        let bound = decide(&task(), &polled(1), at(0), &config, Duration::from_secs(45));
+        let turn = bound.turn(0.5).expect("polled again");
+        assert_eq!(
+            turn.in_line,
+            Some(Duration::from_secs(45)),
+            "a round of the floor"
+        );
+        assert_eq!(turn.soonest, Duration::from_secs(30));
+        let free = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
+        let turn = free.turn(0.5).expect("polled again");
+        assert_eq!(turn.in_line, None);
+        assert_eq!(turn.otherwise, Duration::from_secs(30));
+        let suspended = decide(&task(), &Outcome::Suspended, at(0), &config, Duration::ZERO);
+        assert_eq!(suspended.turn(0.5), None);
     }
 
     #[test]

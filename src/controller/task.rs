@@ -70,10 +70,10 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     }
     ctx.publish(&*task, &decision.events).await;
     let next = decision
-        .requeue(rand::rng().random_range(0.0..1.0))
-        .map(|after| match (&served_by, decision.soonest()) {
-            (Some(budget), Some(soonest)) => budget.next_turn(&key, soonest, after, Instant::now()),
-            _ => after,
+        .turn(rand::rng().random_range(0.0..1.0))
+        .map(|turn| match &served_by {
+            Some(budget) => budget.next_turn(&key, &turn, Instant::now()),
+            None => turn.otherwise,
         });
     if next.is_none() {
         ctx.budgets.release_everywhere(&key);

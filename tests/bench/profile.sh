@@ -153,6 +153,7 @@ for t in behind[:8]:
 		say "  $name: $calls calls, last at $last; status: $(k get mpurelaytask -n "$NS" "$name" -o jsonpath='{.status.lastSyncTime} {range .status.conditions[*]}{.type}={.status}/{.reason} {end}')"
 	done
 }
+STALE_FROM=$(((SECONDS_RUN / 2 > 100 ? SECONDS_RUN / 2 : 100) / 10 * 10))
 for t in $(seq 10 10 "$SECONDS_RUN"); do
 	sleep 10
 	if ! kill -0 "$OP_PID" 2>/dev/null; then
@@ -167,12 +168,31 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 		R0=$(reconciles)
 		C0=$(cpu)
 	fi
+	# Each task's longest wait without a call is counted afresh from here (after the take-over
+	# figure at 90 s, which counts calls since the start).
+	if [ "$t" = "$STALE_FROM" ]; then
+		curl -s -X POST "127.0.0.1:$PORT/admin/stats/reset" >/dev/null
+	fi
 done
 P1=$(polls)
 R1=$(reconciles)
 C1=$(cpu)
 say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls, $(echo "scale=2; ($R1 - $R0) / ($P1 - $P0)" | bc) reconciles per poll"
 say "memory at the end: $(rss)"
+# Staleness from STALE_FROM on, from the simulator's count of every call: each task's longest
+# wait, against the floor its account's budget allows (tasks per account / 9.7 calls/s).
+curl -s "127.0.0.1:$PORT/admin/stats?tasks=true" | python3 -c '
+import json, sys
+tasks = [t for t in json.load(sys.stdin)["tasks"] if t["appId"] == "prof"]
+floor = ('"$TASKS"' / '"$ACCOUNTS"') / 9.7
+waits = sorted(t.get("longestWaitMs", 0) / 1000 for t in tasks)
+if waits:
+    worst = max(tasks, key=lambda t: t.get("longestWaitMs", 0))
+    print("from t='"$STALE_FROM"'s: longest wait without a call, median %.2f s, p99 %.2f s, max %.2f s = %.2f x the floor (%.2f s), worst t-%s"
+          % (waits[len(waits) // 2], waits[int(len(waits) * 0.99)], waits[-1], waits[-1] / floor, floor, worst["taskId"][2:]))
+    print("tasks waiting over 1.1 x the floor: %d" % sum(1 for w in waits if w > 1.1 * floor))
+' >"$OUT/staleness.txt" || true
+cat "$OUT/staleness.txt" >&2
 grep -E '^(Rss|Pss|Anonymous|Private)' "/proc/$(operator_pid)/smaps_rollup" | tr -s ' ' | paste -sd' ' >&2 || true
 kill -INT "$(operator_pid)"
 wait "$OP_PID" 2>/dev/null || true
