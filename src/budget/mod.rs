@@ -66,12 +66,12 @@ pub enum Feedback {
 /// How a task just served takes its next turn at its account's budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Turn {
-    /// The soonest it may be polled again: its own interval, or a failure's backoff.
-    pub soonest: Duration,
     /// `Some(round)`: the budget sets its pace, polling it every `round` (the account's
-    /// floor); it takes its next turn in the account's line at once
+    /// floor, at least its own interval); it takes its next turn in the account's line at once
     /// ([`AccountBudget::take_turn`]), and comes back only to call.
     pub in_line: Option<Duration>,
+    /// The soonest it may be polled again otherwise: its own interval, or a failure's backoff.
+    pub soonest: Duration,
     /// Otherwise it comes back after this long and asks, unless the account's line already
     /// reaches past `soonest` ([`AccountBudget::join_after`]).
     pub otherwise: Duration,
@@ -212,15 +212,15 @@ impl<K: Clone + Eq + Hash> Budget<K> {
         }
     }
 
-    /// When `task`, just served, comes back, as `turn` asks ([`Turn`]).
-    pub fn next_turn(&self, task: &K, turn: &Turn, now: Instant) -> Duration {
-        let Some(earliest) = now.checked_add(turn.soonest) else {
-            return turn.otherwise;
-        };
+    /// When `task`, whose call was granted at `granted` and is done at `now`, comes back, as
+    /// `turn` asks ([`Turn`]).
+    pub fn next_turn(&self, task: &K, turn: &Turn, granted: Instant, now: Instant) -> Duration {
         let mut state = self.lock();
         let slot = match turn.in_line {
-            Some(round) => Some(state.pacing.take_turn(task, earliest, round, now)),
-            None => state.pacing.join_after(task, earliest, now),
+            Some(round) => Some(state.pacing.take_turn(task, round, granted, now)),
+            None => now
+                .checked_add(turn.soonest)
+                .and_then(|earliest| state.pacing.join_after(task, earliest, now)),
         };
         slot.map_or(turn.otherwise, |slot| slot.saturating_duration_since(now))
     }

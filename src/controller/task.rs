@@ -38,7 +38,8 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     }
 
     let mut floor = Duration::ZERO;
-    // The budget of the account that served a call: the task's next turn is taken there.
+    // The budget of the account that served a call, and when it granted the call: the task's
+    // next turn is taken there.
     let mut served_by = None;
     let outcome = if task.spec.suspend {
         ctx.budgets.release_everywhere(&key);
@@ -50,9 +51,13 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
                 Err(problem) => Outcome::AccountUnusable(problem),
                 Ok(resolved) => match poll(&task, &key, &account, &resolved, &ctx).await {
                     Polled::Wait(delay) => return Ok(Action::requeue(delay)),
-                    Polled::Called { outcome, floor: f } => {
+                    Polled::Called {
+                        outcome,
+                        floor: f,
+                        granted,
+                    } => {
                         floor = f;
-                        served_by = Some(resolved.budget.clone());
+                        served_by = Some((resolved.budget.clone(), granted));
                         outcome
                     }
                 },
@@ -72,7 +77,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     let next = decision
         .turn(rand::rng().random_range(0.0..1.0))
         .map(|turn| match &served_by {
-            Some(budget) => budget.next_turn(&key, &turn, Instant::now()),
+            Some((budget, granted)) => budget.next_turn(&key, &turn, *granted, Instant::now()),
             None => turn.otherwise,
         });
     if next.is_none() {
@@ -178,8 +183,13 @@ async fn retry_refused_write(
 enum Polled {
     /// No slot yet: come back after this long.
     Wait(Duration),
-    /// The call was made; what it gave, and the budget's floor at the time.
-    Called { outcome: Outcome, floor: Duration },
+    /// The call was made; what it gave, the budget's floor at the time, and when the budget
+    /// granted it.
+    Called {
+        outcome: Outcome,
+        floor: Duration,
+        granted: Instant,
+    },
 }
 
 /// Asks the account's budget for a slot and, when it is this task's turn, calls the cloud.
@@ -198,7 +208,8 @@ async fn poll(
     if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
         return Polled::Wait(Duration::from_secs(1));
     }
-    let (floor, call) = match resolved.budget.admit(key, desired, Instant::now()) {
+    let granted = Instant::now();
+    let (floor, call) = match resolved.budget.admit(key, desired, granted) {
         Admission::Wait(delay) => {
             debug!(
                 wait_ms = delay.as_millis() as u64,
@@ -244,7 +255,11 @@ async fn poll(
         Ok(status) => Outcome::Polled(status),
         Err(e) => Outcome::CloudFailed(e),
     };
-    Polled::Called { outcome, floor }
+    Polled::Called {
+        outcome,
+        floor,
+        granted,
+    }
 }
 
 fn feedback(result: &Result<crate::cloud::MpuTaskStatus, CloudError>) -> Feedback {
