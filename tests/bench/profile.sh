@@ -153,7 +153,9 @@ for t in behind[:8]:
 		say "  $name: $calls calls, last at $last; status: $(k get mpurelaytask -n "$NS" "$name" -o jsonpath='{.status.lastSyncTime} {range .status.conditions[*]}{.type}={.status}/{.reason} {end}')"
 	done
 }
-STALE_FROM=$(((SECONDS_RUN / 2 > 100 ? SECONDS_RUN / 2 : 100) / 10 * 10))
+# Runs of 180 s or more count staleness over their second half; shorter ones from 90 s (after
+# the take-over figure, which counts calls since the start), or their second half under 90 s.
+STALE_FROM=$(((SECONDS_RUN >= 180 || SECONDS_RUN < 100 ? SECONDS_RUN / 2 : 90) / 10 * 10))
 for t in $(seq 10 10 "$SECONDS_RUN"); do
 	sleep 10
 	if ! kill -0 "$OP_PID" 2>/dev/null; then
@@ -168,8 +170,7 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 		R0=$(reconciles)
 		C0=$(cpu)
 	fi
-	# Each task's longest wait without a call is counted afresh from here (after the take-over
-	# figure at 90 s, which counts calls since the start).
+	# Each task's longest wait without a call is counted afresh from here.
 	if [ "$t" = "$STALE_FROM" ]; then
 		curl -s -X POST "127.0.0.1:$PORT/admin/stats/reset" >/dev/null
 	fi
