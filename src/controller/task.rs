@@ -71,7 +71,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
             .condition(conditions::SYNCED)
             .map(|c| c.message.as_str())
             .unwrap_or_default();
-        warn!(?class, error = why, "polling failed");
+        warn!(task = %key, ?class, error = why, "polling failed");
     }
     ctx.publish(&*task, &decision.events).await;
     let next = decision
@@ -89,7 +89,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
             // What the cloud said is kept and written again on its own: retrying the whole
             // reconcile would call the cloud again at every retry.
             ctx.metrics.record_reconcile_error(e.reason());
-            warn!(error = %e, "writing the status failed; it is retried without a new cloud call");
+            warn!(task = %key, error = %e, "writing the status failed; it is retried without a new cloud call");
             let next_poll = Instant::now() + next.unwrap_or(NO_POLL_SCHEDULED);
             let retry =
                 write_retry_delay(1).min(next_poll.saturating_duration_since(Instant::now()));
@@ -173,7 +173,7 @@ async fn retry_refused_write(
             pending.attempts += 1;
             let retry = write_retry_delay(pending.attempts)
                 .min(pending.next_poll.saturating_duration_since(now));
-            warn!(error = %e, attempts = pending.attempts, "writing the status failed again");
+            warn!(task = %key, error = %e, attempts = pending.attempts, "writing the status failed again");
             ctx.refused_writes.remember(key.clone(), pending);
             Some(Action::requeue(retry))
         }
@@ -245,6 +245,7 @@ async fn poll(
         }
         Err(e) if e.class() == ErrorClass::Throttled => {
             warn!(
+                task = %key,
                 account = resolved.budget.alias(),
                 "the cloud throttled a call; slowing down"
             );
@@ -274,12 +275,11 @@ fn feedback(result: &Result<crate::cloud::MpuTaskStatus, CloudError>) -> Feedbac
 /// [`reconcile`] with a panic contained to this one task: it is marked `InternalError` and
 /// retried with backoff, while every other task goes on.
 ///
-/// Every log line says which task it is about through kube-runtime's own span, `reconciling
-/// object{object.ref=MpuRelayTask.v1alpha1.mpurelay.io/<name>.<namespace>}`, at info. This one
-/// adds the namespace and name as fields of their own at debug: at info, the two spans of every
-/// reconcile (formatting their fields, entering and leaving them at every poll of the future)
-/// cost about a fifth of the operator's CPU at 10 000 tasks against warn (BENCHMARKS.md, "Log
-/// level and CPU"), and this one carried nothing the other does not.
+/// Every log line of a task's reconcile names the task in a field of its own (`task=ns/name`,
+/// or `object=MpuRelayTask ns/name`), not through a span: a span at info for every reconcile
+/// (formatting its fields, entering and leaving it at every poll of the future) cost a third of
+/// the operator's CPU per poll ([`super::Named`]). This span, at debug, adds the kind, namespace
+/// and name to every line of a debug log.
 ///
 /// Boxed: kube-runtime moves the reconcile future into a tokio task and its runner, and the
 /// state machine of a whole reconcile (cloud call, status write, events) is kilobytes; copying it
@@ -312,7 +312,7 @@ async fn recover_from_panic(
     panic: String,
 ) -> Result<Action, Error> {
     ctx.metrics.record_panic();
-    tracing::error!(panic = %panic, "reconcile panicked; this task is retried with backoff, the others go on");
+    tracing::error!(object = %super::Named(task), panic = %panic, "reconcile panicked; this task is retried with backoff, the others go on");
     let marked = super::guarded(async {
         let outcome = Outcome::Internal(panic);
         let decision = decide(
