@@ -277,9 +277,9 @@ fn feedback(result: &Result<crate::cloud::MpuTaskStatus, CloudError>) -> Feedbac
 ///
 /// Every log line of a task's reconcile names the task in a field of its own (`task=ns/name`,
 /// or `object=MpuRelayTask ns/name`), not through a span: a span at info for every reconcile
-/// (formatting its fields, entering and leaving it at every poll of the future) cost a third of
-/// the operator's CPU per poll ([`super::Named`]). This span, at debug, adds the kind, namespace
-/// and name to every line of a debug log.
+/// (formatting its fields, entering and leaving it at every poll of the future) is work on
+/// every poll for the rare line logged ([`super::Named`]). This span, at debug, adds the kind,
+/// namespace and name to every line of a debug log.
 ///
 /// Boxed: kube-runtime moves the reconcile future into a tokio task and its runner, and the
 /// state machine of a whole reconcile (cloud call, status write, events) is kilobytes; copying it
