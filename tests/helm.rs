@@ -555,7 +555,13 @@ fn leftovers(cp: &ControlPlane, ns: &str) -> Vec<String> {
         ),
         "kubectl api-resources",
     );
-    let types: Vec<&str> = types.lines().filter(|l| !l.is_empty()).collect();
+    // Events are records of what happened, not objects anyone installed: the API server's own
+    // repair of Service IPs may write one about a Service just deleted (seen once:
+    // `event/mpu-relay-operator-metrics.<id>` after the uninstall), and they expire on their own.
+    let types: Vec<&str> = types
+        .lines()
+        .filter(|l| !l.is_empty() && !matches!(*l, "events" | "events.events.k8s.io"))
+        .collect();
     let out = ok(
         kubectl(cp, &["get", &types.join(","), "-n", ns, "-o", "name"], None),
         "listing the namespace",
