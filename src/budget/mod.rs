@@ -65,16 +65,15 @@ pub enum Feedback {
 
 /// How a task just served takes its next turn at its account's budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Turn {
-    /// `Some(round)`: the budget sets its pace, polling it every `round` (the account's
-    /// floor, at least its own interval); it takes its next turn in the account's line at once
+pub enum Turn {
+    /// The budget sets its pace, polling it every `round` (the account's floor, never shorter
+    /// than the task's own interval): it takes its next turn in the account's line at once
     /// ([`AccountBudget::take_turn`]), and comes back only to call.
-    pub in_line: Option<Duration>,
-    /// The soonest it may be polled again otherwise: its own interval, or a failure's backoff.
-    pub soonest: Duration,
-    /// Otherwise it comes back after this long and asks, unless the account's line already
-    /// reaches past `soonest` ([`AccountBudget::join_after`]).
-    pub otherwise: Duration,
+    InLine { round: Duration },
+    /// Its own interval or a failure's backoff, `interval`, sets its pace: it comes back after
+    /// `after` (the interval, spread) and asks, unless the account's line already reaches past
+    /// `interval` ([`AccountBudget::join_after`]).
+    Ask { interval: Duration, after: Duration },
 }
 
 /// A budget's figures, for the account status and metrics.
@@ -216,13 +215,16 @@ impl<K: Clone + Eq + Hash> Budget<K> {
     /// `turn` asks ([`Turn`]).
     pub fn next_turn(&self, task: &K, turn: &Turn, granted: Instant, now: Instant) -> Duration {
         let mut state = self.lock();
-        let slot = match turn.in_line {
-            Some(round) => Some(state.pacing.take_turn(task, round, granted, now)),
-            None => now
-                .checked_add(turn.soonest)
-                .and_then(|earliest| state.pacing.join_after(task, earliest, now)),
-        };
-        slot.map_or(turn.otherwise, |slot| slot.saturating_duration_since(now))
+        match *turn {
+            Turn::InLine { round } => state
+                .pacing
+                .take_turn(task, round, granted, now)
+                .saturating_duration_since(now),
+            Turn::Ask { interval, after } => now
+                .checked_add(interval)
+                .and_then(|earliest| state.pacing.join_after(task, earliest, now))
+                .map_or(after, |slot| slot.saturating_duration_since(now)),
+        }
     }
 
     /// What `call`, granted by `admit`, gave at `now`.

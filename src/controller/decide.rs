@@ -148,20 +148,6 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The soonest this task may be polled again: its own interval when the budget sets the
-    /// pace (it would poll more often if the account allowed), else the decided delay.
-    /// `None`: not polled again until something changes.
-    pub fn soonest(&self) -> Option<Duration> {
-        let NextSync::After(delay) = self.next.bounded() else {
-            return None;
-        };
-        let own = self.status.sync_interval.map(Duration::from);
-        Some(match own {
-            Some(own) if self.budget_bound => own.min(delay),
-            _ => delay,
-        })
-    }
-
     /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
     /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart.
     pub fn requeue(&self, spread: f64) -> Option<Duration> {
@@ -183,10 +169,13 @@ impl Decision {
         let NextSync::After(delay) = self.next.bounded() else {
             return None;
         };
-        Some(Turn {
-            soonest: self.soonest()?,
-            in_line: self.budget_bound.then_some(delay),
-            otherwise: self.requeue(spread)?,
+        Some(if self.budget_bound {
+            Turn::InLine { round: delay }
+        } else {
+            Turn::Ask {
+                interval: delay,
+                after: self.requeue(spread)?,
+            }
         })
     }
 }
@@ -983,13 +972,25 @@ mod tests {
     }
 
     #[test]
-    fn a_task_the_budget_holds_back_may_be_polled_again_after_its_own_interval() {
+    fn a_task_the_budget_paces_takes_its_next_turn_in_line_and_any_other_comes_back_to_ask() {
         let config = PollConfig::default();
         let bound = decide(&task(), &polled(1), at(0), &config, Duration::from_secs(45));
-        assert_eq!(bound.soonest(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            bound.turn(0.5),
+            Some(Turn::InLine {
+                round: Duration::from_secs(45)
+            }),
+            "a round of the floor"
+        );
         let free = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
-        assert_eq!(free.soonest(), Some(Duration::from_secs(30)));
-        // A failure's backoff is never shortened.
+        assert_eq!(
+            free.turn(0.5),
+            Some(Turn::Ask {
+                interval: Duration::from_secs(30),
+                after: Duration::from_secs(30)
+            })
+        );
+        // A failure's backoff is never shortened, and never lined up as the floor's round.
         let failed = decide(
             &task(),
             &Outcome::CloudFailed(CloudError::Transport("reset".into())),
@@ -1000,26 +1001,10 @@ mod tests {
         let NextSync::After(backoff) = failed.next else {
             panic!("{:?}", failed.next)
         };
-        assert_eq!(failed.soonest(), Some(backoff));
-        let suspended = decide(&task(), &Outcome::Suspended, at(0), &config, Duration::ZERO);
-        assert_eq!(suspended.soonest(), None);
-    }
-
-    #[test]
-    fn a_task_the_budget_paces_takes_its_next_turn_in_line_and_any_other_comes_back_to_ask() {
-        let config = PollConfig::default();
-        let bound = decide(&task(), &polled(1), at(0), &config, Duration::from_secs(45));
-        let turn = bound.turn(0.5).expect("polled again");
-        assert_eq!(
-            turn.in_line,
-            Some(Duration::from_secs(45)),
-            "a round of the floor"
-        );
-        assert_eq!(turn.soonest, Duration::from_secs(30));
-        let free = decide(&task(), &polled(1), at(0), &config, Duration::ZERO);
-        let turn = free.turn(0.5).expect("polled again");
-        assert_eq!(turn.in_line, None);
-        assert_eq!(turn.otherwise, Duration::from_secs(30));
+        assert!(matches!(
+            failed.turn(0.5),
+            Some(Turn::Ask { interval, .. }) if interval == backoff
+        ));
         let suspended = decide(&task(), &Outcome::Suspended, at(0), &config, Duration::ZERO);
         assert_eq!(suspended.turn(0.5), None);
     }

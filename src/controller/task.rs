@@ -20,7 +20,7 @@ use super::account::{AccountKey, Resolved};
 use super::decide::{self, NextSync, Outcome, decide};
 use super::{Context, Error, TaskKey, jitter};
 use crate::api::{MpuRelayTask, conditions};
-use crate::budget::{Admission, Feedback};
+use crate::budget::{Admission, Feedback, Turn};
 use crate::cloud::client::StatusQuery;
 use crate::cloud::response::reasons as cloud_reasons;
 use crate::cloud::{CloudError, ErrorClass};
@@ -76,9 +76,13 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     ctx.publish(&*task, &decision.events).await;
     let next = decision
         .turn(rand::rng().random_range(0.0..1.0))
-        .map(|turn| match &served_by {
-            Some((budget, granted)) => budget.next_turn(&key, &turn, *granted, Instant::now()),
-            None => turn.otherwise,
+        .map(|turn| match (&served_by, turn) {
+            (Some((budget, granted)), turn) => {
+                budget.next_turn(&key, &turn, *granted, Instant::now())
+            }
+            // No call was made, so no budget paces this task: it asks when it comes back.
+            (None, Turn::Ask { after, .. }) => after,
+            (None, Turn::InLine { round }) => round,
         });
     if next.is_none() {
         ctx.budgets.release_everywhere(&key);
