@@ -120,7 +120,7 @@ const WAKE_GRID: Duration = Duration::from_millis(4);
 /// `delay`, lengthened by less than [`WAKE_GRID`] so that it ends on a grid shared by every
 /// task of this process: tasks due within the same 4 ms wake the runtime once, together.
 ///
-/// Most of a poll's CPU was waking up for it: with each account's slots at their own phase,
+/// Much of a poll's CPU was waking up for it: with each account's slots at their own phase,
 /// 970 polls/s over 100 accounts were about 930 separate wake-ups of the operator's thread a
 /// second (its voluntary context switches), and a fresh operator whose accounts happened to
 /// start in step (one wake-up serving many polls) spent half the CPU per poll, 0.072 against
@@ -145,7 +145,7 @@ fn coalesced_at(delay: Duration, now: Instant, epoch: Instant) -> Duration {
     if offset == 0 {
         return delay;
     }
-    // Under a nanosecond-exact u128 the remainder always fits a u64.
+    // `grid - offset` is under 4 ms in nanoseconds: it fits a u64.
     delay.saturating_add(Duration::from_nanos((grid - offset) as u64))
 }
 
