@@ -161,7 +161,7 @@ struct Sim {
 impl Sim {
     fn new(scenario: Scenario) -> Self {
         let origin = Instant::now();
-        let budgets: Budgets<usize> = Budgets::default();
+        let budgets: Budgets<usize> = Budgets::new(origin);
         let budget = budgets.join(
             &CloudAccount {
                 uid: "1234567890".into(),

@@ -815,11 +815,15 @@ fn window_calls(limit_in_force: f64) -> usize {
 }
 const WINDOW: Duration = Duration::from_millis(1025);
 
-/// Runs `steps` on a fresh budget; returns each granted call's instant and the calls allowed
-/// in a window at that instant.
-fn run_steps(first: (u32, u8), steps: &[(Duration, Step)]) -> Vec<(Instant, usize)> {
-    let budgets: Budgets<u8> = Budgets::default();
+/// Runs `steps` on a fresh budget whose slots lie on a lattice begun `epoch_before` earlier;
+/// returns each granted call's instant and the calls allowed in a window at that instant.
+fn run_steps(
+    first: (u32, u8),
+    epoch_before: Duration,
+    steps: &[(Duration, Step)],
+) -> Vec<(Instant, usize)> {
     let start = Instant::now();
+    let budgets: Budgets<u8> = Budgets::new(start.checked_sub(epoch_before).unwrap_or(start));
     let mut now = start;
     let budget = budgets.join(&cloud_account(), "a", limit(first.0, first.1), now);
     let mut grants = Vec::new();
@@ -886,8 +890,9 @@ proptest! {
     fn the_budget_never_grants_more_than_the_limit_in_any_window(
         first in (prop_oneof![1u32..30, Just(u32::MAX)], 0u8..=90),
         steps in proptest::collection::vec((advance(), step()), 1..300),
+        epoch_before in 0u64..10_000,
     ) {
-        let grants = run_steps(first, &steps);
+        let grants = run_steps(first, Duration::from_millis(epoch_before), &steps);
         if let Some(problem) = overfull_window(&grants) {
             prop_assert!(false, "{}", problem);
         }
@@ -903,9 +908,12 @@ proptest! {
         intervals in proptest::collection::vec(0u64..5_000, 12),
         answers in proptest::collection::vec(0u8..3, 200),
         lateness in proptest::collection::vec(0u64..100, 400),
+        epoch_before in 0u64..10_000,
     ) {
-        let budgets: Budgets<usize> = Budgets::default();
         let start = Instant::now();
+        // The lattice the slots lie on began some time before.
+        let epoch = start.checked_sub(Duration::from_millis(epoch_before)).unwrap_or(start);
+        let budgets: Budgets<usize> = Budgets::new(epoch);
         let budget = budgets.join(&cloud_account(), "a", limit(qps, margin), start);
         // Each task's next ask, and since when it has been waiting.
         let mut next: Vec<Instant> = (0..tasks).map(|_| start).collect();
@@ -1244,7 +1252,7 @@ fn regression_lowering_the_limit_counts_the_calls_already_in_the_window() {
             },
         ),
     ];
-    let grants = run_steps((1, 0), &steps);
+    let grants = run_steps((1, 0), Duration::ZERO, &steps);
     assert_eq!(overfull_window(&grants), None, "{} grants", grants.len());
 }
 
@@ -1253,8 +1261,8 @@ fn regression_lowering_the_limit_counts_the_calls_already_in_the_window() {
 /// called again (its wait grew without bound: 20 000 s in 3 000 asks).
 #[test]
 fn regression_sustained_throttling_does_not_starve_a_waiting_task() {
-    let budgets: Budgets<usize> = Budgets::default();
     let start = Instant::now();
+    let budgets: Budgets<usize> = Budgets::new(start);
     let budget = budgets.join(&cloud_account(), "a", limit(1, 0), start);
     let mut next = [start; 3];
     let mut waiting_since = [start; 3];

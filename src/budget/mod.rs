@@ -169,12 +169,12 @@ fn membership(desired: Duration) -> Duration {
 const MAX_MEMBERSHIP: Duration = Duration::from_secs(4 * 24 * 3600);
 
 impl<K: Clone + Eq + Hash> Budget<K> {
-    fn new(key: CloudAccount, object: &str, limit: Limit, now: Instant) -> Self {
+    fn new(key: CloudAccount, object: &str, limit: Limit, epoch: Instant, now: Instant) -> Self {
         Budget {
             alias: key.alias(),
             key,
             state: Mutex::new(State {
-                pacing: AccountBudget::new(BudgetConfig::for_limit(limit.qps, limit.margin)),
+                pacing: AccountBudget::new(BudgetConfig::for_limit(limit.qps, limit.margin), epoch),
                 limits: HashMap::from([(object.to_string(), limit)]),
                 usage: Usage::new(now),
                 throttled: 0,
@@ -307,6 +307,9 @@ fn limit_in_force(limits: &HashMap<String, Limit>) -> Limit {
 /// Every cloud account's budget, and which account object uses which.
 #[derive(Debug)]
 pub struct Budgets<K> {
+    /// What every budget's slots are counted from, so that budgets of one rate call together
+    /// ([`AccountBudget::new`]).
+    epoch: Instant,
     inner: Mutex<Registry<K>>,
 }
 
@@ -317,9 +320,11 @@ struct Registry<K> {
     objects: HashMap<String, CloudAccount>,
 }
 
-impl<K> Default for Budgets<K> {
-    fn default() -> Self {
+impl<K> Budgets<K> {
+    /// No budget yet; every budget's slots will lie on a lattice counted from `epoch`.
+    pub fn new(epoch: Instant) -> Self {
         Budgets {
+            epoch,
             inner: Mutex::new(Registry {
                 budgets: HashMap::new(),
                 objects: HashMap::new(),
@@ -352,7 +357,9 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
         let budget = registry
             .budgets
             .entry(account.clone())
-            .or_insert_with(|| Arc::new(Budget::new(account.clone(), object, limit, now)))
+            .or_insert_with(|| {
+                Arc::new(Budget::new(account.clone(), object, limit, self.epoch, now))
+            })
             .clone();
         drop(registry);
         budget.set_limit(object, limit);
@@ -420,8 +427,8 @@ mod tests {
 
     #[test]
     fn two_account_objects_of_one_cloud_account_share_one_budget() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         let a = budgets.join(&account("1"), "MpuRelayAccount/a/x", TEN, t0);
         let b = budgets.join(&account("1"), "MpuRelayAccount/b/y", TEN, t0);
         assert!(Arc::ptr_eq(&a, &b));
@@ -441,8 +448,8 @@ mod tests {
 
     #[test]
     fn different_cloud_accounts_have_separate_budgets() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         let a = budgets.join(&account("1"), "a", TEN, t0);
         let b = budgets.join(&account("2"), "b", TEN, t0);
         assert!(matches!(
@@ -457,8 +464,8 @@ mod tests {
 
     #[test]
     fn the_smallest_declared_limit_is_in_force_and_leaving_lifts_it() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         let slow = Limit {
             qps: 2.0,
             margin: 0.0,
@@ -474,8 +481,8 @@ mod tests {
 
     #[test]
     fn a_budget_no_object_uses_is_dropped() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         budgets.join(&account("1"), "a", TEN, t0);
         // The object's credentials changed to another cloud account: it moves.
         budgets.join(&account("2"), "a", TEN, t0);
@@ -487,8 +494,8 @@ mod tests {
 
     #[test]
     fn view_counts_members_usage_and_throttles() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         let budget = budgets.join(&account("1"), "a", TEN, t0);
         let second = Duration::from_secs(1);
         for s in 0..5u32 {
@@ -515,8 +522,8 @@ mod tests {
 
     #[test]
     fn huge_desired_intervals_do_not_overflow_membership() {
-        let budgets: Budgets<u32> = Budgets::default();
         let t0 = Instant::now();
+        let budgets: Budgets<u32> = Budgets::new(t0);
         let budget = budgets.join(&account("1"), "a", TEN, t0);
         assert!(matches!(
             budget.admit(&1, Duration::MAX, t0),

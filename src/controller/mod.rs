@@ -453,7 +453,7 @@ pub fn prepare(
     }
     .boxed()
     .shared();
-    let budgets = Arc::new(Budgets::default());
+    let budgets = Arc::new(Budgets::new(Instant::now()));
     let (cluster_reader, cluster_writer) = reflector::store();
     let (namespaces_reader, namespaces_writer) = reflector::store();
     let task_scopes = scopes::<MpuRelayTask>(&client, &settings.namespaces);
