@@ -16,7 +16,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use pacing::{AccountBudget, BudgetConfig, Call, Grant};
+pub use pacing::{AccountBudget, BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is
 /// called at (`authority`: lowercase host, with the port only when not the scheme's default).
@@ -169,12 +169,15 @@ fn membership(desired: Duration) -> Duration {
 const MAX_MEMBERSHIP: Duration = Duration::from_secs(4 * 24 * 3600);
 
 impl<K: Clone + Eq + Hash> Budget<K> {
-    fn new(key: CloudAccount, object: &str, limit: Limit, epoch: Instant, now: Instant) -> Self {
+    fn new(key: CloudAccount, object: &str, limit: Limit, lattice: Lattice, now: Instant) -> Self {
         Budget {
             alias: key.alias(),
             key,
             state: Mutex::new(State {
-                pacing: AccountBudget::new(BudgetConfig::for_limit(limit.qps, limit.margin), epoch),
+                pacing: AccountBudget::new(
+                    BudgetConfig::for_limit(limit.qps, limit.margin),
+                    lattice,
+                ),
                 limits: HashMap::from([(object.to_string(), limit)]),
                 usage: Usage::new(now),
                 throttled: 0,
@@ -308,7 +311,7 @@ fn limit_in_force(limits: &HashMap<String, Limit>) -> Limit {
 #[derive(Debug)]
 pub struct Budgets<K> {
     /// What every budget's slots are counted from, so that budgets of one rate call together
-    /// ([`AccountBudget::new`]).
+    /// ([`Lattice`]).
     epoch: Instant,
     inner: Mutex<Registry<K>>,
 }
@@ -318,6 +321,8 @@ struct Registry<K> {
     budgets: HashMap<CloudAccount, Arc<Budget<K>>>,
     /// Which budget each account object (by a key such as `MpuRelayAccount/ns/name`) uses.
     objects: HashMap<String, CloudAccount>,
+    /// Budgets created so far: the next one's lattice group.
+    created: u32,
 }
 
 impl<K> Budgets<K> {
@@ -328,6 +333,7 @@ impl<K> Budgets<K> {
             inner: Mutex::new(Registry {
                 budgets: HashMap::new(),
                 objects: HashMap::new(),
+                created: 0,
             }),
         }
     }
@@ -354,13 +360,19 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
             registry.leave_budget(&previous, object);
         }
         registry.objects.insert(object.to_string(), account.clone());
-        let budget = registry
-            .budgets
-            .entry(account.clone())
-            .or_insert_with(|| {
-                Arc::new(Budget::new(account.clone(), object, limit, self.epoch, now))
-            })
-            .clone();
+        let budget = match registry.budgets.get(account) {
+            Some(budget) => budget.clone(),
+            None => {
+                let lattice = Lattice {
+                    epoch: self.epoch,
+                    group: registry.created,
+                };
+                registry.created = registry.created.wrapping_add(1);
+                let budget = Arc::new(Budget::new(account.clone(), object, limit, lattice, now));
+                registry.budgets.insert(account.clone(), budget.clone());
+                budget
+            }
+        };
         drop(registry);
         budget.set_limit(object, limit);
         budget

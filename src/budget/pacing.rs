@@ -114,6 +114,29 @@ impl RoundTrips {
     }
 }
 
+/// Where a budget's slots lie: `epoch + (n + group / LATTICE_GROUPS) x spacing`, with one
+/// `epoch` for every budget of the process and the groups dealt out in turn.
+///
+/// Budgets of one rate and group then call together, each in its own line, and one wake-up of
+/// the runtime serves a call of each. Budgets at their own phases woke it about once per call
+/// (issue 11: about 920 voluntary context switches a second at 970 calls/s over 100 accounts,
+/// against 85-93 for an operator whose accounts happened to start in step, at half the CPU per
+/// call; BENCHMARKS.md, "Wake-ups, not work"). Groups keep each burst small: with all 100
+/// accounts calling at once, the last reconciles of a burst queued behind the others and the
+/// answers, started up to 10 ms late, and the window guard (which tolerates 5.9 ms) held them
+/// back: 1.31-1.47 reconciles per poll at 10 000 tasks (`make profile`).
+#[derive(Clone, Copy, Debug)]
+pub struct Lattice {
+    pub epoch: Instant,
+    /// Which of the [`LATTICE_GROUPS`] phases within a spacing (taken modulo).
+    pub group: u32,
+}
+
+/// Phases within a spacing that budgets are dealt out to: 12.9 ms apart at 9.7 calls/s, over
+/// the tasks' 4 ms requeue grid, and 13 accounts to a group at 100 accounts, under the default
+/// 32 reconciles at once.
+pub const LATTICE_GROUPS: u32 = 8;
+
 /// One account's budget: its pacing, its adaptive rate and the tasks that draw on it.
 #[derive(Debug)]
 pub struct AccountBudget<K> {
@@ -121,9 +144,8 @@ pub struct AccountBudget<K> {
     rate: f64,
     /// What recovery may climb back to after throttling (the maximum until then).
     ceiling: f64,
-    /// The instant the slots of every budget of the process are counted from (see
-    /// [`AccountBudget::toward_lattice`]).
-    epoch: Instant,
+    /// Where this budget's slots lie (see [`AccountBudget::toward_lattice`]).
+    lattice: Lattice,
     /// The earliest instant the next unreserved slot may start.
     next_free: Option<Instant>,
     /// Slots handed out and not yet used, by task.
@@ -162,14 +184,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const FORGET_RESERVATION: Duration = Duration::from_secs(60);
 
 impl<K: Clone + Eq + Hash> AccountBudget<K> {
-    /// A budget whose slots lie on the lattice `epoch + n x spacing`: give every budget of the
-    /// process the same `epoch`.
-    pub fn new(config: BudgetConfig, epoch: Instant) -> Self {
+    /// A budget whose slots move onto `lattice`.
+    pub fn new(config: BudgetConfig, lattice: Lattice) -> Self {
         AccountBudget {
             rate: config.max_rate,
             ceiling: config.max_rate,
             config,
-            epoch,
+            lattice,
             next_free: None,
             sent: VecDeque::new(),
             next_call: 0,
@@ -191,13 +212,9 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         Duration::from_secs_f64(1.0 / self.rate)
     }
 
-    /// `t`, or a little later on the way to the lattice `epoch + n x spacing` the process
-    /// shares: the first lattice point at or after `t` when it is at most [`LATTICE_STEP`] of
-    /// a spacing away, else `t` plus that much. Budgets of one rate then call together, each in
-    /// its own line, and one wake-up of the runtime serves a call of each. Budgets at their own
-    /// phases woke it once per call (issue 11: about 920 voluntary context switches a second
-    /// at 970 calls/s over 100 accounts, against 85-93 for an operator whose accounts happened
-    /// to start in step, at half the CPU per call; BENCHMARKS.md, "Wake-ups, not work").
+    /// `t`, or a little later on the way to the budget's [`Lattice`]: the first lattice point
+    /// at or after `t` when it is at most [`LATTICE_STEP`] of a spacing away, else `t` plus
+    /// that much.
     ///
     /// A slot is only ever made later, so the spacing between calls holds. A line off the
     /// lattice (an idle account's first call comes when it is asked for) reaches it in steps
@@ -209,11 +226,17 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
         if self.rate < self.config.max_rate {
             return t;
         }
-        let spacing = self.spacing().as_nanos();
-        let since = t.saturating_duration_since(self.epoch).as_nanos();
-        let late = (since.div_ceil(spacing.max(1)) * spacing).saturating_sub(since);
-        let step = late.min(spacing / LATTICE_STEP);
-        t.checked_add(Duration::from_nanos(u64::try_from(step).unwrap_or(0)))
+        let spacing = self.spacing().as_nanos().max(1);
+        let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
+        let phase =
+            spacing * u128::from(self.lattice.group % LATTICE_GROUPS) / u128::from(LATTICE_GROUPS);
+        let origin = self.lattice.epoch.checked_add(nanos(phase)).unwrap_or(t);
+        // How far the next lattice point at or after `t` is.
+        let late = match t.checked_duration_since(origin) {
+            Some(since) => (spacing - since.as_nanos() % spacing) % spacing,
+            None => (origin - t).as_nanos() % spacing,
+        };
+        t.checked_add(nanos(late.min(spacing / LATTICE_STEP)))
             .unwrap_or(t)
     }
 
@@ -572,8 +595,16 @@ fn fair_floor(demand: &BTreeMap<Duration, usize>, rate: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// Ten calls a second, on a lattice counted from `epoch`.
+    /// Ten calls a second, on a lattice counted from `epoch` (group 0).
     fn ten_per_second(epoch: Instant) -> AccountBudget<u32> {
+        in_group(epoch, 0)
+    }
+
+    fn first_group(epoch: Instant) -> Lattice {
+        Lattice { epoch, group: 0 }
+    }
+
+    fn in_group(epoch: Instant, group: u32) -> AccountBudget<u32> {
         AccountBudget::new(
             BudgetConfig {
                 max_rate: 10.0,
@@ -583,7 +614,7 @@ mod tests {
                 window_calls: 10,
                 window: Duration::from_secs(1),
             },
-            epoch,
+            Lattice { epoch, group },
         )
     }
 
@@ -637,6 +668,28 @@ mod tests {
             a.take_turn(&0, secs(1.0), ta, ta + secs(0.013)),
             last_a + spacing
         );
+    }
+
+    #[test]
+    fn each_group_calls_at_its_own_phase_of_the_spacing() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        // Group 4 of 8 (and so 12 of 8) lies half a spacing after group 0.
+        for group in [4, 4 + LATTICE_GROUPS] {
+            let mut b = in_group(epoch, group);
+            let t = epoch + ms(1060);
+            assert!(b.acquire(&0, t).is_now());
+            // The next slot is due at 1.16 s; 1.15 s is the group's lattice point before it,
+            // 1.25 s the one after, 90 ms away: the slot moves 1/32 of a spacing toward it.
+            let Grant::At(next) = b.acquire(&1, t) else {
+                panic!("granted now")
+            };
+            assert_eq!(next, t + ms(100) + ms(100) / 32);
+            // A slot 2 ms before a lattice point of the group lands on it.
+            let mut b = in_group(epoch, group);
+            assert!(b.acquire(&0, epoch + ms(1048)).is_now());
+            assert_eq!(b.acquire(&1, t), Grant::At(epoch + ms(1150)));
+        }
     }
 
     #[test]
@@ -768,7 +821,8 @@ mod tests {
         // The cloud allows 10 per second; the 5 % margin absorbs calls made a little after
         // their slot (here up to one 7 ms tick late).
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.05), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.05), first_group(t0));
         // 100 tasks hammering the budget every 7 ms for 5 s, each calling when granted.
         let mut calls = Vec::new();
         let mut t = t0;
@@ -928,7 +982,8 @@ mod tests {
         // Slots were handed out on time, but a busy process comes back for all of them at
         // once, 3 s late: only 10 go out in that second, the rest wait for the window.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
         let grants: Vec<Grant> = (0..30).map(|task| b.acquire(&task, t0)).collect();
         let late = t0 + secs(3.0);
         let mut now_calls = 0;
@@ -956,7 +1011,8 @@ mod tests {
         // asked, so each comes back once and goes. (Telling them all the first instant a place
         // opened woke all of them for every place, and held back all but the first again.)
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
         assert!(b.acquire(&0, t0).is_now());
         for task in 1..30 {
             assert!(!b.acquire(&task, t0).is_now());
@@ -1013,7 +1069,8 @@ mod tests {
         // (at 1.030 s), and the next task to ask still gets the slot after the eleventh's, not
         // one further out.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         // One earlier call, long out of the window, shows what a round trip takes: 2 ms.
         let before = t0 - secs(5.0);
         assert!(call(&mut b, 99, before, 0.002).is_now());
@@ -1048,7 +1105,8 @@ mod tests {
         // guard's window (1.025 s) outlasts the cloud's. So the eleventh call waits until
         // 1.040 s, not 1.025 s.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         assert!(call(&mut b, 99, t0 - secs(5.0), 0.002).is_now());
         assert!(call(&mut b, 0, t0, 0.042).is_now());
         for task in 1..10 {
@@ -1058,7 +1116,8 @@ mod tests {
         }
         assert!(matches!(b.acquire(&10, t0 + secs(1.03)), Grant::At(at) if at >= t0 + secs(1.039)));
         // A call never answered (a timeout) may have arrived at any time up to its give-up.
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(1.0, 0.0), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(1.0, 0.0), first_group(t0));
         let Grant::Now(first) = b.acquire(&1, t0) else {
             panic!()
         };
@@ -1070,7 +1129,8 @@ mod tests {
     fn prompt_answers_change_nothing() {
         // Every round trip the same: the window guard counts every call at its grant.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> = AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), t0);
+        let mut b: AccountBudget<u32> =
+            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         for task in 0..10 {
             let slot = t0 + Duration::from_millis(100 * u64::from(task));
             assert!(call(&mut b, task, slot, 0.2).is_now(), "task {task}");

@@ -135,6 +135,8 @@ polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_cal
 reconciles() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_reconciles_total/ {s+=$NF} END {print s+0}'; }
 operator_pid() { pgrep -f -n "^$BIN run --namespaces $NS" || echo "$OP_PID"; }
 cpu() { awk '{print ($14+$15)/100}' "/proc/$(operator_pid)/stat"; }
+# Voluntary context switches of all the operator's threads: how often its runtime wakes up.
+wakeups() { cat /proc/"$(operator_pid)"/task/*/status | awk '/^voluntary_ctxt_switches/ {s+=$2} END {print s+0}'; }
 rss() { awk '/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$(operator_pid)/status"; }
 # The bench's take-over figure: tasks the simulator saw polled fewer than 3 times in the first
 # 90 s, with what a few of them say in their status (why they were left behind).
@@ -169,6 +171,7 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 		P0=$(polls)
 		R0=$(reconciles)
 		C0=$(cpu)
+		W0=$(wakeups)
 	fi
 	# Each task's longest wait without a call is counted afresh from here.
 	if [ "$t" = "$STALE_FROM" ]; then
@@ -178,7 +181,8 @@ done
 P1=$(polls)
 R1=$(reconciles)
 C1=$(cpu)
-say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls, $(echo "scale=2; ($R1 - $R0) / ($P1 - $P0)" | bc) reconciles per poll"
+W1=$(wakeups)
+say "second half: $((P1 - P0)) polls, $(echo "$C1 - $C0" | bc) CPU s, $(echo "scale=3; ($C1 - $C0) * 1000 / ($P1 - $P0)" | bc) CPU s per 1 000 polls, $(echo "scale=2; ($R1 - $R0) / ($P1 - $P0)" | bc) reconciles per poll, $(echo "scale=2; ($W1 - $W0) / ($P1 - $P0)" | bc) voluntary context switches per poll"
 say "memory at the end: $(rss)"
 # Staleness from STALE_FROM on, from the simulator's count of every call: each task's longest
 # wait, against the floor its account's budget allows (tasks per account / 9.7 calls/s).
