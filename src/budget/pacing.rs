@@ -121,10 +121,10 @@ impl RoundTrips {
 /// the runtime serves a call of each. Budgets at their own phases woke it about once per call
 /// (issue 11: about 920 voluntary context switches a second at 970 calls/s over 100 accounts,
 /// against 85-93 for an operator whose accounts happened to start in step, at half the CPU per
-/// call; BENCHMARKS.md, "Wake-ups, not work"). Groups keep each burst small: with all 100
-/// accounts calling at once, the last reconciles of a burst queued behind the others and the
-/// answers, started up to 10 ms late, and the window guard (which tolerates 5.9 ms) held them
-/// back: 1.31-1.47 reconciles per poll at 10 000 tasks (`make profile`).
+/// call; BENCHMARKS.md, "Wake-ups, not work"). Groups keep each burst small enough: with all
+/// 100 accounts calling at once, the last reconciles of a burst queued behind the others and
+/// the answers, started up to 10 ms late, and the window guard (which tolerates 5.9 ms) held
+/// them back: 1.23-1.47 reconciles per poll at 10 000 tasks (`make profile`).
 #[derive(Clone, Copy, Debug)]
 pub struct Lattice {
     pub epoch: Instant,
@@ -132,10 +132,12 @@ pub struct Lattice {
     pub group: u32,
 }
 
-/// Phases within a spacing that budgets are dealt out to: 12.9 ms apart at 9.7 calls/s, over
-/// the tasks' 4 ms requeue grid, and 13 accounts to a group at 100 accounts, under the default
-/// 32 reconciles at once.
-pub const LATTICE_GROUPS: u32 = 8;
+/// Phases within a spacing that budgets are dealt out to: 52 ms apart at 9.7 calls/s, 50
+/// accounts to a group at 100 accounts. Measured with `make profile` (BENCHMARKS.md, "Lattice
+/// groups"): 2 groups took 1.04 reconciles and 0.09 context switches per poll at 10 000 tasks,
+/// 1 group 1.23 reconciles, 8 groups 0.36 context switches (bursts too small to keep the
+/// runtime awake between answers) and 60 % more CPU per poll at 1 000 tasks.
+pub const LATTICE_GROUPS: u32 = 2;
 
 /// One account's budget: its pacing, its adaptive rate and the tasks that draw on it.
 #[derive(Debug)]
@@ -674,8 +676,10 @@ mod tests {
     fn each_group_calls_at_its_own_phase_of_the_spacing() {
         let epoch = Instant::now();
         let ms = Duration::from_millis;
-        // Group 4 of 8 (and so 12 of 8) lies half a spacing after group 0.
-        for group in [4, 4 + LATTICE_GROUPS] {
+        // The middle group (and the one a round of groups later) lies half a spacing after
+        // group 0.
+        let half = LATTICE_GROUPS / 2;
+        for group in [half, half + LATTICE_GROUPS] {
             let mut b = in_group(epoch, group);
             let t = epoch + ms(1060);
             assert!(b.acquire(&0, t).is_now());
