@@ -22,9 +22,10 @@
 # module; tests/image.rs resolves a name through a DNS server from inside the image to prove it.
 # RUSTFLAGS with an explicit --target reach only the target's crates, not build scripts and
 # proc-macros, which stay dynamic as they must.
-# Optimized for size (opt-level s, thin LTO, one codegen unit, no symbols): at opt-level 3 the
-# binary alone was 15.6 MB, over the image's 15 MB target; the operator waits on the network,
-# not on the CPU.
+# opt-level 2 with fat LTO, one codegen unit, no symbols: 14.6 MB, under the image's 15 MB target
+# (opt-level 3 with thin LTO was 15.6 MB, opt-level 2 with thin LTO 15.4 MB). opt-level s (12.6 MB)
+# cost a third more CPU per poll at 10 000 tasks (0.120 against 0.080-0.083 CPU s per 1 000 polls,
+# `make profile`; bench 0.146 against 0.107): BENCHMARKS.md, "The image's binary at opt-level 2".
 set -euo pipefail
 
 out=${1:?usage: image/rootfs.sh <out dir> | --binary | --cargo-features}
@@ -61,9 +62,9 @@ trap 'kill $ticker 2>/dev/null || true' EXIT
   cd "$root"
   export CARGO_TARGET_DIR=$target_dir \
     RUSTFLAGS="-C target-feature=+crt-static" \
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=s \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=2 \
     CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_PROFILE_RELEASE_LTO=thin \
+    CARGO_PROFILE_RELEASE_LTO=fat \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
   cargo build --release --locked --target "$triple" --bin mpu-relay-operator "${features[@]}" >&2
 )
