@@ -2043,21 +2043,29 @@ fn set_every_thread(set: &libc::cpu_set_t) -> Result<(), String> {
         // SAFETY: sched_setaffinity reads a cpu_set_t of the size given.
         let done =
             unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
-        let error = std::io::Error::last_os_error();
-        // A thread that ended since the directory was read has nothing to move.
-        if done != 0 && error.raw_os_error() != Some(libc::ESRCH) {
-            return Err(format!("sched_setaffinity({tid}): {error}"));
+        if done != 0 {
+            let error = std::io::Error::last_os_error();
+            // A thread that ended since the directory was read has nothing to move.
+            if error.raw_os_error() != Some(libc::ESRCH) {
+                return Err(format!("sched_setaffinity({tid}): {error}"));
+            }
         }
     }
     Ok(())
 }
 
+/// The Python SDKs among [`PEER_CLIENTS`]; the others are our client (`bench raw-client`).
+fn is_python_sdk(key: &str) -> bool {
+    matches!(key, "core" | "tea")
+}
+
 /// Calls per repetition: our client gets ten times the SDKs' calls, so that a repetition lasts
 /// about as long (a second or more) and the CPU clock's granularity does not show in its spread.
 fn peer_calls(plan: &Plan, key: &str) -> usize {
-    match key {
-        "core" | "tea" => plan.peer_calls,
-        _ => plan.peer_calls * 10,
+    if is_python_sdk(key) {
+        plan.peer_calls
+    } else {
+        plan.peer_calls * 10
     }
 }
 
@@ -2076,9 +2084,10 @@ async fn run_peer_clients(
     for (key, name) in PEER_CLIENTS {
         let calls = peer_calls(plan, key).to_string();
         // The SDKs take host:port and speak plain HTTP; our client takes the endpoint's URL.
-        let (program, first, endpoint) = match key {
-            "core" | "tea" => (python.as_ref(), script.as_os_str(), &host),
-            _ => (exe.as_os_str(), "raw-client".as_ref(), &base_url),
+        let (program, first, endpoint) = if is_python_sdk(key) {
+            (python.as_ref(), script.as_os_str(), &host)
+        } else {
+            (exe.as_os_str(), "raw-client".as_ref(), &base_url)
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.arg(first).args([
@@ -2120,23 +2129,22 @@ async fn peer_phase(plan: &Plan, sim: &SimulatorHandle, report: &mut Report) -> 
             return None;
         }
     };
-    let one_cpu = match OneCpu::pin() {
-        Ok(pinned) => {
-            log(format!(
-                "peer: each client with the simulator on CPU {}",
-                pinned.cpu
-            ));
-            let runs = run_peer_clients(plan, sim, &python).await;
-            drop(pinned);
-            runs
-        }
-        Err(e) => Err(("one CPU".to_string(), e)),
+    // The first failure ends the phase: no second set of runs after a first that failed.
+    let runs = async {
+        let pinned = OneCpu::pin().map_err(|e| ("one CPU".to_string(), e))?;
+        log(format!(
+            "peer: each client with the simulator on CPU {}",
+            pinned.cpu
+        ));
+        let one_cpu = run_peer_clients(plan, sim, &python).await;
+        drop(pinned);
+        let one_cpu = one_cpu?;
+        log("peer: the same on any CPU");
+        Ok::<_, (String, String)>((one_cpu, run_peer_clients(plan, sim, &python).await?))
     };
-    log("peer: the same on any CPU");
-    let any_cpu = run_peer_clients(plan, sim, &python).await;
-    let (one_cpu, any_cpu) = match (one_cpu, any_cpu) {
-        (Ok(one), Ok(any)) => (one, any),
-        (Err((what, e)), _) | (_, Err((what, e))) => {
+    let (one_cpu, any_cpu) = match runs.await {
+        Ok(runs) => runs,
+        Err((what, e)) => {
             report.error("peer", &what, e);
             return None;
         }
