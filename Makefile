@@ -10,10 +10,10 @@ CONTROLPLANE_DIR ?= .controlplane
 ## the image (built by `make image` inside tests/image.rs), kstatus, promtool and the dashboard,
 ## cargo-deny, then a 10-second run of each fuzz target. Every tool is built once and cached.
 test: controlplane-binaries tools
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@$(MAKE) --no-print-directory deny
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 	FUZZ_SECONDS=10 fuzz/run.sh
 
 ## Build the image mpu-relay-operator:<crate version> with buildah from the Dockerfile (apt-installs
@@ -69,8 +69,8 @@ crds:
 	$(CARGO) run -q -- crd --dir crds && $(CARGO) run -q -- crd --dir charts/mpu-relay-operator/crds
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
-	$(CARGO) fmt
+	$(CARGO) fmt --all

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mpu_relay_operator::simulator::{Simulator, SimulatorConfig};
+use mpu_cloud_sim::{Simulator, SimulatorConfig};
 
 const APP: &str = "demo-app";
 /// (object name, task id, the cloud's status at the start)

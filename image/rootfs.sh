@@ -37,9 +37,9 @@ case "$triple" in
   *-linux-gnu) ;;
   *) log "unsupported build machine $triple (needs a *-linux-gnu Rust host)"; exit 1 ;;
 esac
-# Cargo features of the image's binary: none, so the image carries only the operator (the
-# simulator, a cargo feature on by default for development, is left out).
-features=(--no-default-features)
+# Cargo features of the image's binary: the defaults (the operator has none of its own; the
+# simulator and the signature verifier are other workspace crates, never linked into it).
+features=()
 # image/build.sh builds the SBOM for the same features.
 if [ "$out" = --cargo-features ]; then
   echo "${features[@]}"

@@ -36,9 +36,6 @@ pub enum Command {
     Run(RunArgs),
     /// Ask GetMPUTaskStatus once, with credentials from the environment.
     Status(StatusArgs),
-    /// Serve a local stand-in of the GetMPUTaskStatus endpoint (for tests and demos).
-    #[cfg(feature = "simulator")]
-    Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions (MpuRelayTask, MpuRelayAccount,
     /// ClusterMpuRelayAccount) as one YAML stream (what `crds/` holds, one file each).
     Crd(CrdArgs),
@@ -175,17 +172,6 @@ impl From<ApiArg> for CloudApi {
     }
 }
 
-#[cfg(feature = "simulator")]
-#[derive(Args, Debug)]
-pub struct SimulateArgs {
-    /// Address to serve on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Accounts, tasks and roles (YAML or JSON); see examples/simulator.yaml.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-}
-
 /// Exit codes of `status`, so scripts can tell failures apart.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -214,8 +200,6 @@ pub async fn parse_and_run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status(args) => status(args).await,
-        #[cfg(feature = "simulator")]
-        Command::Simulate(args) => simulate(args).await,
         Command::Run(args) => {
             telemetry::init_logging(args.log_format);
             match run(args, shutdown_signal()).await {
@@ -545,29 +529,6 @@ async fn status(args: StatusArgs) -> ExitCode {
                 ErrorClass::Transient => exit::TRANSIENT,
                 ErrorClass::Terminal => exit::TERMINAL,
             })
-        }
-    }
-}
-
-#[cfg(feature = "simulator")]
-async fn simulate(args: SimulateArgs) -> ExitCode {
-    telemetry::init_logging(LogFormat::Text);
-    let config = match &args.config {
-        Some(path) => match crate::simulator::SimulatorConfig::from_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::USAGE);
-            }
-        },
-        None => crate::simulator::SimulatorConfig::default(),
-    };
-    info!(listen = %args.listen, "simulating GetMPUTaskStatus");
-    match crate::simulator::run_until(args.listen, config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -5,15 +5,13 @@
 //! Module map (one concern each):
 //! - [`api`]: the CRD types (task, account, cluster account), phases, conditions, the CRDs.
 //! - [`budget`]: the call budget of each cloud account (future slots, adaptive rate, fair floor).
-//! - [`cli`]: the command line: `run`, `status`, `simulate`, `crd`.
+//! - [`cli`]: the command line: `run`, `status`, `crd`.
 //! - [`cloud`]: endpoints and the allow-list, signing, decoding, the HTTP client (GetMPUTaskStatus
 //!   and STS), credentials.
 //! - [`controller`]: the task and account reconciles; [`controller::decide`] and
 //!   [`controller::account_status`] hold their decisions, pure.
 //! - [`leader`]: leader election through a Lease, and the fence that stops a leader's cloud
 //!   calls before a standby can take over.
-//! - [`simulator`]: a stand-in of the cloud endpoint for tests, the demo and benchmarks (cargo
-//!   feature `simulator`, on by default, left out of the image).
 //! - [`telemetry`]: metrics, logging, and the /metrics, /healthz, /readyz server.
 
 pub mod api;
@@ -22,6 +20,4 @@ pub mod cli;
 pub mod cloud;
 pub mod controller;
 pub mod leader;
-#[cfg(feature = "simulator")]
-pub mod simulator;
 pub mod telemetry;

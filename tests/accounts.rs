@@ -11,12 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig};
 use mpu_relay_operator::api::{
     AccountStatus, ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, MpuRelayTaskStatus,
     conditions,
-};
-use mpu_relay_operator::simulator::{
-    AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
 };
 use serde_json::json;
 use support::accounts;
@@ -609,7 +607,7 @@ async fn integration_namespaced_accounts_are_refused_unless_enabled() {
 
 #[tokio::test]
 async fn integration_an_sts_outage_holds_up_only_the_tasks_that_need_sts() {
-    use mpu_relay_operator::simulator::{Action, FaultKind, FaultSpec, RoleConfig};
+    use mpu_cloud_sim::{Action, FaultKind, FaultSpec, RoleConfig};
     const ROLE: &str = "acs:ram::1234567890123456:role/mpu-relay";
     const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
     let cp = support::shared();

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig};
 use mpu_relay_operator::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
-use mpu_relay_operator::simulator::{
-    AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
-};
 use serde_json::json;
 use support::accounts;
 use support::operator::{Operator, eventually};
@@ -514,7 +512,7 @@ async fn integration_cluster_account_with_operator_credentials_uses_the_operator
     const ROLE: &str = "acs:ram::1234567890123456:role/mpu-relay-operator";
     const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
     let mut cfg = config(vec![account(AK, SK, 10)], vec![sim_task("t1", 1)]);
-    cfg.roles = vec![mpu_relay_operator::simulator::RoleConfig {
+    cfg.roles = vec![mpu_cloud_sim::RoleConfig {
         role_arn: ROLE.into(),
         account: AK.into(),
         oidc_provider_arn: Some(PROVIDER.into()),

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use mpu_relay_operator::api::{MpuRelayTask, Phase, conditions};
-use mpu_relay_operator::simulator::{
+use mpu_cloud_sim::{
     AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
 };
+use mpu_relay_operator::api::{MpuRelayTask, Phase, conditions};
 use serde_json::json;
 use support::controlplane::ControlPlane;
 use support::operator::{Operator, eventually};

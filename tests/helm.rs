@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
+use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use mpu_relay_operator::api::{ClusterMpuRelayAccount, MpuRelayTask, conditions};
-use mpu_relay_operator::simulator::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use serde_json::{Value, json};
 use support::controlplane::{ControlPlane, repo_root};
 use support::operator::{Operator, eventually};

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use mpu_relay_operator::simulator::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
+use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use serde_json::Value;
 
 /// README "Container image": the size the image should stay under.
@@ -298,39 +298,14 @@ fn image_binary_is_static_and_runs_as_uid_65532_in_the_image() {
     assert!(host.contains("kind: CustomResourceDefinition"));
 }
 
-/// Whether Cargo.toml declares a `simulator` feature (the simulator compiled out of the image's
-/// binary), according to `cargo metadata`.
-fn simulator_is_a_feature() -> bool {
-    let out = ok(Command::new(env!("CARGO")).current_dir(repo()).args([
-        "metadata",
-        "--no-deps",
-        "--offline",
-        "--format-version",
-        "1",
-    ]));
-    let meta: Value = serde_json::from_str(&out).unwrap();
-    meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "mpu-relay-operator")
-        .map(|p| p["features"].get("simulator").is_some())
-        .unwrap_or(false)
-}
-
 #[test]
-fn image_binary_leaves_the_simulator_out_once_it_is_a_feature() {
+fn image_binary_has_no_simulate_subcommand() {
     let image = image();
     let out = in_image(&image.rootfs, &["simulate", "--help"], &[]);
-    if simulator_is_a_feature() {
-        assert!(
-            !out.status.success(),
-            "the image's binary still has `simulate`: image/rootfs.sh must build it with --no-default-features"
-        );
-    } else {
-        println!("no `simulator` cargo feature yet: the image's binary includes `simulate`");
-        assert!(out.status.success(), "{out:?}");
-    }
+    assert!(
+        !out.status.success(),
+        "the image's binary answers `simulate`: the simulator must stay in crates/mpu-cloud-sim"
+    );
 }
 
 /// A DNS server on `addr` that answers A queries for `name` with 127.0.0.1 (and NODATA to

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
+use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use mpu_relay_operator::api::MpuRelayTask;
-use mpu_relay_operator::simulator::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
 use serde_json::Value;
 use support::controlplane::repo_root;
 use support::operator::{FAST_POLLING, Operator};

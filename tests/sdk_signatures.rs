@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use mpu_relay_operator::cloud::sign::{
-    self, EMPTY_PAYLOAD_SHA256, Freshness, Method, MpuStatusCall, SigningKey, decode_query,
-    sign_v1, sign_v3, v1_sign, v3_sign,
+    self, EMPTY_PAYLOAD_SHA256, Freshness, Method, MpuStatusCall, SigningKey, sign_v1, sign_v3,
+    v1_sign, v3_sign,
 };
+use mpu_relay_sign::verify::decode_query;
 use serde_json::{Value, json};
 
 /// Values that exercise every branch of the encoders: spaces, `*`, `~`, `+`, `/`, `=`, `&`, `%`, non-ASCII.

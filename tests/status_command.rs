@@ -3,14 +3,14 @@
 
 use std::process::Command;
 
+use mpu_cloud_sim::{
+    AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
+};
 use mpu_relay_operator::api::{CloudApi, SignatureVersion};
 use mpu_relay_operator::cloud::ErrorClass;
 use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
 use mpu_relay_operator::cloud::credentials::Credentials;
 use mpu_relay_operator::cloud::endpoint::Endpoint;
-use mpu_relay_operator::simulator::{
-    AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
-};
 
 const AK: &str = "LTAI5tStatusCommand";
 const SK: &str = "status-command-secret-3d9e";

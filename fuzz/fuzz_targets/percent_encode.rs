@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpu_relay_operator::cloud::sign::{decode_query, percent_encode};
+use mpu_relay_operator::cloud::sign::{percent_encode, verify::decode_query};
 
 fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mpu_relay_operator::cloud::sign::{canonical_query, decode_query};
+use mpu_relay_operator::cloud::sign::{canonical_query, verify::decode_query};
 
 #[derive(Arbitrary, Debug)]
 enum Input {

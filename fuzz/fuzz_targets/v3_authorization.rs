@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpu_relay_operator::cloud::sign::{V3_ALGORITHM, parse_v3_authorization};
+use mpu_relay_operator::cloud::sign::{V3_ALGORITHM, verify::parse_v3_authorization};
 
 fuzz_target!(|value: &str| {
     let Ok(auth) = parse_v3_authorization(value) else {

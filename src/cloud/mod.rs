@@ -5,8 +5,10 @@ pub mod client;
 pub mod credentials;
 pub mod endpoint;
 pub mod response;
-pub mod sign;
 pub mod transport;
+
+/// Request signing, pure: the workspace crate `mpu-relay-sign` (without its verifier).
+pub use mpu_relay_sign as sign;
 
 pub use response::{CloudError, ErrorClass, MpuTaskStatus};
 pub use sign::{Freshness, Method, MpuStatusCall, SignedRequest, SigningKey};

@@ -44,11 +44,11 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use mpu_relay_operator::api::{DEFAULT_QPS_MARGIN_PERCENT, MpuRelayAccount, MpuRelayTask, Phase};
-use mpu_relay_operator::simulator::config::TaskSetConfig;
-use mpu_relay_operator::simulator::{
+use mpu_cloud_sim::config::TaskSetConfig;
+use mpu_cloud_sim::{
     AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, StatsView, TaskView,
 };
+use mpu_relay_operator::api::{DEFAULT_QPS_MARGIN_PERCENT, MpuRelayAccount, MpuRelayTask, Phase};
 use serde_json::json;
 
 use controlplane::ControlPlane;

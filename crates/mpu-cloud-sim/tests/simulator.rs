@@ -1,22 +1,21 @@
-//! The simulator over HTTP: requests signed with `cloud::sign` (V1 and V3) against a simulator on a
+//! The simulator over HTTP: requests signed with `mpu-relay-sign` (V1 and V3) against a simulator on a
 //! loopback port, covering each answer Alibaba Cloud gives, throttling (per uid), faults (per
 //! action), the admin API, calls per User-Agent, STS AssumeRoleWithOIDC and GetCallerIdentity, and
 //! the test TCP proxy.
 
-#[path = "support/proxy.rs"]
+// The TCP proxy the operator's tests use too.
+#[path = "../../../tests/support/proxy.rs"]
 mod proxy;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mpu_relay_operator::cloud::sign::{
-    self, Freshness, Method, MpuStatusCall, SignedRequest, SigningKey,
-};
-use mpu_relay_operator::simulator::{
+use mpu_cloud_sim::{
     Action, FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle,
     TaskConfig, UidConfig, config::AccountConfig,
 };
+use mpu_relay_sign::{self as sign, Freshness, Method, MpuStatusCall, SignedRequest, SigningKey};
 use serde_json::{Value, json};
 
 const AK: &str = "LTAItestAK1";

@@ -1,8 +1,8 @@
 //! The simulator's HTTP side: the accept loop (TCP_NODELAY, one write per response, dropping a
 //! connection on demand), the `/` handler that feeds [`State::handle`], and rendering of replies.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,39 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt as _;
 
-use super::state::{Answer, Clock, Incoming, Reply, State};
+use super::Shared;
+use super::state::{Answer, Incoming, Reply};
 use super::wire::{self, ApiError, CONTENT_TYPE_JSON, ErrorBody, HEADER_REQUEST_ID, StatusBody};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// The state plus the monotonic origin every request's clock reading is taken from.
-pub struct Shared {
-    state: Mutex<State>,
-    started: Instant,
-}
-
-impl Shared {
-    pub fn new(state: State, started: Instant) -> Self {
-        Self {
-            state: Mutex::new(state),
-            started,
-        }
-    }
-
-    pub fn clock(&self) -> Clock {
-        Clock {
-            wall: jiff::Timestamp::now(),
-            mono_micros: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        }
-    }
-
-    /// The state; a handler that panicked mid-update cannot leave it worse than a fuzzer could,
-    /// so a poisoned lock is taken over rather than propagated.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Per-connection handle a handler uses to close its connection without answering.
 #[derive(Clone, Default)]

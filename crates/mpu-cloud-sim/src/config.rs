@@ -21,7 +21,7 @@ pub const DEFAULT_QPS: u32 = 10;
 /// Alibaba rejects a Timestamp more than 15 minutes away from its clock.
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 15 * 60;
 /// The account used when the configuration names none: the AccessKey pair of Alibaba's published
-/// signature example, so a bare `simulate` accepts requests signed as the documentation shows.
+/// signature example, so a bare `mpu-cloud-sim` accepts requests signed as the documentation shows.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "testid";
 pub const DEFAULT_ACCESS_KEY_SECRET: &str = "testsecret";
 /// STS limits for AssumeRoleWithOIDC's `DurationSeconds`.
@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn shipped_sample_config_parses() {
         let config =
-            SimulatorConfig::from_yaml(include_str!("../../examples/simulator.yaml")).unwrap();
+            SimulatorConfig::from_yaml(include_str!("../../../examples/simulator.yaml")).unwrap();
         assert_eq!(config.accounts.len(), 3);
         assert_eq!(config.all_tasks().count(), 10_002);
         let uids = config.effective_uids();
@@ -607,7 +607,7 @@ uids:
     #[test]
     fn serialized_config_reads_back_the_same() {
         let config =
-            SimulatorConfig::from_yaml(include_str!("../../examples/simulator.yaml")).unwrap();
+            SimulatorConfig::from_yaml(include_str!("../../../examples/simulator.yaml")).unwrap();
         let json = serde_json::to_string(&config).unwrap();
         assert_eq!(SimulatorConfig::from_json(&json).unwrap(), config);
     }

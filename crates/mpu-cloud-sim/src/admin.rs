@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::Shared;
 use super::faults::FaultRequest;
-use super::http::Shared;
 
 /// Admin paths, relative to `/admin`.
 pub mod paths {

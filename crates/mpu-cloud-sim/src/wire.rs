@@ -101,7 +101,7 @@ impl Action {
     /// The `Action=` value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::GetMpuTaskStatus => crate::cloud::sign::ACTION_GET_MPU_TASK_STATUS,
+            Action::GetMpuTaskStatus => mpu_relay_sign::ACTION_GET_MPU_TASK_STATUS,
             Action::AssumeRoleWithOidc => ACTION_ASSUME_ROLE_WITH_OIDC,
             Action::GetCallerIdentity => ACTION_GET_CALLER_IDENTITY,
         }

@@ -12,7 +12,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cloud::sign::{self, Method, params};
+use mpu_relay_sign::verify;
+use mpu_relay_sign::{self as sign, Method, params};
 
 use super::config::{self, RoleConfig, SimulatorConfig};
 use super::faults::{DEFAULT_HUGE_BYTES, FaultKind, FaultRule, FaultSet, FaultSpec};
@@ -462,7 +463,7 @@ impl State {
             )
         })?;
         let query_params =
-            sign::decode_query(req.query).map_err(|e| (ApiError::invalid_parameter(e), live))?;
+            verify::decode_query(req.query).map_err(|e| (ApiError::invalid_parameter(e), live))?;
         let params = merge_form_body(&query_params, req).map_err(|e| (e, live))?;
         let action = params
             .get(params::ACTION)
@@ -748,8 +749,8 @@ impl State {
         let token = params.get(params::SECURITY_TOKEN).map(String::as_str);
         let (secret, account) = self.resolve_credentials(access_key_id, token, now)?;
         record.account = Some(account);
-        let expected = sign::v1_recompute(method, params, &secret);
-        if !sign::signatures_equal(signature, &expected.signature) {
+        let expected = verify::v1_recompute(method, params, &secret);
+        if !verify::signatures_equal(signature, &expected.signature) {
             return Err(ApiError::signature_mismatch(&expected.string_to_sign));
         }
         Ok((access_key_id.to_owned(), nonce.to_owned()))
@@ -765,7 +766,7 @@ impl State {
         now: Clock,
         record: &mut CallRecord,
     ) -> Result<(String, String), ApiError> {
-        let auth = sign::parse_v3_authorization(authorization)
+        let auth = verify::parse_v3_authorization(authorization)
             .map_err(|e| incomplete_signature(e.to_string()))?;
         let date = required_header(req.headers, sign::headers::DATE)?;
         let nonce = required_header(req.headers, sign::headers::SIGNATURE_NONCE)?;
@@ -775,7 +776,7 @@ impl State {
         record.account = Some(account);
         // Our own hash of what arrived, not the client's claim: a body changed in transit must fail.
         let payload_sha256 = hex::encode(Sha256::digest(req.body));
-        let expected = sign::v3_recompute(
+        let expected = verify::v3_recompute(
             method,
             sign::RPC_PATH,
             query_params,
@@ -786,7 +787,7 @@ impl State {
             &secret,
         )
         .map_err(|e| incomplete_signature(e.to_string()))?;
-        if !sign::signatures_equal(&auth.signature, &expected.signature) {
+        if !verify::signatures_equal(&auth.signature, &expected.signature) {
             return Err(ApiError::signature_mismatch(&expected.string_to_sign));
         }
         Ok((auth.access_key_id, nonce.to_owned()))
@@ -834,7 +835,7 @@ impl State {
             let Some(token) = token else {
                 return Err(ApiError::missing("SecurityToken"));
             };
-            if !sign::signatures_equal(token, &session.token) {
+            if !verify::signatures_equal(token, &session.token) {
                 return Err(self.bad_token(token));
             }
             if session.expires <= now.wall {
@@ -1318,7 +1319,7 @@ fn merge_form_body(
     }
     let body = std::str::from_utf8(req.body)
         .map_err(|_| ApiError::invalid_parameter("The form body is not UTF-8."))?;
-    let form = sign::decode_query(body).map_err(ApiError::invalid_parameter)?;
+    let form = verify::decode_query(body).map_err(ApiError::invalid_parameter)?;
     let mut merged = query.clone();
     for (key, value) in form {
         if merged.contains_key(&key) {

@@ -18,7 +18,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -32,8 +32,7 @@ pub use state::{AccountView, StatsView, StsStats, TaskView, UidView};
 pub use stats::{Bucket, CallStatsView};
 pub use wire::Action;
 
-use http::Shared;
-use state::State;
+use state::{Clock, State};
 
 /// What can stop the simulator from starting.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +77,7 @@ impl Simulator {
                 addr: listen,
                 source,
             })?;
-        let started = Instant::now();
-        let shared = Arc::new(Shared::new(State::new(&config, clock_at(started)), started));
+        let shared = Arc::new(Shared::new(&config));
         let (shutdown, watcher) = watch::channel(false);
         let server = tokio::spawn(http::serve(listener, http::router(shared.clone()), watcher));
         tracing::info!(%addr, "simulator listening");
@@ -92,10 +90,36 @@ impl Simulator {
     }
 }
 
-fn clock_at(started: Instant) -> state::Clock {
-    state::Clock {
-        wall: jiff::Timestamp::now(),
-        mono_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+/// The state plus the monotonic origin every request's clock reading is taken from.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    started: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &SimulatorConfig) -> Self {
+        // The monotonic origin is now: the state's first reading is 0 us on it.
+        let now = Clock {
+            wall: jiff::Timestamp::now(),
+            mono_micros: 0,
+        };
+        Self {
+            state: Mutex::new(State::new(config, now)),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        Clock {
+            wall: jiff::Timestamp::now(),
+            mono_micros: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The state; a handler that panicked mid-update cannot leave it worse than a fuzzer could,
+    /// so a poisoned lock is taken over rather than propagated.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
