@@ -842,10 +842,16 @@ async fn simulator_stops_when_shut_down() {
 // Alibaba's official SDKs
 // ---------------------------------------------------------------------------------------------
 
+/// The workspace root, where the official SDKs' scripts are (`tests/sdk/`, shared with the
+/// operator's signature cross-check).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// The venv with the official SDKs, made (once, cached) by `tests/sdk/setup.sh`. Like the
 /// signature cross-check, this fails rather than skips when the SDKs cannot be set up.
 fn sdk_python() -> std::path::PathBuf {
-    let setup = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/setup.sh");
+    let setup = repo_root().join("tests/sdk/setup.sh");
     let out = std::process::Command::new("bash")
         .arg(&setup)
         .output()
@@ -863,8 +869,7 @@ async fn official_python_sdks_v1_and_v3_calls_are_accepted() {
     let sim = start().await;
     sim.set_task_status(APP, TASK, 4);
     let python = sdk_python();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/call_simulator.py");
+    let script = repo_root().join("tests/sdk/call_simulator.py");
     let host = sim.host();
     let run = |secret: &'static str| {
         let (python, script, host) = (python.clone(), script.clone(), host.clone());
