@@ -38,7 +38,13 @@ for target in "${targets[@]}"; do
         args+=(-dict="$here/dicts/$target.dict")
     fi
     echo "fuzz/run.sh: $target for ${seconds} s" >&2
-    if cargo fuzz run -s "$sanitizer" "$target" -- "${args[@]}" >"$log" 2>&1; then
+    # The corpus (fuzz/corpus/<target>, not committed) grows from the committed seeds
+    # (fuzz/seeds/<target>): realistic queries, headers and answers, so that a clean clone does
+    # not start from nothing.
+    mkdir -p "$here/corpus/$target"
+    seeds=()
+    [[ -d "$here/seeds/$target" ]] && seeds=("$here/seeds/$target")
+    if cargo fuzz run -s "$sanitizer" "$target" "$here/corpus/$target" "${seeds[@]}" -- "${args[@]}" >"$log" 2>&1; then
         result="ok"
     else
         result="CRASH"
