@@ -85,6 +85,9 @@ fn calls(sim: &SimulatorHandle) -> u64 {
     sim.stats(false).accounts[AK].calls.total
 }
 
+/// How long each fault of the cloud-faults test lasts.
+const FAULT_LASTS: Duration = Duration::from_secs(4);
+
 /// Each cloud fault gives the right Synced reason, retries stay bounded, and the task recovers.
 #[tokio::test]
 async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_recover() {
@@ -133,7 +136,7 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
             kind,
             account: None,
             count: None,
-            duration_ms: Some(4000),
+            duration_ms: Some(FAULT_LASTS.as_millis() as u64),
         })
         .unwrap();
         let started = Instant::now();
@@ -147,7 +150,9 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
             op.output()
         );
         // The fault lasts 4 s; the task polls every second when healthy. Backoff (0.2 s doubling
-        // to 2 s, or the budget after throttling) keeps retries well under a hot loop's count.
+        // to 2 s, or the budget after throttling) keeps retries well under a hot loop's count,
+        // counted across the whole fault, not only until it first shows.
+        tokio::time::sleep(FAULT_LASTS.saturating_sub(started.elapsed())).await;
         let during = calls(&sim);
         assert!(
             during <= 12,
@@ -361,6 +366,17 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         &[("POD_NAME", "replica-b")],
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The standby must be alive and answering to count: a dead one also makes no calls.
+    assert!(
+        second.exited().is_none(),
+        "the standby exited:\n{}",
+        second.output()
+    );
+    let standby_metrics = second.metrics().await;
+    assert!(
+        standby_metrics.contains("mpu_relay_reconciles_total"),
+        "the standby's /metrics has no operator metrics:\n{standby_metrics}"
+    );
     assert!(first.metric("mpu_relay_cloud_calls_total").await > 0.0);
     assert_eq!(
         second.metric("mpu_relay_cloud_calls_total").await,
@@ -368,6 +384,13 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         "the standby called the cloud:\n{}",
         second.output()
     );
+    // And the cloud agrees: every call so far came from the leader's User-Agent.
+    let by_replica = calls_by_replica(&sim, &["replica-a", "replica-b"]);
+    let (leader_calls, standby_calls) = by_replica
+        .iter()
+        .fold((0, 0), |(a, b), (_, n)| (a + n[0], b + n[1]));
+    assert!(leader_calls > 0, "the simulator saw no call of the leader");
+    assert_eq!(standby_calls, 0, "the simulator saw calls of the standby");
 
     // The leader dies without releasing its lease.
     first.kill();

@@ -110,15 +110,32 @@ impl Operator {
     }
 
     /// The operator's /metrics page.
-    pub async fn metrics(&self) -> String {
+    /// The `/metrics` exposition, or `None` while the endpoint does not answer 200 (starting,
+    /// or dead): for loops that wait for it.
+    pub async fn try_metrics(&self) -> Option<String> {
         let url = format!("http://{}/metrics", self.metrics_addr);
-        match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+        let response = reqwest::get(&url).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
+    }
+
+    /// The `/metrics` exposition. Panics when the endpoint does not answer: a dead operator
+    /// must fail a test about its metrics, never pass it as "no calls".
+    pub async fn metrics(&self) -> String {
+        match self.try_metrics().await {
+            Some(text) => text,
+            None => panic!(
+                "the operator's /metrics ({}) does not answer; is it alive?\n{}",
+                self.metrics_addr,
+                self.output()
+            ),
         }
     }
 
-    /// The value of a metric line starting with `prefix` (0 when absent).
+    /// The value of a metric line starting with `prefix` (0 when the operator answers but has
+    /// no such series; a panic when it does not answer at all).
     pub async fn metric(&self, prefix: &str) -> f64 {
         self.metrics()
             .await
