@@ -444,7 +444,34 @@ async fn integration_account_status_shows_tasks_limit_rate_and_interval_in_kubec
         .unwrap_or_default()
         .split_whitespace()
         .collect();
+    assert_eq!(row.len(), header.len(), "{text}");
     assert_eq!(&row[..4], ["live", "True", "20", "10"], "{text}");
+    // RATE: calls/s allowed now, the limit less its 3 % margin.
+    let rate: f64 = row[4]
+        .parse()
+        .unwrap_or_else(|_| panic!("RATE {:?}: {text}", row[4]));
+    assert!((9.0..=10.0).contains(&rate), "RATE {rate}: {text}");
+    // USED: calls/s over the last 10 s, 20 tasks polling as fast as the budget lets them.
+    let used: f64 = row[5]
+        .parse()
+        .unwrap_or_else(|_| panic!("USED {:?}: {text}", row[5]));
+    assert!(used > 1.0 && used <= 10.0, "USED {used}: {text}");
+    // INTERVAL: the budget's floor, 20 tasks / 9.7 calls/s, about 2 s, as the status says.
+    let interval = w
+        .account_status("live")
+        .await
+        .budget
+        .and_then(|b| b.interval)
+        .expect("an interval");
+    let printed: kube::core::Duration = row[6]
+        .parse()
+        .unwrap_or_else(|_| panic!("INTERVAL {:?}: {text}", row[6]));
+    let printed = std::time::Duration::try_from(printed).unwrap();
+    assert!(
+        printed >= Duration::from_millis(1900) && printed <= Duration::from_millis(2300),
+        "INTERVAL {printed:?} (status {interval:?}): {text}"
+    );
+    assert!(!row[7].is_empty(), "AGE: {text}");
 }
 
 #[tokio::test]

@@ -39,17 +39,23 @@ async fn create_raw_error(client: &kube::Client, ns: &str, obj: serde_json::Valu
 }
 
 #[tokio::test]
-async fn integration_crd_is_accepted_and_established() {
+async fn integration_every_crd_is_accepted_and_established() {
     let cp = support::shared();
     let crds: Api<CustomResourceDefinition> = Api::all(cp.client().await);
-    let crd = crds.get("mpurelaytasks.mpurelay.io").await.unwrap();
-    let established = crd
-        .status
-        .and_then(|s| s.conditions)
-        .unwrap_or_default()
-        .into_iter()
-        .any(|c| c.type_ == "Established" && c.status == "True");
-    assert!(established, "the CRD is not Established");
+    for name in [
+        "mpurelaytasks.mpurelay.io",
+        "mpurelayaccounts.mpurelay.io",
+        "clustermpurelayaccounts.mpurelay.io",
+    ] {
+        let crd = crds.get(name).await.unwrap();
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        assert!(established, "the CRD {name} is not Established");
+    }
 }
 
 #[tokio::test]

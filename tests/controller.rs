@@ -7,7 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig};
-use mpu_relay_operator::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
+use mpu_relay_operator::api::{
+    MpuRelayAccount, MpuRelayTask, MpuRelayTaskStatus, Phase, conditions,
+};
 use serde_json::json;
 use support::accounts;
 use support::operator::{Operator, eventually};
@@ -491,10 +493,33 @@ async fn integration_secret_values_never_reach_logs_events_or_status() {
         "{}",
         op.output()
     );
+    // The account that holds the wrong secret says so in its status: that status is read too.
+    let account_objects: Api<MpuRelayAccount> = Api::namespaced(w.client.clone(), &w.ns);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            account_objects
+                .get("bad")
+                .await
+                .ok()
+                .and_then(|a| a.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == conditions::READY && c.status == "False")
+                })
+        })
+        .await,
+        "the bad account never showed Ready=False\n{}",
+        op.output()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut seen = op.output();
     seen.push_str(
         &serde_json::to_string(&w.tasks.list(&ListParams::default()).await.unwrap()).unwrap(),
+    );
+    seen.push_str(
+        &serde_json::to_string(&account_objects.list(&ListParams::default()).await.unwrap())
+            .unwrap(),
     );
     seen.push_str(&serde_json::to_string(&w.events().await).unwrap());
     seen.push_str(&op.metrics().await);

@@ -2,6 +2,7 @@
 //! connection on demand), the `/` handler that feeds [`State::handle`], and rendering of replies.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -39,7 +40,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// Serves until `shutdown` changes or its sender is dropped; open connections then finish their
 /// current request.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let router = router(shared.clone());
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -52,6 +58,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
             },
             _ = shutdown.changed() => break,
         };
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         // Without it a keep-alive client pays Nagle + delayed ACK (about 40 ms) on every call.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "simulator: cannot set TCP_NODELAY");

@@ -18,6 +18,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -79,7 +80,7 @@ impl Simulator {
             })?;
         let shared = Arc::new(Shared::new(&config));
         let (shutdown, watcher) = watch::channel(false);
-        let server = tokio::spawn(http::serve(listener, http::router(shared.clone()), watcher));
+        let server = tokio::spawn(http::serve(listener, shared.clone(), watcher));
         tracing::info!(%addr, "simulator listening");
         Ok(SimulatorHandle {
             addr,
@@ -94,6 +95,8 @@ impl Simulator {
 pub(crate) struct Shared {
     state: Mutex<State>,
     started: Instant,
+    /// Connections accepted since the start: how a test tells reuse from reconnecting.
+    connections: AtomicU64,
 }
 
 impl Shared {
@@ -106,6 +109,7 @@ impl Shared {
         Self {
             state: Mutex::new(State::new(config, now)),
             started: Instant::now(),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +148,11 @@ impl SimulatorHandle {
     /// `127.0.0.1:<port>`, the `host` a V3 signer signs.
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// TCP connections the server has accepted since it started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Sets a task's status (creating it), as `PUT /admin/tasks/{app}/{task}` does.

@@ -809,6 +809,12 @@ async fn keep_alive_calls_on_one_connection_pay_no_nagle_delay() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
+    // One connection, reused: the server accepted exactly one.
+    assert_eq!(
+        sim.connections_accepted(),
+        1,
+        "calls did not share a connection"
+    );
     // With Nagle and delayed ACK each call would take about 40 ms.
     let per_call = started.elapsed() / CALLS;
     assert!(
