@@ -13,7 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -57,12 +56,6 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
     } else {
         format!("{base},kube_runtime::controller=warn")
     }
-}
-
-/// A stable, non-secret name for an account in metrics and logs.
-pub fn account_alias(account: &str) -> String {
-    let digest = Sha256::digest(account.as_bytes());
-    format!("acct-{}", hex::encode(&digest[..4]))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -563,25 +556,16 @@ mod tests {
     }
 
     #[test]
-    fn account_alias_is_stable_and_hides_the_key_id() {
-        let a = account_alias("LTAI5tExampleKeyId");
-        assert_eq!(a, account_alias("LTAI5tExampleKeyId"));
-        assert!(a.starts_with("acct-") && a.len() == 13, "{a}");
-        assert!(!a.contains("LTAI"));
-        assert_ne!(a, account_alias("LTAI5tOtherKeyId"));
-    }
-
-    #[test]
     fn metrics_are_prefixed_and_labelled_by_alias() {
         let m = Metrics::default();
         let answer = Ok(crate::cloud::MpuTaskStatus {
             request_id: "r".into(),
             status: 1,
         });
-        m.record_call(&account_alias("AK"), &answer, std::time::Duration::ZERO);
+        m.record_call("acct-1a2b3c4d", &answer, std::time::Duration::ZERO);
         let text = m.encode();
         assert!(text.contains("mpu_relay_cloud_calls_total{"), "{text}");
+        assert!(text.contains("account=\"acct-1a2b3c4d\""), "{text}");
         assert!(text.contains("result=\"ok\""), "{text}");
-        assert!(!text.contains("\"AK\""), "{text}");
     }
 }

@@ -16,6 +16,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 pub use pacing::{AccountBudget, BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is
@@ -27,9 +29,13 @@ pub struct CloudAccount {
 }
 
 impl CloudAccount {
-    /// A stable, non-secret label for metrics and logs.
+    /// The cloud account's only name outside the operator's memory, in metrics (label
+    /// `account`), logs and the account status: `acct-` and the first four bytes, in hex, of the
+    /// SHA-256 of `uid@host`. Stable across restarts and replicas; neither the UID nor any key
+    /// can be read back from it.
     pub fn alias(&self) -> String {
-        crate::telemetry::account_alias(&format!("{}@{}", self.uid, self.host))
+        let digest = Sha256::digest(format!("{}@{}", self.uid, self.host).as_bytes());
+        format!("acct-{}", hex::encode(&digest[..4]))
     }
 }
 
@@ -436,6 +442,20 @@ mod tests {
         qps: 10.0,
         margin: 0.0,
     };
+
+    #[test]
+    fn cloud_account_alias_is_stable_and_hides_the_uid() {
+        let a = account("1234567890123456").alias();
+        assert_eq!(a, account("1234567890123456").alias());
+        assert!(a.starts_with("acct-") && a.len() == 13, "{a}");
+        assert!(!a.contains("1234"), "{a}");
+        assert_ne!(a, account("1234567890123457").alias());
+        let other_host = CloudAccount {
+            host: "live.ap-southeast-1.aliyuncs.com".into(),
+            ..account("1234567890123456")
+        };
+        assert_ne!(a, other_host.alias());
+    }
 
     #[test]
     fn two_account_objects_of_one_cloud_account_share_one_budget() {
