@@ -32,7 +32,6 @@ const KNOWN_CIRCLES: &[(&[&str], &str)] = &[
         &["simulator::admin", "simulator::http"],
         "issue 24: `Shared` moves to `simulator/mod.rs` in the simulator's own change",
     ),
-    (&["cli", "leader"], "issue 24 part 3, being cut"),
     (
         &["cloud::client", "cloud::credentials"],
         "issue 24 part 3, being cut",
