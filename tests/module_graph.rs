@@ -33,10 +33,6 @@ const KNOWN_CIRCLES: &[(&[&str], &str)] = &[
         "issue 24: `Shared` moves to `simulator/mod.rs` in the simulator's own change",
     ),
     (
-        &["cloud::client", "cloud::credentials"],
-        "issue 24 part 3, being cut",
-    ),
-    (
         &["controller::account", "controller::account_status"],
         "issue 24 part 3, being cut",
     ),
