@@ -36,22 +36,7 @@ use crate::cloud::credentials::{
 use crate::cloud::endpoint::{AllowedEndpoints, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::TaskKey;
-use crate::controller::decide::Problem;
-
-/// Condition reasons of accounts and of tasks that cannot use theirs.
-pub mod reasons {
-    pub const ACCOUNT_REF_MISSING: &str = "AccountRefMissing";
-    pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";
-    pub const ACCOUNT_NOT_ALLOWED: &str = "AccountNotAllowed";
-    pub const NAMESPACED_ACCOUNTS_DISABLED: &str = "NamespacedAccountsDisabled";
-    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
-    pub const IDENTITY_UNKNOWN: &str = "IdentityUnknown";
-    pub const ACCOUNT_ID_MISMATCH: &str = "AccountIdMismatch";
-    pub const AUTH_FAILED: &str = "AuthFailed";
-    pub const READY: &str = "Ready";
-    pub const THROTTLED: &str = "Throttled";
-    pub const NOT_THROTTLED: &str = "WithinLimit";
-}
+use crate::controller::status::{Problem, reasons};
 
 /// Which account object: the identity of an account in budgets, caches and metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

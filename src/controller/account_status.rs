@@ -10,8 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{AccountStatus, BudgetStatus, conditions};
 use crate::budget::BudgetView;
-use crate::controller::account::reasons;
-use crate::controller::decide::{EventSpec, Problem, Severity, Stamp};
+use crate::controller::status::{EventSpec, Problem, Severity, Stamp, reasons};
 
 /// Everything an account's status is made of.
 #[derive(Clone, Debug)]

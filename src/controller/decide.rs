@@ -7,27 +7,15 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::status::{EventSpec, MESSAGE_MAX_CHARS, Problem, Severity, Stamp, reasons};
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
 use crate::budget::Turn;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
-/// Longest message kept in a condition or `status.message`.
-pub const MESSAGE_MAX_CHARS: usize = 1024;
-
 /// How long the cloud lets a task wait for its channel before stopping it.
 pub const AUTO_STOP_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Condition reasons of our own (cloud errors bring theirs, see `cloud::response::reasons`).
-pub mod reasons {
-    pub const POLLED: &str = "Polled";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const NOT_STALLED: &str = "Polling";
-    pub const AUTO_STOP_SOON: &str = "AutoStopSoon";
-    pub const PHASE_CHANGED: &str = "PhaseChanged";
-    pub const INTERNAL_ERROR: &str = "InternalError";
-}
 
 /// Polling intervals and backoff bounds.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,36 +65,6 @@ pub enum Outcome {
     Suspended,
     /// The operator itself failed on this task (a bug caught as a panic); retried with backoff.
     Internal(String),
-}
-
-/// Why a task's account cannot be used, as the task's conditions say it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// PascalCase condition and event reason.
-    pub reason: &'static str,
-    /// For people: what is wrong and what to change. Never holds a secret.
-    pub message: String,
-    /// Only a change (of the task, the account, its Secret) can fix it.
-    pub permanent: bool,
-}
-
-/// Severity of an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-/// An event to publish on the task.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventSpec {
-    pub severity: Severity,
-    pub reason: &'static str,
-    /// What the operator was doing. Events with the same reason and action on one object are
-    /// merged into one with a count (keeping the first note), so a transition carries where it
-    /// came from here: "StoppedByUser -> Running" stays visible after "first observed Running".
-    pub action: String,
-    pub note: String,
 }
 
 /// The action of events about a poll.
@@ -594,62 +552,12 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
     }
 }
 
-/// What every condition written by one decision carries: the generation it describes and the
-/// decision's time.
-pub(crate) struct Stamp {
-    pub generation: Option<i64>,
-    pub time: Time,
-}
-
-impl Stamp {
-    /// Sets a condition, keeping its lastTransitionTime unless its status flips.
-    pub fn set(
-        &self,
-        conditions: &mut Vec<Condition>,
-        type_: &str,
-        value: &str,
-        reason: &str,
-        message: &str,
-    ) {
-        let previous = conditions.iter().position(|c| c.type_ == type_);
-        // Nothing new (most polls): keep the condition as it is, without building it again.
-        if let Some(i) = previous {
-            let c = &conditions[i];
-            if c.status == value
-                && c.reason == reason
-                && c.observed_generation == self.generation
-                && message.len() <= MESSAGE_MAX_CHARS
-                && c.message == message
-            {
-                return;
-            }
-        }
-        let transition = match previous {
-            Some(i) if conditions[i].status == value => conditions[i].last_transition_time.clone(),
-            _ => self.time.clone(),
-        };
-        let condition = Condition {
-            type_: type_.to_string(),
-            status: value.to_string(),
-            reason: reason.to_string(),
-            // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
-            // texts come from outside.
-            message: message.chars().take(MESSAGE_MAX_CHARS).collect(),
-            last_transition_time: transition,
-            observed_generation: self.generation,
-        };
-        match previous {
-            Some(i) => conditions[i] = condition,
-            None => conditions.push(condition),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::MpuRelayTaskSpec;
     use crate::cloud::response::{ApiError, CloudError};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     const T0: i64 = 1_790_000_000;
 

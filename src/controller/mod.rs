@@ -10,6 +10,7 @@ pub mod account;
 pub mod account_status;
 pub mod decide;
 pub mod spec_changes;
+pub mod status;
 pub mod task;
 
 use std::collections::HashMap;
@@ -39,7 +40,8 @@ use crate::budget::Budgets;
 use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
-use decide::{EventSpec, PollConfig, Severity};
+use decide::PollConfig;
+use status::{EventSpec, Severity};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
