@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::status::{EventSpec, MESSAGE_MAX_CHARS, Problem, Severity, Stamp, reasons};
+use super::status::{EventSpec, FALSE, MESSAGE_MAX_CHARS, Problem, Severity, Stamp, TRUE, reasons};
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
 use crate::budget::Turn;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
@@ -232,11 +232,7 @@ pub fn decide(
             if changed && (prev.phase.is_some() || event.severity == Severity::Warning) {
                 events.push(event);
             }
-            let ready = if phase == Phase::Running {
-                "True"
-            } else {
-                "False"
-            };
+            let ready = if phase == Phase::Running { TRUE } else { FALSE };
             stamp.set(
                 &mut next.conditions,
                 conditions::READY,
@@ -247,7 +243,7 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::SYNCED,
-                "True",
+                TRUE,
                 reasons::POLLED,
                 "GetMPUTaskStatus succeeded",
             );
@@ -258,7 +254,7 @@ pub fn decide(
                 stamp.set(
                     &mut next.conditions,
                     conditions::STALLED,
-                    "True",
+                    TRUE,
                     phase.as_str(),
                     &format!("{}; it will not restart by itself", phase.description()),
                 );
@@ -266,7 +262,7 @@ pub fn decide(
                 stamp.set(
                     &mut next.conditions,
                     conditions::STALLED,
-                    "False",
+                    FALSE,
                     reasons::NOT_STALLED,
                     "polling makes progress",
                 );
@@ -274,7 +270,7 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 reasons::POLLED,
                 "the last poll succeeded",
             );
@@ -328,21 +324,21 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::SYNCED,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 why,
             );
             stamp.set(
                 &mut next.conditions,
                 conditions::STALLED,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 "suspended by the user",
             );
             stamp.set(
                 &mut next.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 "suspended by the user",
             );
@@ -399,7 +395,7 @@ fn significant(status: &MpuRelayTaskStatus) -> MpuRelayTaskStatus {
 fn backoff(status: &MpuRelayTaskStatus, now: Timestamp, config: &PollConfig) -> Duration {
     let failing_for = status
         .condition(conditions::SYNCED)
-        .filter(|c| c.status == "False")
+        .filter(|c| c.status == FALSE)
         .map(|c| {
             Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default()
         })
@@ -431,7 +427,7 @@ impl Failure {
         stamp.set(
             &mut status.conditions,
             conditions::SYNCED,
-            "False",
+            FALSE,
             self.reason,
             &self.text,
         );
@@ -439,21 +435,21 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "True",
+                TRUE,
                 self.reason,
                 &self.text,
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::READY,
-                "False",
+                FALSE,
                 self.reason,
                 &self.text,
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 self.reason,
                 "retrying cannot help until something changes",
             );
@@ -474,14 +470,14 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "True",
+                TRUE,
                 phase.as_str(),
                 &format!("{}; it will not restart by itself", phase.description()),
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 self.reason,
                 "the relay stays stopped by the cloud while polling retries",
             );
@@ -489,14 +485,14 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "False",
+                FALSE,
                 reasons::NOT_STALLED,
                 "retrying",
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "True",
+                TRUE,
                 self.reason,
                 &self.text,
             );
@@ -625,9 +621,9 @@ mod tests {
         assert_eq!(d.status.phase, Some(Phase::Running));
         assert_eq!(d.status.status_code, Some(1));
         assert_eq!(d.status.observed_generation, Some(3));
-        assert_eq!(condition(&d, conditions::READY).status, "True");
-        assert_eq!(condition(&d, conditions::SYNCED).status, "True");
-        assert_eq!(condition(&d, conditions::STALLED).status, "False");
+        assert_eq!(condition(&d, conditions::READY).status, TRUE);
+        assert_eq!(condition(&d, conditions::SYNCED).status, TRUE);
+        assert_eq!(condition(&d, conditions::STALLED).status, FALSE);
         assert!(
             d.status
                 .conditions
@@ -735,13 +731,13 @@ mod tests {
                 Duration::ZERO,
             );
             let ready = condition(&d, conditions::READY);
-            assert_eq!(ready.status, "False");
+            assert_eq!(ready.status, FALSE);
             assert_eq!(ready.reason, Phase::from_code(code).as_str());
             let stalled = condition(&d, conditions::STALLED);
             let by_cloud = code != 3;
             assert_eq!(
                 stalled.status,
-                if by_cloud { "True" } else { "False" },
+                if by_cloud { TRUE } else { FALSE },
                 "code {code}"
             );
             assert_eq!(d.next, NextSync::After(Duration::from_secs(600)));
@@ -993,7 +989,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (synced.status.as_str(), synced.reason.as_str()),
-            ("False", "TransientError")
+            (FALSE, "TransientError")
         );
         // The last known phase stays: the relay was running when last seen.
         assert_eq!(t.status.as_ref().unwrap().phase, Some(Phase::Running));
@@ -1004,7 +1000,7 @@ mod tests {
                 .condition(conditions::STALLED)
                 .unwrap()
                 .status,
-            "False"
+            FALSE
         );
     }
 
@@ -1021,9 +1017,9 @@ mod tests {
         let stalled = condition(&d, conditions::STALLED);
         assert_eq!(
             (stalled.status.as_str(), stalled.reason.as_str()),
-            ("True", "TaskNotFound")
+            (TRUE, "TaskNotFound")
         );
-        assert_eq!(condition(&d, conditions::READY).status, "False");
+        assert_eq!(condition(&d, conditions::READY).status, FALSE);
         assert_eq!(d.next, NextSync::After(config.stalled_retry));
         assert_eq!(d.events[0].severity, Severity::Warning);
         assert_eq!(d.class, Some(ErrorClass::Terminal));
@@ -1059,8 +1055,8 @@ mod tests {
             &config,
             Duration::ZERO,
         );
-        assert_eq!(condition(&ok, conditions::STALLED).status, "False");
-        assert_eq!(condition(&ok, conditions::READY).status, "True");
+        assert_eq!(condition(&ok, conditions::STALLED).status, FALSE);
+        assert_eq!(condition(&ok, conditions::READY).status, TRUE);
     }
 
     #[test]
