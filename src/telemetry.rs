@@ -83,11 +83,6 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusWriteLabels {
     pub result: &'static str,
     /// `MpuRelayTask`, `MpuRelayAccount` or `ClusterMpuRelayAccount`.

@@ -105,7 +105,7 @@ pub const USAGE_WINDOW_SECONDS: usize = 10;
 /// One cloud account's budget, shared by every task that calls it.
 #[derive(Debug)]
 pub struct Budget<K> {
-    key: CloudAccount,
+    /// Its cloud account's [`CloudAccount::alias`]: the budget's only name outside the registry.
     alias: String,
     state: Mutex<State<K>>,
 }
@@ -175,10 +175,9 @@ fn membership(desired: Duration) -> Duration {
 const MAX_MEMBERSHIP: Duration = Duration::from_secs(4 * 24 * 3600);
 
 impl<K: Clone + Eq + Hash> Budget<K> {
-    fn new(key: CloudAccount, object: &str, limit: Limit, lattice: Lattice, now: Instant) -> Self {
+    fn new(key: &CloudAccount, object: &str, limit: Limit, lattice: Lattice, now: Instant) -> Self {
         Budget {
             alias: key.alias(),
-            key,
             state: Mutex::new(State {
                 pacing: AccountBudget::new(
                     BudgetConfig::for_limit(limit.qps, limit.margin),
@@ -194,10 +193,6 @@ impl<K: Clone + Eq + Hash> Budget<K> {
     fn lock(&self) -> MutexGuard<'_, State<K>> {
         // A panic while holding the lock leaves plain numbers behind, still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn key(&self) -> &CloudAccount {
-        &self.key
     }
 
     /// The non-secret label of this budget in metrics and logs.
@@ -374,7 +369,7 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
                     group: registry.created,
                 };
                 registry.created = registry.created.wrapping_add(1);
-                let budget = Arc::new(Budget::new(account.clone(), object, limit, lattice, now));
+                let budget = Arc::new(Budget::new(account, object, limit, lattice, now));
                 registry.budgets.insert(account.clone(), budget.clone());
                 budget
             }
@@ -391,13 +386,6 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
         if let Some(account) = registry.objects.remove(object) {
             registry.leave_budget(&account, object);
         }
-    }
-
-    /// The budget an account object uses, if it has joined one.
-    pub fn of_object(&self, object: &str) -> Option<Arc<Budget<K>>> {
-        let registry = self.lock();
-        let account = registry.objects.get(object)?;
-        registry.budgets.get(account).cloned()
     }
 
     /// Forgets `task` in every budget (it was suspended or deleted).
@@ -519,7 +507,7 @@ mod tests {
         // The object's credentials changed to another cloud account: it moves.
         budgets.join(&account("2"), "a", TEN, t0);
         assert_eq!(budgets.all().len(), 1);
-        assert_eq!(budgets.of_object("a").unwrap().key(), &account("2"));
+        assert_eq!(budgets.all()[0].alias(), account("2").alias());
         budgets.leave("a");
         assert!(budgets.all().is_empty());
     }

@@ -553,14 +553,6 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn config(&self) -> &BudgetConfig {
         &self.config
     }
-
-    /// True when no task draws on the account and no slot is reserved (it may be forgotten).
-    pub fn is_idle(&self, now: Instant) -> bool {
-        self.reservations
-            .values()
-            .all(|at| *at + FORGET_RESERVATION <= now)
-            && self.members.values().all(|(_, expires)| *expires <= now)
-    }
 }
 
 /// Water-filling: the smallest floor `F` with `sum(count / max(interval, F)) <= rate` over the

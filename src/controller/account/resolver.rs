@@ -198,7 +198,7 @@ impl Resolver {
     }
 
     /// Forces the next resolution to read the credentials again.
-    pub fn invalidate(&self, key: &AccountKey) {
+    fn invalidate(&self, key: &AccountKey) {
         if let Some(slot) = lock(&self.slots).get(key) {
             slot.stale.store(true, Ordering::Relaxed);
         }
