@@ -91,8 +91,9 @@ pub struct StatusWriteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AccountObjectLabels {
-    /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount.
-    pub account: String,
+    /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount. Not
+    /// `account`, which is always a cloud account's alias (`acct-1a2b3c4d`).
+    pub account_object: String,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -299,15 +300,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_account_ready(&self, account: String, ready: bool) {
+    pub fn record_account_ready(&self, account_object: String, ready: bool) {
         self.account_ready
-            .get_or_create(&AccountObjectLabels { account })
+            .get_or_create(&AccountObjectLabels { account_object })
             .set(i64::from(ready));
     }
 
     /// The account object is gone: drop its series.
-    pub fn forget_account(&self, account: String) {
-        self.account_ready.remove(&AccountObjectLabels { account });
+    pub fn forget_account_object(&self, account_object: String) {
+        self.account_ready
+            .remove(&AccountObjectLabels { account_object });
     }
 
     /// The oldest last sync of the tasks, as Unix seconds (`None`: no task has synced).
@@ -535,6 +537,19 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("acct-kept"), "{text}");
         assert!(!text.contains("acct-gone"), "{text}");
+    }
+
+    #[test]
+    fn account_ready_is_labelled_by_account_object_not_by_cloud_account() {
+        let m = Metrics::default();
+        m.record_account_ready("team-a/acme".into(), false);
+        let text = m.encode();
+        assert!(
+            text.contains("mpu_relay_account_ready{account_object=\"team-a/acme\"} 0"),
+            "{text}"
+        );
+        m.forget_account_object("team-a/acme".into());
+        assert!(!m.encode().contains("team-a/acme"));
     }
 
     #[test]

@@ -692,7 +692,7 @@ where
                     let key = object(a).key();
                     seen.remove(&key);
                     ctx.accounts.resolver.forget(&key);
-                    ctx.metrics.forget_account(key.label());
+                    ctx.metrics.forget_account_object(key.label());
                     triggers.send(ctx.tasks_of(&key));
                 }
                 watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {

@@ -49,7 +49,8 @@ impl AccountKey {
         }
     }
 
-    /// `namespace/name`, or `name` for a cluster account: the `account` label of metrics.
+    /// `namespace/name`, or `name` for a cluster account: the `account_object` label of
+    /// metrics (their `account` is the cloud account's alias).
     pub fn label(&self) -> String {
         match self {
             AccountKey::Namespaced { namespace, name } => format!("{namespace}/{name}"),
