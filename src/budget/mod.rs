@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-pub use pacing::{AccountBudget, BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice};
+pub use pacing::{BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice, Pacer};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is
 /// called at (`authority`: lowercase host, with the port only when not the scheme's default).
@@ -74,11 +74,11 @@ pub enum Feedback {
 pub enum Turn {
     /// The budget sets its pace, polling it every `round` (the account's floor, never shorter
     /// than the task's own interval): it takes its next turn in the account's line at once
-    /// ([`AccountBudget::take_turn`]), and comes back only to call.
+    /// ([`Pacer::take_turn`]), and comes back only to call.
     InLine { round: Duration },
     /// Its own interval or a failure's backoff, `interval`, sets its pace: it comes back after
     /// `after` (the interval, spread) and asks, unless the account's line already reaches past
-    /// `interval` ([`AccountBudget::join_after`]).
+    /// `interval` ([`Pacer::join_after`]).
     Ask { interval: Duration, after: Duration },
 }
 
@@ -112,7 +112,7 @@ pub struct Budget<K> {
 
 #[derive(Debug)]
 struct State<K> {
-    pacing: AccountBudget<K>,
+    pacing: Pacer<K>,
     /// The limit each joined account object declares; the smallest is in force.
     limits: HashMap<String, Limit>,
     usage: Usage,
@@ -179,10 +179,7 @@ impl<K: Clone + Eq + Hash> Budget<K> {
         Budget {
             alias: key.alias(),
             state: Mutex::new(State {
-                pacing: AccountBudget::new(
-                    BudgetConfig::for_limit(limit.qps, limit.margin),
-                    lattice,
-                ),
+                pacing: Pacer::new(BudgetConfig::for_limit(limit.qps, limit.margin), lattice),
                 limits: HashMap::from([(object.to_string(), limit)]),
                 usage: Usage::new(now),
                 throttled: 0,
