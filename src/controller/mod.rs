@@ -4,6 +4,7 @@
 //! - [`task`]: one task's reconcile, thin I/O around [`decide`] (pure decisions).
 //! - [`account`]: which account a task may use, what an account resolves to, and the account
 //!   reconcile around [`account_status`] (pure decisions).
+//! - [`status`]: what both statuses share (condition statuses, reasons, events).
 //! - this module: the shared [`Context`], the watches and their triggers, and running it all.
 
 pub mod account;

@@ -1,6 +1,6 @@
 //! What the task and the account status code share: the words their conditions use (the
 //! statuses [`TRUE`] and [`FALSE`], the operator's own [`reasons`]), the one way a condition is
-//! set ([`Stamp::set`]), and the events and problems a decision carries.
+//! set (`Stamp::set`), and the events and problems a decision carries.
 //!
 //! The condition types are the API's ([`crate::api::conditions`]). Reasons the cloud's errors
 //! bring stay with the cloud ([`crate::cloud::response::reasons`]): they are its vocabulary,
