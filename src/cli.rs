@@ -18,7 +18,7 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
 use crate::controller::{self, ControllerSettings};
-use crate::leader::{Fence, LeaseSettings, LeaseTiming, run_as_leader};
+use crate::leader::{Fence, LeaseError, LeaseSettings, LeaseTiming, run_as_leader};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
 /// Kubernetes operator that keeps MpuRelayTask objects in step with Alibaba Cloud
@@ -251,7 +251,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("leader election: {0}")]
-    Lease(String),
+    Lease(#[from] LeaseError),
     #[error("invalid settings: {0}")]
     Settings(String),
 }

@@ -28,8 +28,24 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cli::RunError;
 use crate::controller::Prepared;
+
+/// Why a leader stopped leading. Either way the process exits and its pod restarts as a
+/// standby.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// Another replica holds the Lease now.
+    #[error("lost the lease to another replica")]
+    Lost,
+    /// No renewal succeeded in time: the fence closed before a standby could take over.
+    #[error(
+        "the lease was not renewed for {fenced_after:?} (a standby may take it after {duration:?})"
+    )]
+    Fenced {
+        fenced_after: Duration,
+        duration: Duration,
+    },
+}
 
 /// The timings of one Lease, all derived from its duration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,7 +355,7 @@ pub async fn run_as_leader(
     fence: Arc<Fence>,
     lease: LeaseSettings<'_>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), RunError> {
+) -> Result<(), LeaseError> {
     let timing = fence.timing();
     let mut elector = Elector {
         api: Api::namespaced(client, lease.namespace),
@@ -438,12 +454,11 @@ pub async fn run_as_leader(
             }
             Ok(())
         }
-        Why::Lost => Err(RunError::Lease("lost the lease to another replica".into())),
-        Why::Fenced => Err(RunError::Lease(format!(
-            "the lease was not renewed for {:?} (a standby may take it after {:?})",
-            timing.fenced_after(),
-            timing.duration
-        ))),
+        Why::Lost => Err(LeaseError::Lost),
+        Why::Fenced => Err(LeaseError::Fenced {
+            fenced_after: timing.fenced_after(),
+            duration: timing.duration,
+        }),
     }
 }
 
@@ -495,6 +510,19 @@ mod tests {
 
     fn timing(seconds: u64) -> LeaseTiming {
         LeaseTiming::from_seconds(seconds).unwrap()
+    }
+
+    #[test]
+    fn a_fenced_leader_s_error_says_how_long_it_went_unrenewed() {
+        let t = timing(15);
+        let e = LeaseError::Fenced {
+            fenced_after: t.fenced_after(),
+            duration: t.duration,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the lease was not renewed for 10s (a standby may take it after 15s)"
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! - [`budget`]: the call budget of each cloud account (future slots, adaptive rate, fair floor).
 //! - [`cli`]: the command line: `run`, `status`, `crd`.
 //! - [`cloud`]: endpoints and the allow-list, signing, decoding, the HTTP client (GetMPUTaskStatus
-//!   and STS), credentials.
+//!   and STS), AccessKeys and where they come from.
 //! - [`controller`]: the task and account reconciles; [`controller::decide`] and
-//!   [`controller::account_status`] hold their decisions, pure.
+//!   [`controller::account_status`] hold their decisions, pure, over [`controller::status`].
 //! - [`leader`]: leader election through a Lease, and the fence that stops a leader's cloud
 //!   calls before a standby can take over.
 //! - [`telemetry`]: metrics, logging, and the /metrics, /healthz, /readyz server.

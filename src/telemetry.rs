@@ -13,7 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -59,12 +58,6 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
     }
 }
 
-/// A stable, non-secret name for an account in metrics and logs.
-pub fn account_alias(account: &str) -> String {
-    let digest = Sha256::digest(account.as_bytes());
-    format!("acct-{}", hex::encode(&digest[..4]))
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub account: String,
@@ -90,11 +83,6 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusWriteLabels {
     pub result: &'static str,
     /// `MpuRelayTask`, `MpuRelayAccount` or `ClusterMpuRelayAccount`.
@@ -103,8 +91,9 @@ pub struct StatusWriteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AccountObjectLabels {
-    /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount.
-    pub account: String,
+    /// The account object: `namespace/name`, or `name` for a ClusterMpuRelayAccount. Not
+    /// `account`, which is always a cloud account's alias (`acct-1a2b3c4d`).
+    pub account_object: String,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -311,15 +300,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_account_ready(&self, account: String, ready: bool) {
+    pub fn record_account_ready(&self, account_object: String, ready: bool) {
         self.account_ready
-            .get_or_create(&AccountObjectLabels { account })
+            .get_or_create(&AccountObjectLabels { account_object })
             .set(i64::from(ready));
     }
 
     /// The account object is gone: drop its series.
-    pub fn forget_account(&self, account: String) {
-        self.account_ready.remove(&AccountObjectLabels { account });
+    pub fn forget_account_object(&self, account_object: String) {
+        self.account_ready
+            .remove(&AccountObjectLabels { account_object });
     }
 
     /// The oldest last sync of the tasks, as Unix seconds (`None`: no task has synced).
@@ -550,6 +540,19 @@ mod tests {
     }
 
     #[test]
+    fn account_ready_is_labelled_by_account_object_not_by_cloud_account() {
+        let m = Metrics::default();
+        m.record_account_ready("team-a/acme".into(), false);
+        let text = m.encode();
+        assert!(
+            text.contains("mpu_relay_account_ready{account_object=\"team-a/acme\"} 0"),
+            "{text}"
+        );
+        m.forget_account_object("team-a/acme".into());
+        assert!(!m.encode().contains("team-a/acme"));
+    }
+
+    #[test]
     fn health_is_alive_while_it_beats_and_ready_only_when_said() {
         let h = Health::default();
         h.beat();
@@ -563,25 +566,16 @@ mod tests {
     }
 
     #[test]
-    fn account_alias_is_stable_and_hides_the_key_id() {
-        let a = account_alias("LTAI5tExampleKeyId");
-        assert_eq!(a, account_alias("LTAI5tExampleKeyId"));
-        assert!(a.starts_with("acct-") && a.len() == 13, "{a}");
-        assert!(!a.contains("LTAI"));
-        assert_ne!(a, account_alias("LTAI5tOtherKeyId"));
-    }
-
-    #[test]
     fn metrics_are_prefixed_and_labelled_by_alias() {
         let m = Metrics::default();
         let answer = Ok(crate::cloud::MpuTaskStatus {
             request_id: "r".into(),
             status: 1,
         });
-        m.record_call(&account_alias("AK"), &answer, std::time::Duration::ZERO);
+        m.record_call("acct-1a2b3c4d", &answer, std::time::Duration::ZERO);
         let text = m.encode();
         assert!(text.contains("mpu_relay_cloud_calls_total{"), "{text}");
+        assert!(text.contains("account=\"acct-1a2b3c4d\""), "{text}");
         assert!(text.contains("result=\"ok\""), "{text}");
-        assert!(!text.contains("\"AK\""), "{text}");
     }
 }

@@ -13,7 +13,8 @@ use mlua::{Lua, LuaSerdeExt};
 use mpu_relay_operator::api::MpuRelayTask;
 use mpu_relay_operator::cloud::CloudError;
 use mpu_relay_operator::cloud::response::MpuTaskStatus;
-use mpu_relay_operator::controller::decide::{Outcome, PollConfig, Problem, decide};
+use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::status::Problem;
 use serde_json::{Value, json};
 
 fn script() -> String {

@@ -30,8 +30,9 @@ use mpu_relay_operator::cloud::response::{ApiError, DecodeProblem};
 use mpu_relay_operator::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 use mpu_relay_operator::controller::account_status::{AccountFacts, decide_account};
 use mpu_relay_operator::controller::decide::{
-    self, Decision, MESSAGE_MAX_CHARS, NextSync, Outcome, PollConfig, Problem, decide,
+    self, Decision, NextSync, Outcome, PollConfig, decide,
 };
+use mpu_relay_operator::controller::status::{MESSAGE_MAX_CHARS, Problem};
 use proptest::prelude::*;
 use serde_json::Value;
 

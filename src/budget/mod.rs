@@ -16,7 +16,9 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use pacing::{AccountBudget, BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice};
+use sha2::{Digest, Sha256};
+
+pub use pacing::{BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice, Pacer};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is
 /// called at (`authority`: lowercase host, with the port only when not the scheme's default).
@@ -27,9 +29,13 @@ pub struct CloudAccount {
 }
 
 impl CloudAccount {
-    /// A stable, non-secret label for metrics and logs.
+    /// The cloud account's only name outside the operator's memory, in metrics (label
+    /// `account`), logs and the account status: `acct-` and the first four bytes, in hex, of the
+    /// SHA-256 of `uid@host`. Stable across restarts and replicas; neither the UID nor any key
+    /// can be read back from it.
     pub fn alias(&self) -> String {
-        crate::telemetry::account_alias(&format!("{}@{}", self.uid, self.host))
+        let digest = Sha256::digest(format!("{}@{}", self.uid, self.host).as_bytes());
+        format!("acct-{}", hex::encode(&digest[..4]))
     }
 }
 
@@ -68,11 +74,11 @@ pub enum Feedback {
 pub enum Turn {
     /// The budget sets its pace, polling it every `round` (the account's floor, never shorter
     /// than the task's own interval): it takes its next turn in the account's line at once
-    /// ([`AccountBudget::take_turn`]), and comes back only to call.
+    /// ([`Pacer::take_turn`]), and comes back only to call.
     InLine { round: Duration },
     /// Its own interval or a failure's backoff, `interval`, sets its pace: it comes back after
     /// `after` (the interval, spread) and asks, unless the account's line already reaches past
-    /// `interval` ([`AccountBudget::join_after`]).
+    /// `interval` ([`Pacer::join_after`]).
     Ask { interval: Duration, after: Duration },
 }
 
@@ -99,14 +105,14 @@ pub const USAGE_WINDOW_SECONDS: usize = 10;
 /// One cloud account's budget, shared by every task that calls it.
 #[derive(Debug)]
 pub struct Budget<K> {
-    key: CloudAccount,
+    /// Its cloud account's [`CloudAccount::alias`]: the budget's only name outside the registry.
     alias: String,
     state: Mutex<State<K>>,
 }
 
 #[derive(Debug)]
 struct State<K> {
-    pacing: AccountBudget<K>,
+    pacing: Pacer<K>,
     /// The limit each joined account object declares; the smallest is in force.
     limits: HashMap<String, Limit>,
     usage: Usage,
@@ -169,15 +175,11 @@ fn membership(desired: Duration) -> Duration {
 const MAX_MEMBERSHIP: Duration = Duration::from_secs(4 * 24 * 3600);
 
 impl<K: Clone + Eq + Hash> Budget<K> {
-    fn new(key: CloudAccount, object: &str, limit: Limit, lattice: Lattice, now: Instant) -> Self {
+    fn new(key: &CloudAccount, object: &str, limit: Limit, lattice: Lattice, now: Instant) -> Self {
         Budget {
             alias: key.alias(),
-            key,
             state: Mutex::new(State {
-                pacing: AccountBudget::new(
-                    BudgetConfig::for_limit(limit.qps, limit.margin),
-                    lattice,
-                ),
+                pacing: Pacer::new(BudgetConfig::for_limit(limit.qps, limit.margin), lattice),
                 limits: HashMap::from([(object.to_string(), limit)]),
                 usage: Usage::new(now),
                 throttled: 0,
@@ -188,10 +190,6 @@ impl<K: Clone + Eq + Hash> Budget<K> {
     fn lock(&self) -> MutexGuard<'_, State<K>> {
         // A panic while holding the lock leaves plain numbers behind, still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn key(&self) -> &CloudAccount {
-        &self.key
     }
 
     /// The non-secret label of this budget in metrics and logs.
@@ -368,7 +366,7 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
                     group: registry.created,
                 };
                 registry.created = registry.created.wrapping_add(1);
-                let budget = Arc::new(Budget::new(account.clone(), object, limit, lattice, now));
+                let budget = Arc::new(Budget::new(account, object, limit, lattice, now));
                 registry.budgets.insert(account.clone(), budget.clone());
                 budget
             }
@@ -385,13 +383,6 @@ impl<K: Clone + Eq + Hash> Budgets<K> {
         if let Some(account) = registry.objects.remove(object) {
             registry.leave_budget(&account, object);
         }
-    }
-
-    /// The budget an account object uses, if it has joined one.
-    pub fn of_object(&self, object: &str) -> Option<Arc<Budget<K>>> {
-        let registry = self.lock();
-        let account = registry.objects.get(object)?;
-        registry.budgets.get(account).cloned()
     }
 
     /// Forgets `task` in every budget (it was suspended or deleted).
@@ -436,6 +427,20 @@ mod tests {
         qps: 10.0,
         margin: 0.0,
     };
+
+    #[test]
+    fn cloud_account_alias_is_stable_and_hides_the_uid() {
+        let a = account("1234567890123456").alias();
+        assert_eq!(a, account("1234567890123456").alias());
+        assert!(a.starts_with("acct-") && a.len() == 13, "{a}");
+        assert!(!a.contains("1234"), "{a}");
+        assert_ne!(a, account("1234567890123457").alias());
+        let other_host = CloudAccount {
+            host: "live.ap-southeast-1.aliyuncs.com".into(),
+            ..account("1234567890123456")
+        };
+        assert_ne!(a, other_host.alias());
+    }
 
     #[test]
     fn two_account_objects_of_one_cloud_account_share_one_budget() {
@@ -499,7 +504,7 @@ mod tests {
         // The object's credentials changed to another cloud account: it moves.
         budgets.join(&account("2"), "a", TEN, t0);
         assert_eq!(budgets.all().len(), 1);
-        assert_eq!(budgets.of_object("a").unwrap().key(), &account("2"));
+        assert_eq!(budgets.all()[0].alias(), account("2").alias());
         budgets.leave("a");
         assert!(budgets.all().is_empty());
     }

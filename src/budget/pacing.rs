@@ -1,5 +1,5 @@
 //! Pacing of one cloud account's calls, pure: every GetMPUTaskStatus call of every task that
-//! shares an Alibaba Cloud account goes through one [`AccountBudget`], which keeps the account
+//! shares an Alibaba Cloud account goes through one [`Pacer`], which keeps the account
 //! under its calls-per-second limit.
 //!
 //! The budget hands out *future slots*, evenly paced `1/rate` apart. A task that asks at `t`
@@ -60,7 +60,7 @@ const CEILING_AFTER_THROTTLE: f64 = 0.8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grant {
     /// Call the cloud now: the slot is this task's. Tell the budget when the call was answered
-    /// ([`AccountBudget::answered`]), naming the call.
+    /// ([`Pacer::answered`]), naming the call.
     Now(Call),
     /// Come back at this instant, when the task's reserved slot opens.
     At(Instant),
@@ -139,14 +139,15 @@ pub struct Lattice {
 /// runtime awake between answers) and 60 % more CPU per poll at 1 000 tasks.
 pub const LATTICE_GROUPS: u32 = 2;
 
-/// One account's budget: its pacing, its adaptive rate and the tasks that draw on it.
+/// The pacing of one cloud account's calls: its slots, its adaptive rate and the tasks that
+/// draw on it. A [`Budget`](crate::budget::Budget) holds one, with its limits and figures.
 #[derive(Debug)]
-pub struct AccountBudget<K> {
+pub struct Pacer<K> {
     config: BudgetConfig,
     rate: f64,
     /// What recovery may climb back to after throttling (the maximum until then).
     ceiling: f64,
-    /// Where this budget's slots lie (see [`AccountBudget::toward_lattice`]).
+    /// Where this budget's slots lie (see [`Pacer::toward_lattice`]).
     lattice: Lattice,
     /// The earliest instant the next unreserved slot may start.
     next_free: Option<Instant>,
@@ -185,10 +186,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A reservation nobody came back for (a deleted task) is forgotten after this long.
 const FORGET_RESERVATION: Duration = Duration::from_secs(60);
 
-impl<K: Clone + Eq + Hash> AccountBudget<K> {
+impl<K: Clone + Eq + Hash> Pacer<K> {
     /// A budget whose slots move onto `lattice`.
     pub fn new(config: BudgetConfig, lattice: Lattice) -> Self {
-        AccountBudget {
+        Pacer {
             rate: config.max_rate,
             ceiling: config.max_rate,
             config,
@@ -553,14 +554,6 @@ impl<K: Clone + Eq + Hash> AccountBudget<K> {
     pub fn config(&self) -> &BudgetConfig {
         &self.config
     }
-
-    /// True when no task draws on the account and no slot is reserved (it may be forgotten).
-    pub fn is_idle(&self, now: Instant) -> bool {
-        self.reservations
-            .values()
-            .all(|at| *at + FORGET_RESERVATION <= now)
-            && self.members.values().all(|(_, expires)| *expires <= now)
-    }
 }
 
 /// Water-filling: the smallest floor `F` with `sum(count / max(interval, F)) <= rate` over the
@@ -598,7 +591,7 @@ mod tests {
     use super::*;
 
     /// Ten calls a second, on a lattice counted from `epoch` (group 0).
-    fn ten_per_second(epoch: Instant) -> AccountBudget<u32> {
+    fn ten_per_second(epoch: Instant) -> Pacer<u32> {
         in_group(epoch, 0)
     }
 
@@ -606,8 +599,8 @@ mod tests {
         Lattice { epoch, group: 0 }
     }
 
-    fn in_group(epoch: Instant, group: u32) -> AccountBudget<u32> {
-        AccountBudget::new(
+    fn in_group(epoch: Instant, group: u32) -> Pacer<u32> {
+        Pacer::new(
             BudgetConfig {
                 max_rate: 10.0,
                 min_rate: 0.5,
@@ -642,7 +635,7 @@ mod tests {
         assert!(a.acquire(&0, ta).is_now());
         assert!(b.acquire(&0, tb).is_now());
         // Forty tasks line up behind each first call.
-        let line = |budget: &mut AccountBudget<u32>, first: Instant| -> Vec<Instant> {
+        let line = |budget: &mut Pacer<u32>, first: Instant| -> Vec<Instant> {
             let mut slots = vec![first];
             slots.extend((1..40).map(|task| match budget.acquire(&task, first) {
                 Grant::At(at) => at,
@@ -825,8 +818,7 @@ mod tests {
         // The cloud allows 10 per second; the 5 % margin absorbs calls made a little after
         // their slot (here up to one 7 ms tick late).
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.05), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.05), first_group(t0));
         // 100 tasks hammering the budget every 7 ms for 5 s, each calling when granted.
         let mut calls = Vec::new();
         let mut t = t0;
@@ -986,8 +978,7 @@ mod tests {
         // Slots were handed out on time, but a busy process comes back for all of them at
         // once, 3 s late: only 10 go out in that second, the rest wait for the window.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
         let grants: Vec<Grant> = (0..30).map(|task| b.acquire(&task, t0)).collect();
         let late = t0 + secs(3.0);
         let mut now_calls = 0;
@@ -1015,8 +1006,7 @@ mod tests {
         // asked, so each comes back once and goes. (Telling them all the first instant a place
         // opened woke all of them for every place, and held back all but the first again.)
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.03), first_group(t0));
         assert!(b.acquire(&0, t0).is_now());
         for task in 1..30 {
             assert!(!b.acquire(&task, t0).is_now());
@@ -1057,7 +1047,7 @@ mod tests {
     }
 
     /// Calls of `b` at `t`: granted now, and answered `round_trip` later.
-    fn call(b: &mut AccountBudget<u32>, task: u32, t: Instant, round_trip: f64) -> Grant {
+    fn call(b: &mut Pacer<u32>, task: u32, t: Instant, round_trip: f64) -> Grant {
         let grant = b.acquire(&task, t);
         if let Grant::Now(call) = grant {
             b.answered(call, true, t + secs(round_trip));
@@ -1073,8 +1063,7 @@ mod tests {
         // (at 1.030 s), and the next task to ask still gets the slot after the eleventh's, not
         // one further out.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         // One earlier call, long out of the window, shows what a round trip takes: 2 ms.
         let before = t0 - secs(5.0);
         assert!(call(&mut b, 99, before, 0.002).is_now());
@@ -1109,8 +1098,7 @@ mod tests {
         // guard's window (1.025 s) outlasts the cloud's. So the eleventh call waits until
         // 1.040 s, not 1.025 s.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         assert!(call(&mut b, 99, t0 - secs(5.0), 0.002).is_now());
         assert!(call(&mut b, 0, t0, 0.042).is_now());
         for task in 1..10 {
@@ -1120,8 +1108,7 @@ mod tests {
         }
         assert!(matches!(b.acquire(&10, t0 + secs(1.03)), Grant::At(at) if at >= t0 + secs(1.039)));
         // A call never answered (a timeout) may have arrived at any time up to its give-up.
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(1.0, 0.0), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(1.0, 0.0), first_group(t0));
         let Grant::Now(first) = b.acquire(&1, t0) else {
             panic!()
         };
@@ -1133,8 +1120,7 @@ mod tests {
     fn prompt_answers_change_nothing() {
         // Every round trip the same: the window guard counts every call at its grant.
         let t0 = Instant::now();
-        let mut b: AccountBudget<u32> =
-            AccountBudget::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
+        let mut b: Pacer<u32> = Pacer::new(BudgetConfig::for_limit(10.0, 0.0), first_group(t0));
         for task in 0..10 {
             let slot = t0 + Duration::from_millis(100 * u64::from(task));
             assert!(call(&mut b, task, slot, 0.2).is_now(), "task {task}");

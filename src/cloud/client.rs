@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 use crate::api::{CloudApi, SignatureVersion};
-use crate::cloud::credentials::Credentials;
+use crate::cloud::access_key::Credentials;
 use crate::cloud::endpoint::Endpoint;
 use crate::cloud::response::{
     CloudError, DecodeProblem, MpuTaskStatus, RETRY_AFTER_HEADER, decode_json, decode_response,

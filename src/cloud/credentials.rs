@@ -1,4 +1,4 @@
-//! Where AccessKeys come from, and the type that keeps their secret out of every log line.
+//! Where AccessKeys ([`Credentials`], in [`crate::cloud::access_key`]) come from.
 //!
 //! Sources (an account names one):
 //! - a Kubernetes Secret with the fixed keys `accessKeyId`, `accessKeySecret` and optionally
@@ -22,7 +22,9 @@ use crate::api::secret_keys;
 use crate::cloud::client::{AssumeRoleWithOidc, CloudClient, StsCredentials};
 use crate::cloud::endpoint::Endpoint;
 use crate::cloud::response::{CloudError, ErrorClass};
-use crate::cloud::sign;
+
+// Where callers have always found them: an AccessKey is what the sources here produce.
+pub use crate::cloud::access_key::{Credentials, SecretString};
 
 pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ENV_ACCESS_KEY_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
@@ -45,67 +47,6 @@ const STS_EXPIRY_SLACK: Duration = Duration::from_secs(30);
 /// After a failed STS exchange, callers get the same error for this long instead of each
 /// trying STS again (an STS outage must not turn into a storm of exchanges).
 const STS_FAILURE_CACHE: Duration = Duration::from_secs(10);
-
-/// A secret value. Debug and Display print `<redacted>`; only [`SecretString::expose`] gives
-/// the value, and only signing calls it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(Arc<str>);
-
-impl SecretString {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        SecretString(value.into())
-    }
-
-    /// The secret itself. Call it only to sign a request.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// An AccessKey ready to sign with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    pub access_key_id: String,
-    pub access_key_secret: SecretString,
-    /// STS token of temporary credentials.
-    pub security_token: Option<SecretString>,
-}
-
-impl Credentials {
-    /// AccessKey credentials (long-term, or temporary with a token).
-    pub fn access_key(
-        access_key_id: impl Into<String>,
-        access_key_secret: impl Into<Arc<str>>,
-        security_token: Option<String>,
-    ) -> Self {
-        Credentials {
-            access_key_id: access_key_id.into(),
-            access_key_secret: SecretString::new(access_key_secret),
-            security_token: security_token.map(SecretString::new),
-        }
-    }
-
-    /// The borrowed form the signer takes.
-    pub fn signing(&self) -> sign::SigningKey<'_> {
-        sign::SigningKey {
-            access_key_id: &self.access_key_id,
-            access_key_secret: self.access_key_secret.expose(),
-            security_token: self.security_token.as_ref().map(SecretString::expose),
-        }
-    }
-}
 
 /// Why no credentials could be had. Messages name Secrets, keys and variables, never values.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -457,15 +398,6 @@ mod tests {
             sts: Endpoint::parse("sts.aliyuncs.com").unwrap(),
             cloud: CloudClient::new(&Default::default()).unwrap(),
         }
-    }
-
-    #[test]
-    fn secret_values_never_appear_in_debug_or_display() {
-        let c = Credentials::access_key("LTAIexample", "s3cr3t-value", Some("tok3n".into()));
-        let printed = format!("{c:?} {} {:?}", c.access_key_secret, c.signing());
-        assert!(!printed.contains("s3cr3t-value"), "{printed}");
-        assert!(!printed.contains("tok3n"), "{printed}");
-        assert!(printed.contains("LTAIexample"));
     }
 
     #[test]

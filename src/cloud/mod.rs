@@ -1,6 +1,7 @@
 //! Everything that talks to Alibaba Cloud: where calls may go (endpoints and the allow-list),
-//! request signing, response decoding, the HTTP client, and credentials.
+//! request signing, response decoding, the HTTP client, AccessKeys and where they come from.
 
+pub mod access_key;
 pub mod client;
 pub mod credentials;
 pub mod endpoint;

@@ -10,8 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{AccountStatus, BudgetStatus, conditions};
 use crate::budget::BudgetView;
-use crate::controller::account::reasons;
-use crate::controller::decide::{EventSpec, Problem, Severity, Stamp};
+use crate::controller::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 
 /// Everything an account's status is made of.
 #[derive(Clone, Debug)]
@@ -54,14 +53,14 @@ pub fn decide_account(
     let mut events = Vec::new();
 
     let (ready, reason, message) = match (facts.resolution, facts.auth_failure) {
-        (Err(problem), _) => ("False", problem.reason, problem.message.clone()),
+        (Err(problem), _) => (FALSE, problem.reason, problem.message.clone()),
         (Ok(()), Some(failure)) => (
-            "False",
+            FALSE,
             reasons::AUTH_FAILED,
             format!("the cloud refused a call through this account: {failure}"),
         ),
         (Ok(()), None) => (
-            "True",
+            TRUE,
             reasons::READY,
             "credentials resolved and the endpoint allowed".to_string(),
         ),
@@ -76,14 +75,14 @@ pub fn decide_account(
     let was_ready = prev
         .condition(conditions::READY)
         .map(|c| (c.status.as_str(), c.reason.as_str()));
-    if ready == "False" && was_ready != Some(("False", reason)) {
+    if ready == FALSE && was_ready != Some((FALSE, reason)) {
         events.push(EventSpec {
             severity: Severity::Warning,
             reason,
             action: RESOLVE_ACTION.to_string(),
             note: message,
         });
-    } else if ready == "True" && was_ready.is_some_and(|(s, _)| s != "True") {
+    } else if ready == TRUE && was_ready.is_some_and(|(s, _)| s != TRUE) {
         events.push(EventSpec {
             severity: Severity::Normal,
             reason: reasons::READY,
@@ -114,7 +113,7 @@ pub fn decide_account(
     let slowed = facts.budget.as_ref().is_some_and(|v| v.slowed);
     let was_slowed = prev
         .condition(conditions::THROTTLED)
-        .is_some_and(|c| c.status == "True");
+        .is_some_and(|c| c.status == TRUE);
     if let Some(view) = &facts.budget {
         if slowed {
             // Stable text (the figures are in status.budget), so a recovering rate does not
@@ -134,7 +133,7 @@ pub fn decide_account(
             stamp.set(
                 &mut next.conditions,
                 conditions::THROTTLED,
-                "True",
+                TRUE,
                 reasons::THROTTLED,
                 &note,
             );
@@ -142,7 +141,7 @@ pub fn decide_account(
             stamp.set(
                 &mut next.conditions,
                 conditions::THROTTLED,
-                "False",
+                FALSE,
                 reasons::NOT_THROTTLED,
                 "calls stay within the account's limit",
             );
@@ -241,7 +240,7 @@ mod tests {
         let ready = d.status.condition(conditions::READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("True", "Ready")
+            (TRUE, "Ready")
         );
         let budget = d.status.budget.as_ref().unwrap();
         assert_eq!(budget.tasks, 40);
@@ -291,7 +290,7 @@ mod tests {
         };
         let d = decide_account(None, &facts, at(0));
         let ready = d.status.condition(conditions::READY).unwrap();
-        assert_eq!(ready.status, "False");
+        assert_eq!(ready.status, FALSE);
         assert_eq!(ready.reason, "EndpointNotAllowed");
         assert_eq!(d.events.len(), 1);
         assert_eq!(d.events[0].severity, Severity::Warning);
@@ -325,7 +324,7 @@ mod tests {
         let d = decide_account(Some(&calm.status), &ok_facts(5, throttled.clone()), at(5));
         assert_eq!(
             d.status.condition(conditions::THROTTLED).unwrap().status,
-            "True"
+            TRUE
         );
         assert_eq!(d.events[0].reason, "Throttled");
         let still = decide_account(Some(&d.status), &ok_facts(5, throttled), at(10));

@@ -7,27 +7,15 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::status::{EventSpec, FALSE, MESSAGE_MAX_CHARS, Problem, Severity, Stamp, TRUE, reasons};
 use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
 use crate::budget::Turn;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
-/// Longest message kept in a condition or `status.message`.
-pub const MESSAGE_MAX_CHARS: usize = 1024;
-
 /// How long the cloud lets a task wait for its channel before stopping it.
 pub const AUTO_STOP_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Condition reasons of our own (cloud errors bring theirs, see `cloud::response::reasons`).
-pub mod reasons {
-    pub const POLLED: &str = "Polled";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const NOT_STALLED: &str = "Polling";
-    pub const AUTO_STOP_SOON: &str = "AutoStopSoon";
-    pub const PHASE_CHANGED: &str = "PhaseChanged";
-    pub const INTERNAL_ERROR: &str = "InternalError";
-}
 
 /// Polling intervals and backoff bounds.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,36 +65,6 @@ pub enum Outcome {
     Suspended,
     /// The operator itself failed on this task (a bug caught as a panic); retried with backoff.
     Internal(String),
-}
-
-/// Why a task's account cannot be used, as the task's conditions say it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// PascalCase condition and event reason.
-    pub reason: &'static str,
-    /// For people: what is wrong and what to change. Never holds a secret.
-    pub message: String,
-    /// Only a change (of the task, the account, its Secret) can fix it.
-    pub permanent: bool,
-}
-
-/// Severity of an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-/// An event to publish on the task.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventSpec {
-    pub severity: Severity,
-    pub reason: &'static str,
-    /// What the operator was doing. Events with the same reason and action on one object are
-    /// merged into one with a count (keeping the first note), so a transition carries where it
-    /// came from here: "StoppedByUser -> Running" stays visible after "first observed Running".
-    pub action: String,
-    pub note: String,
 }
 
 /// The action of events about a poll.
@@ -274,11 +232,7 @@ pub fn decide(
             if changed && (prev.phase.is_some() || event.severity == Severity::Warning) {
                 events.push(event);
             }
-            let ready = if phase == Phase::Running {
-                "True"
-            } else {
-                "False"
-            };
+            let ready = if phase == Phase::Running { TRUE } else { FALSE };
             stamp.set(
                 &mut next.conditions,
                 conditions::READY,
@@ -289,7 +243,7 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::SYNCED,
-                "True",
+                TRUE,
                 reasons::POLLED,
                 "GetMPUTaskStatus succeeded",
             );
@@ -300,7 +254,7 @@ pub fn decide(
                 stamp.set(
                     &mut next.conditions,
                     conditions::STALLED,
-                    "True",
+                    TRUE,
                     phase.as_str(),
                     &format!("{}; it will not restart by itself", phase.description()),
                 );
@@ -308,7 +262,7 @@ pub fn decide(
                 stamp.set(
                     &mut next.conditions,
                     conditions::STALLED,
-                    "False",
+                    FALSE,
                     reasons::NOT_STALLED,
                     "polling makes progress",
                 );
@@ -316,7 +270,7 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 reasons::POLLED,
                 "the last poll succeeded",
             );
@@ -370,21 +324,21 @@ pub fn decide(
             stamp.set(
                 &mut next.conditions,
                 conditions::SYNCED,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 why,
             );
             stamp.set(
                 &mut next.conditions,
                 conditions::STALLED,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 "suspended by the user",
             );
             stamp.set(
                 &mut next.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 reasons::SUSPENDED,
                 "suspended by the user",
             );
@@ -441,7 +395,7 @@ fn significant(status: &MpuRelayTaskStatus) -> MpuRelayTaskStatus {
 fn backoff(status: &MpuRelayTaskStatus, now: Timestamp, config: &PollConfig) -> Duration {
     let failing_for = status
         .condition(conditions::SYNCED)
-        .filter(|c| c.status == "False")
+        .filter(|c| c.status == FALSE)
         .map(|c| {
             Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default()
         })
@@ -473,7 +427,7 @@ impl Failure {
         stamp.set(
             &mut status.conditions,
             conditions::SYNCED,
-            "False",
+            FALSE,
             self.reason,
             &self.text,
         );
@@ -481,21 +435,21 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "True",
+                TRUE,
                 self.reason,
                 &self.text,
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::READY,
-                "False",
+                FALSE,
                 self.reason,
                 &self.text,
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 self.reason,
                 "retrying cannot help until something changes",
             );
@@ -516,14 +470,14 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "True",
+                TRUE,
                 phase.as_str(),
                 &format!("{}; it will not restart by itself", phase.description()),
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "False",
+                FALSE,
                 self.reason,
                 "the relay stays stopped by the cloud while polling retries",
             );
@@ -531,14 +485,14 @@ impl Failure {
             stamp.set(
                 &mut status.conditions,
                 conditions::STALLED,
-                "False",
+                FALSE,
                 reasons::NOT_STALLED,
                 "retrying",
             );
             stamp.set(
                 &mut status.conditions,
                 conditions::RECONCILING,
-                "True",
+                TRUE,
                 self.reason,
                 &self.text,
             );
@@ -594,62 +548,12 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
     }
 }
 
-/// What every condition written by one decision carries: the generation it describes and the
-/// decision's time.
-pub(crate) struct Stamp {
-    pub generation: Option<i64>,
-    pub time: Time,
-}
-
-impl Stamp {
-    /// Sets a condition, keeping its lastTransitionTime unless its status flips.
-    pub fn set(
-        &self,
-        conditions: &mut Vec<Condition>,
-        type_: &str,
-        value: &str,
-        reason: &str,
-        message: &str,
-    ) {
-        let previous = conditions.iter().position(|c| c.type_ == type_);
-        // Nothing new (most polls): keep the condition as it is, without building it again.
-        if let Some(i) = previous {
-            let c = &conditions[i];
-            if c.status == value
-                && c.reason == reason
-                && c.observed_generation == self.generation
-                && message.len() <= MESSAGE_MAX_CHARS
-                && c.message == message
-            {
-                return;
-            }
-        }
-        let transition = match previous {
-            Some(i) if conditions[i].status == value => conditions[i].last_transition_time.clone(),
-            _ => self.time.clone(),
-        };
-        let condition = Condition {
-            type_: type_.to_string(),
-            status: value.to_string(),
-            reason: reason.to_string(),
-            // Kubernetes bounds condition messages at 32768 bytes; ours are short, but error
-            // texts come from outside.
-            message: message.chars().take(MESSAGE_MAX_CHARS).collect(),
-            last_transition_time: transition,
-            observed_generation: self.generation,
-        };
-        match previous {
-            Some(i) => conditions[i] = condition,
-            None => conditions.push(condition),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::MpuRelayTaskSpec;
     use crate::cloud::response::{ApiError, CloudError};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     const T0: i64 = 1_790_000_000;
 
@@ -717,9 +621,9 @@ mod tests {
         assert_eq!(d.status.phase, Some(Phase::Running));
         assert_eq!(d.status.status_code, Some(1));
         assert_eq!(d.status.observed_generation, Some(3));
-        assert_eq!(condition(&d, conditions::READY).status, "True");
-        assert_eq!(condition(&d, conditions::SYNCED).status, "True");
-        assert_eq!(condition(&d, conditions::STALLED).status, "False");
+        assert_eq!(condition(&d, conditions::READY).status, TRUE);
+        assert_eq!(condition(&d, conditions::SYNCED).status, TRUE);
+        assert_eq!(condition(&d, conditions::STALLED).status, FALSE);
         assert!(
             d.status
                 .conditions
@@ -827,13 +731,13 @@ mod tests {
                 Duration::ZERO,
             );
             let ready = condition(&d, conditions::READY);
-            assert_eq!(ready.status, "False");
+            assert_eq!(ready.status, FALSE);
             assert_eq!(ready.reason, Phase::from_code(code).as_str());
             let stalled = condition(&d, conditions::STALLED);
             let by_cloud = code != 3;
             assert_eq!(
                 stalled.status,
-                if by_cloud { "True" } else { "False" },
+                if by_cloud { TRUE } else { FALSE },
                 "code {code}"
             );
             assert_eq!(d.next, NextSync::After(Duration::from_secs(600)));
@@ -1085,7 +989,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (synced.status.as_str(), synced.reason.as_str()),
-            ("False", "TransientError")
+            (FALSE, "TransientError")
         );
         // The last known phase stays: the relay was running when last seen.
         assert_eq!(t.status.as_ref().unwrap().phase, Some(Phase::Running));
@@ -1096,7 +1000,7 @@ mod tests {
                 .condition(conditions::STALLED)
                 .unwrap()
                 .status,
-            "False"
+            FALSE
         );
     }
 
@@ -1113,9 +1017,9 @@ mod tests {
         let stalled = condition(&d, conditions::STALLED);
         assert_eq!(
             (stalled.status.as_str(), stalled.reason.as_str()),
-            ("True", "TaskNotFound")
+            (TRUE, "TaskNotFound")
         );
-        assert_eq!(condition(&d, conditions::READY).status, "False");
+        assert_eq!(condition(&d, conditions::READY).status, FALSE);
         assert_eq!(d.next, NextSync::After(config.stalled_retry));
         assert_eq!(d.events[0].severity, Severity::Warning);
         assert_eq!(d.class, Some(ErrorClass::Terminal));
@@ -1151,8 +1055,8 @@ mod tests {
             &config,
             Duration::ZERO,
         );
-        assert_eq!(condition(&ok, conditions::STALLED).status, "False");
-        assert_eq!(condition(&ok, conditions::READY).status, "True");
+        assert_eq!(condition(&ok, conditions::STALLED).status, FALSE);
+        assert_eq!(condition(&ok, conditions::READY).status, TRUE);
     }
 
     #[test]

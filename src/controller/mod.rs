@@ -4,12 +4,14 @@
 //! - [`task`]: one task's reconcile, thin I/O around [`decide`] (pure decisions).
 //! - [`account`]: which account a task may use, what an account resolves to, and the account
 //!   reconcile around [`account_status`] (pure decisions).
+//! - [`status`]: what both statuses share (condition statuses, reasons, events).
 //! - this module: the shared [`Context`], the watches and their triggers, and running it all.
 
 pub mod account;
 pub mod account_status;
 pub mod decide;
 pub mod spec_changes;
+pub mod status;
 pub mod task;
 
 use std::collections::HashMap;
@@ -39,7 +41,8 @@ use crate::budget::Budgets;
 use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
-use decide::{EventSpec, PollConfig, Severity};
+use decide::PollConfig;
+use status::{EventSpec, Severity};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
@@ -690,7 +693,7 @@ where
                     let key = object(a).key();
                     seen.remove(&key);
                     ctx.accounts.resolver.forget(&key);
-                    ctx.metrics.forget_account(key.label());
+                    ctx.metrics.forget_account_object(key.label());
                     triggers.send(ctx.tasks_of(&key));
                 }
                 watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {

@@ -14,7 +14,8 @@ use std::time::Duration;
 use mpu_relay_operator::api::MpuRelayTask;
 use mpu_relay_operator::cloud::CloudError;
 use mpu_relay_operator::cloud::response::{ApiError, MpuTaskStatus};
-use mpu_relay_operator::controller::decide::{Outcome, PollConfig, Problem, decide};
+use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::status::Problem;
 use serde_json::json;
 
 /// One row of the table.

@@ -1,0 +1,101 @@
+//! One reconcile of one account object: resolve it, then write what that gave and its budget
+//! as [`decide_account`] says, publish its events, and come back soon enough to keep the
+//! figures fresh.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+
+use super::{AccountKey, AccountObject};
+use crate::controller::account_status::{AccountFacts, decide_account};
+use crate::controller::{Context, Error, guarded, jitter};
+
+/// How often an account's status is refreshed (its budget figures, its task count).
+const ACCOUNT_REFRESH: Duration = Duration::from_secs(15);
+/// How soon an account that could not be resolved is looked at again: a passing problem (STS
+/// unreachable) soon, one that needs a change (a Secret created or fixed) a little later.
+const ACCOUNT_RETRY: Duration = Duration::from_secs(5);
+const ACCOUNT_RETRY_AFTER_CHANGE: Duration = Duration::from_secs(10);
+
+/// One reconcile of one account: resolve it, and publish what that gave and its budget.
+pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.record_reconcile();
+    let key = account.key();
+    let resolution = ctx.accounts.resolver.resolve(&account).await;
+    let auth_failure = ctx.accounts.resolver.auth_failure(&key);
+    let facts = AccountFacts {
+        generation: account.generation(),
+        resolution: resolution.as_ref().map(|_| ()),
+        auth_failure: auth_failure.as_deref(),
+        tasks: ctx.task_counts().get(&key).copied().unwrap_or(0),
+        budget: resolution
+            .as_ref()
+            .ok()
+            .map(|r| r.budget.view(Instant::now())),
+    };
+    let previous = match &account {
+        AccountObject::Namespaced(a) => a.status.as_ref(),
+        AccountObject::Cluster(a) => a.status.as_ref(),
+    };
+    let decision = decide_account(previous, &facts, jiff::Timestamp::now());
+    ctx.metrics
+        .record_account_ready(key.label(), resolution.is_ok() && auth_failure.is_none());
+    if decision.write {
+        match &account {
+            AccountObject::Namespaced(a) => {
+                let api = Api::namespaced(ctx.client.clone(), &a.namespace().unwrap_or_default());
+                ctx.write_status(api, &**a, &decision.status).await?;
+            }
+            AccountObject::Cluster(a) => {
+                let api = Api::all(ctx.client.clone());
+                ctx.write_status(api, &**a, &decision.status).await?;
+            }
+        }
+    }
+    match &account {
+        AccountObject::Namespaced(a) => ctx.publish(&**a, &decision.events).await,
+        AccountObject::Cluster(a) => ctx.publish(&**a, &decision.events).await,
+    }
+    let next = match &resolution {
+        Err(p) if !p.permanent => ACCOUNT_RETRY,
+        Err(_) => ACCOUNT_RETRY_AFTER_CHANGE,
+        Ok(_) => ACCOUNT_REFRESH,
+    };
+    Ok(Action::requeue(jitter(next)))
+}
+
+/// [`reconcile`] inside a span naming the account.
+pub async fn reconcile_traced(account: AccountObject, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument;
+    let key = account.key();
+    let span = match &key {
+        AccountKey::Namespaced { namespace, name } => tracing::info_span!(
+            "reconcile",
+            kind = "MpuRelayAccount",
+            namespace = namespace.as_str(),
+            name = name.as_str()
+        ),
+        AccountKey::Cluster { name } => {
+            tracing::info_span!(
+                "reconcile",
+                kind = "ClusterMpuRelayAccount",
+                name = name.as_str()
+            )
+        }
+    };
+    async move {
+        match guarded(reconcile(account, ctx.clone())).await {
+            Ok(result) => result,
+            Err(panic) => {
+                ctx.metrics.record_panic();
+                tracing::error!(panic = %panic, "account reconcile panicked; retried with backoff");
+                Err(Error::Panicked)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
