@@ -151,13 +151,8 @@ impl Decision {
     /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
     /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart.
     pub fn requeue(&self, spread: f64) -> Option<Duration> {
-        let spread = if spread.is_finite() {
-            spread.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
         match self.next.bounded() {
-            NextSync::After(delay) => Some(delay.mul_f64(0.97 + 0.06 * spread)),
+            NextSync::After(delay) => Some(super::schedule::jittered(delay, spread)),
             NextSync::OnChange => None,
         }
     }

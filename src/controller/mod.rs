@@ -4,11 +4,18 @@
 //! - [`task`]: one task's reconcile, thin I/O around [`decide`] (pure decisions).
 //! - [`account`]: which account a task may use, what an account resolves to, and the account
 //!   reconcile around [`account_status`] (pure decisions).
+//! - [`schedule`]: when a task is polled (the gate before a call, the plan after a decision),
+//!   pure but for the budget's own state; the pacing simulation drives it.
+//! - [`ports`]: the seams to the cloud and the API server, production types and test fakes.
 //! - this module: the shared [`Context`], the watches and their triggers, and running it all.
 
 pub mod account;
 pub mod account_status;
 pub mod decide;
+#[cfg(test)]
+mod fixtures;
+pub mod ports;
+pub mod schedule;
 pub mod spec_changes;
 pub mod task;
 
@@ -21,7 +28,8 @@ use futures::channel::mpsc;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::api::ApiResource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -40,6 +48,7 @@ use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
 use decide::{EventSpec, PollConfig, Severity};
+use ports::{ApiServer, MpuStatusApi, StatusTarget, StatusWriter};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
@@ -76,12 +85,49 @@ pub enum Error {
 }
 
 impl Error {
+    /// PascalCase, for the metric label and log lines.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::StatusWrite(_) => "StatusWriteFailed",
             Error::MissingNamespace => "MissingNamespace",
             Error::Panicked => "Panicked",
         }
+    }
+
+    /// When to reconcile the object again.
+    pub fn retry(&self) -> Retry {
+        match self {
+            // The API server is unavailable or overloaded: try again soon, spread out.
+            Error::StatusWrite(_) => Retry::After(Duration::from_secs(5)),
+            // Cannot happen for a namespaced kind; do not spin on it.
+            Error::MissingNamespace => Retry::Never,
+            // A bug: try again, slowly, in case it depended on a passing state.
+            Error::Panicked => Retry::After(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// When a failed reconcile is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// After this long, spread ±3 %.
+    After(Duration),
+    /// After [`schedule::backoff`] for the attempt: 1 s doubling to a minute, spread.
+    Backoff,
+    /// Only when the object changes.
+    Never,
+}
+
+/// What to do after `error`, the `attempts`-th failure in a row, with `spread` drawn
+/// uniformly from [0, 1) for the jitter.
+///
+/// kube-runtime's `error_policy` is given no attempt count, and no error backs off today, so
+/// [`error_policy`] passes 1.
+pub fn policy(error: &Error, attempts: u32, spread: f64) -> Action {
+    match error.retry() {
+        Retry::After(delay) => Action::requeue(schedule::jittered(delay, spread)),
+        Retry::Backoff => Action::requeue(schedule::backoff(attempts, spread)),
+        Retry::Never => Action::await_change(),
     }
 }
 
@@ -112,13 +158,16 @@ impl TaskKey {
 
 /// Shared by every reconcile.
 pub struct Context {
+    /// For the account reconcile's `Api`s; every write goes through `writer`.
     pub client: kube::Client,
-    pub cloud: CloudClient,
+    /// GetMPUTaskStatus.
+    pub cloud: Arc<dyn MpuStatusApi>,
+    /// Status writes and events.
+    pub writer: Arc<dyn StatusWriter>,
     pub accounts: Accounts,
     pub budgets: Arc<Budgets<TaskKey>>,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
-    pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub poll: PollConfig,
     /// Status writes the API server refused, retried without new cloud calls.
@@ -214,9 +263,13 @@ impl Context {
 
     /// Publishes events on `object`, best effort.
     async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, events: &[EventSpec]) {
+        if events.is_empty() {
+            return;
+        }
+        let reference = object.object_ref(&());
         for event in events {
             let published = self
-                .recorder
+                .writer
                 .publish(
                     &Event {
                         type_: match event.severity {
@@ -228,7 +281,7 @@ impl Context {
                         action: event.action.clone(),
                         secondary: None,
                     },
-                    &object.object_ref(&()),
+                    &reference,
                 )
                 .await;
             if let Err(e) = published {
@@ -243,7 +296,8 @@ impl Context {
         }
     }
 
-    /// Writes `status` to `object` with server-side apply (the operator alone owns `.status`).
+    /// Writes `status` to `object`, in the scope of `api`, with server-side apply (the
+    /// operator alone owns `.status`).
     async fn write_status<K>(
         &self,
         api: Api<K>,
@@ -253,16 +307,40 @@ impl Context {
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        self.apply_status(api.namespace(), object, status).await
+    }
+
+    /// Writes `status` to `object` (in its own namespace) with server-side apply.
+    async fn write_status_of<K>(&self, object: &K, status: &impl Serialize) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let namespace = object.meta().namespace.as_deref();
+        self.apply_status(namespace, object, status).await
+    }
+
+    async fn apply_status<K>(
+        &self,
+        namespace: Option<&str>,
+        object: &K,
+        status: &impl Serialize,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": status,
         });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api
-            .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
-            .await
-        {
+        let resource = ApiResource::erase::<K>(&());
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        let target = StatusTarget {
+            resource: &resource,
+            namespace,
+            name,
+        };
+        match self.writer.apply_status(target, &patch).await {
             Ok(_) => {
                 self.metrics.record_status_write(&K::kind(&()), true);
                 Ok(())
@@ -306,9 +384,15 @@ pub fn truncate_bytes(text: &str, max: usize) -> String {
     text[..cut].to_string()
 }
 
-/// Spreads requeues by ±3 % so objects created together drift apart.
+/// Spreads requeues by ±3 % so objects created together drift apart ([`schedule::jittered`]
+/// with a fresh draw).
 fn jitter(delay: Duration) -> Duration {
-    delay.mul_f64(rand::rng().random_range(0.97..1.03))
+    schedule::jittered(delay, spread())
+}
+
+/// A draw from [0, 1) for [`schedule`]'s jitter.
+fn spread() -> f64 {
+    rand::rng().random_range(0.0..1.0)
 }
 
 /// Backoff of the watches (all of a controller's triggers share it): 0.5 s doubling to 5 s,
@@ -364,14 +448,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> Action {
     ctx.metrics.record_reconcile_error(error.reason());
     warn!(object = %Named(&*object), error = %error, "reconcile failed");
-    match error {
-        // The API server is unavailable or overloaded: try again soon, spread out.
-        Error::StatusWrite(_) => Action::requeue(jitter(Duration::from_secs(5))),
-        // Cannot happen for a namespaced kind; do not spin on it.
-        Error::MissingNamespace => Action::await_change(),
-        // A bug: try again, slowly, in case it depended on a passing state.
-        Error::Panicked => Action::requeue(jitter(Duration::from_secs(60))),
-    }
+    policy(error, 1, spread())
 }
 
 /// The watched scopes: one per namespace, or the whole cluster.
@@ -498,10 +575,13 @@ pub fn prepare(
             resolver: Resolver::new(client.clone(), cloud.clone(), resolver, budgets.clone()),
         },
         client: client.clone(),
-        cloud,
+        cloud: Arc::new(cloud),
+        writer: Arc::new(ApiServer {
+            client: client.clone(),
+            recorder,
+        }),
         budgets,
         tasks: task_stores.clone(),
-        recorder,
         metrics,
         poll: settings.poll.clone(),
         refused_writes: Default::default(),
@@ -811,6 +891,73 @@ mod tests {
                 .unwrap_err()
                 .contains("task 2 is broken")
         );
+    }
+
+    fn refused() -> Error {
+        Error::StatusWrite(ports::fakes::refusal(503))
+    }
+
+    #[test]
+    fn each_error_has_a_pascal_case_reason_and_a_retry() {
+        assert_eq!(refused().reason(), "StatusWriteFailed");
+        assert_eq!(refused().retry(), Retry::After(Duration::from_secs(5)));
+        assert_eq!(Error::MissingNamespace.reason(), "MissingNamespace");
+        assert_eq!(Error::MissingNamespace.retry(), Retry::Never);
+        assert_eq!(Error::Panicked.reason(), "Panicked");
+        assert_eq!(
+            Error::Panicked.retry(),
+            Retry::After(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_refused_status_write_is_retried_in_five_seconds_spread() {
+        let five = Duration::from_secs(5);
+        assert_eq!(policy(&refused(), 1, 0.5), Action::requeue(five));
+        assert_eq!(
+            policy(&refused(), 1, 0.0),
+            Action::requeue(five.mul_f64(0.97))
+        );
+        assert_eq!(
+            policy(&refused(), 9, 1.0),
+            Action::requeue(five.mul_f64(1.03))
+        );
+    }
+
+    #[test]
+    fn a_panicked_reconcile_is_retried_in_a_minute_spread() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(policy(&Error::Panicked, 1, 0.5), Action::requeue(minute));
+        assert_eq!(
+            policy(&Error::Panicked, 3, 0.0),
+            Action::requeue(minute.mul_f64(0.97))
+        );
+    }
+
+    #[test]
+    fn an_object_without_a_namespace_waits_for_a_change_instead_of_spinning() {
+        assert_eq!(
+            policy(&Error::MissingNamespace, 1, 0.5),
+            Action::await_change()
+        );
+    }
+
+    #[tokio::test]
+    async fn error_policy_counts_the_error_by_reason_and_follows_the_policy() {
+        let fx = fixtures::Fixture::new();
+        let task = Arc::new(fixtures::Fixture::task("a"));
+        let action = error_policy(task.clone(), &Error::MissingNamespace, fx.ctx.clone());
+        assert_eq!(action, Action::await_change());
+        let action = error_policy(task.clone(), &refused(), fx.ctx.clone());
+        let after = fixtures::requeue_after(&action).unwrap();
+        assert!((4.85..=5.15).contains(&after.as_secs_f64()), "{action:?}");
+        let action = error_policy(task, &Error::Panicked, fx.ctx.clone());
+        let after = fixtures::requeue_after(&action).unwrap();
+        assert!((58.2..=61.8).contains(&after.as_secs_f64()), "{action:?}");
+        let metrics = fx.ctx.metrics.encode();
+        for reason in ["MissingNamespace", "StatusWriteFailed", "Panicked"] {
+            assert!(metrics.contains(reason), "{reason}: {metrics}");
+        }
     }
 
     #[test]
