@@ -27,10 +27,7 @@ use std::path::{Path, PathBuf};
 
 /// Circles known and owned elsewhere, each as the sorted set of sibling modules in it, with the
 /// reason it is tolerated. An entry no longer matching a circle fails the test: delete it.
-const KNOWN_CIRCLES: &[(&[&str], &str)] = &[(
-    &["simulator::admin", "simulator::http"],
-    "issue 24: `Shared` moves to `simulator/mod.rs` in the simulator's own change",
-)];
+const KNOWN_CIRCLES: &[(&[&str], &str)] = &[];
 
 type Module = Vec<String>;
 
@@ -623,8 +620,10 @@ fn no_module_imports_a_module_that_imports_it_back() {
         let mut files = Vec::new();
         rust_files(&root, &root, &mut files);
         let krate = parse_crate(&files);
+        // The operator has hundreds; the signing crate, one file and a module, a handful.
+        let minimum = if root == manifest.join("src") { 20 } else { 1 };
         assert!(
-            krate.references.len() > 20,
+            krate.references.len() >= minimum,
             "{shown}: only {} references found; is the scanner broken?",
             krate.references.len()
         );

@@ -1,6 +1,8 @@
-//! Pacing of one cloud account, simulated on a virtual clock: the budget, `decide` and its
-//! requeue rule exactly as the reconcile shell (`controller::task`) uses them, driven by a model
-//! of kube-runtime's scheduler and runner (5.0: `scheduler.rs`, `controller/runner.rs`):
+//! Pacing of one cloud account, simulated on a virtual clock: the functions the reconcile shell
+//! (`controller::task`) runs, shipped in `controller::schedule` (the gate before a call, the
+//! budget's feedback, the plan after `decide` and the next turn it takes), with the budget and
+//! `decide` themselves, driven by a model of kube-runtime's scheduler and runner (5.0:
+//! `scheduler.rs`, `controller/runner.rs`):
 //!
 //! - one scheduled entry per object; a new request replaces a pending one only when it is
 //!   earlier (the scheduler keeps the *earlier* of two);
@@ -30,9 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mpu_relay_operator::api::{AccountRef, MpuRelayTask, MpuRelayTaskSpec};
-use mpu_relay_operator::budget::{Admission, Budget, Budgets, CloudAccount, Feedback, Limit};
+use mpu_relay_operator::budget::{Budget, Budgets, CloudAccount, Limit};
 use mpu_relay_operator::cloud::MpuTaskStatus;
-use mpu_relay_operator::controller::decide::{self, Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::schedule::{self, Gate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -337,20 +340,21 @@ impl Sim {
         }
     }
 
-    /// `controller::task::reconcile` and `poll`, with the cloud answering "Running".
+    /// `controller::task::reconcile` and `poll`, with the cloud answering "Running": the
+    /// shell's steps, each through the function it calls.
     fn reconcile(&mut self, i: usize) {
         // The budget is asked at the event's own time, so it sees time only move forward.
         let start = self.now;
         self.reconciles.push(start);
-        let task = &self.objects[i].task;
-        let phase = task.status.as_ref().and_then(|s| s.phase);
-        let desired = decide::desired_interval(task, phase, &self.poll)
-            .unwrap_or(self.poll.stopped.max(self.poll.running));
-        let granted = self.instant();
-        let admission = self.budget.admit(&i, desired, granted);
-        let (done, requeue) = match admission {
-            Admission::Wait(delay) => (start + self.millis(0.05, 0.5), Some(us(delay))),
-            Admission::Go { floor, call } => {
+        let desired = schedule::budget_interval(&self.objects[i].task, &self.poll);
+        let gate = schedule::gate(true, &self.budget, &i, desired, self.instant());
+        let (done, requeue) = match gate {
+            Gate::Wait(delay) => (start + self.millis(0.05, 0.5), Some(us(delay))),
+            Gate::Call {
+                floor,
+                call,
+                granted,
+            } => {
                 self.objects[i].calls.push(start);
                 let answered = match self.scenario.held_up {
                     None => start + self.millis(5.0, 40.0),
@@ -366,12 +370,16 @@ impl Sim {
                     }
                 };
                 self.now = answered;
-                self.budget
-                    .feedback(call, Feedback::Answered, self.instant());
-                let outcome = Outcome::Polled(MpuTaskStatus {
+                let answer = Ok(MpuTaskStatus {
                     request_id: format!("req-{i}-{answered}"),
                     status: 1,
                 });
+                self.budget
+                    .feedback(call, schedule::feedback(&answer), self.instant());
+                let outcome = match answer {
+                    Ok(status) => Outcome::Polled(status),
+                    Err(e) => Outcome::CloudFailed(e),
+                };
                 let decision = decide(
                     &self.objects[i].task,
                     &outcome,
@@ -381,11 +389,10 @@ impl Sim {
                 );
                 let spread = self.rng.random_range(0.0..1.0);
                 let now = self.instant();
-                let requeue = decision
-                    .turn(spread)
-                    .map(|turn| us(self.budget.next_turn(&i, &turn, granted, now)));
+                let plan = schedule::plan(&decision, Some(granted), spread);
+                let requeue = plan.next.requeue(Some(&*self.budget), &i, now).map(us);
                 let mut done = answered;
-                if decision.write {
+                if plan.write {
                     // The server-side apply of the status; the watch brings it into the cache
                     // (filtered by the predicates: no reconcile).
                     let (lo, hi) = match self.objects[i].task.status {

@@ -14,6 +14,18 @@ use crate::api::{MpuRelayTask, MpuRelayTaskStatus, Phase, conditions};
 use crate::budget::Turn;
 use crate::cloud::{CloudError, ErrorClass, MpuTaskStatus};
 
+/// `delay` spread by ±3 % as `spread` (drawn uniformly from [0, 1)) says, so that objects
+/// created together drift apart. The one jitter of every requeue: a spread out of range is
+/// clamped, one not a number is the middle.
+pub fn jittered(delay: Duration, spread: f64) -> Duration {
+    let spread = if spread.is_finite() {
+        spread.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    delay.mul_f64(0.97 + 0.06 * spread)
+}
+
 /// How long the cloud lets a task wait for its channel before stopping it.
 pub const AUTO_STOP_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -109,13 +121,8 @@ impl Decision {
     /// When to reconcile again (`None`: only on a change), given `spread` drawn uniformly from
     /// [0, 1): ±3 % around the decided delay, so tasks created together drift apart.
     pub fn requeue(&self, spread: f64) -> Option<Duration> {
-        let spread = if spread.is_finite() {
-            spread.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
         match self.next.bounded() {
-            NextSync::After(delay) => Some(delay.mul_f64(0.97 + 0.06 * spread)),
+            NextSync::After(delay) => Some(jittered(delay, spread)),
             NextSync::OnChange => None,
         }
     }
@@ -551,6 +558,17 @@ fn phase_event(previous: Option<Phase>, phase: Phase) -> EventSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_by_three_percent_either_way_and_tolerates_odd_draws() {
+        let d = Duration::from_secs(100);
+        assert_eq!(jittered(d, 0.0), Duration::from_secs(97));
+        assert_eq!(jittered(d, 0.5), Duration::from_secs(100));
+        assert_eq!(jittered(d, 1.0), Duration::from_secs(103));
+        assert_eq!(jittered(d, 7.0), Duration::from_secs(103));
+        assert_eq!(jittered(d, -1.0), Duration::from_secs(97));
+        assert_eq!(jittered(d, f64::NAN), Duration::from_secs(100));
+    }
     use crate::api::MpuRelayTaskSpec;
     use crate::cloud::response::{ApiError, CloudError};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -5,17 +5,25 @@
 //! - [`account`]: which account a task may use, what an account resolves to, and the account
 //!   reconcile around [`account_status`] (pure decisions).
 //! - [`status`]: what both statuses share (condition statuses, reasons, events).
+//! - [`schedule`]: when a task is polled (the gate before a call, the plan after a decision),
+//!   pure but for the budget's own state; the pacing simulation drives it.
+//! - [`wake`]: which tasks a change to an account or a namespace wakes (pure), and the routes.
+//! - [`ports`]: the seams to the cloud and the API server, production types and test fakes.
 //! - this module: the shared [`Context`], the watches and their triggers, and running it all.
 
 pub mod account;
 pub mod account_status;
 pub mod decide;
+#[cfg(test)]
+mod fixtures;
+pub mod ports;
+pub mod schedule;
 pub mod spec_changes;
 pub mod status;
 pub mod task;
+pub mod wake;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +31,8 @@ use futures::channel::mpsc;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::api::ApiResource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -34,15 +43,15 @@ use rand::Rng;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::api::{
-    AccountKind, ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, Phase, conditions,
-};
+use crate::api::{ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, Phase};
 use crate::budget::Budgets;
 use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
 use decide::PollConfig;
+use ports::{ApiServer, MpuStatusApi, StatusTarget, StatusWriter};
 use status::{EventSpec, Severity};
+use wake::{TaskRef, Triggers, task_facing};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
@@ -79,6 +88,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// PascalCase, for the metric label and log lines.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::StatusWrite(_) => "StatusWriteFailed",
@@ -86,9 +96,43 @@ impl Error {
             Error::Panicked => "Panicked",
         }
     }
+
+    /// When to reconcile the object again.
+    pub fn retry(&self) -> Retry {
+        match self {
+            // The API server is unavailable or overloaded: try again soon, spread out.
+            Error::StatusWrite(_) => Retry::After(Duration::from_secs(5)),
+            // Cannot happen for a namespaced kind; do not spin on it.
+            Error::MissingNamespace => Retry::Never,
+            // A bug: try again, slowly, in case it depended on a passing state.
+            Error::Panicked => Retry::After(Duration::from_secs(60)),
+        }
+    }
 }
 
-type TaskRef = ObjectRef<MpuRelayTask>;
+/// When a failed reconcile is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// After this long, spread ±3 %.
+    After(Duration),
+    /// After [`schedule::backoff`] for the attempt: 1 s doubling to a minute, spread.
+    Backoff,
+    /// Only when the object changes.
+    Never,
+}
+
+/// What to do after `error`, the `attempts`-th failure in a row, with `spread` drawn
+/// uniformly from [0, 1) for the jitter.
+///
+/// kube-runtime's `error_policy` is given no attempt count, and no error backs off today, so
+/// [`error_policy`] passes 1.
+pub fn policy(error: &Error, attempts: u32, spread: f64) -> Action {
+    match error.retry() {
+        Retry::After(delay) => Action::requeue(decide::jittered(delay, spread)),
+        Retry::Backoff => Action::requeue(schedule::backoff(attempts, spread)),
+        Retry::Never => Action::await_change(),
+    }
+}
 
 /// A task as the budgets and the refused-write cache know it: `namespace/name` in one
 /// allocation (a namespace has no `/`). They hold an entry or two per task, and an `ObjectRef`
@@ -115,13 +159,16 @@ impl TaskKey {
 
 /// Shared by every reconcile.
 pub struct Context {
+    /// For the account reconcile's `Api`s; every write goes through `writer`.
     pub client: kube::Client,
-    pub cloud: CloudClient,
+    /// GetMPUTaskStatus.
+    pub cloud: Arc<dyn MpuStatusApi>,
+    /// Status writes and events.
+    pub writer: Arc<dyn StatusWriter>,
     pub accounts: Accounts,
     pub budgets: Arc<Budgets<TaskKey>>,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
-    pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub poll: PollConfig,
     /// Status writes the API server refused, retried without new cloud calls.
@@ -217,9 +264,13 @@ impl Context {
 
     /// Publishes events on `object`, best effort.
     async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, events: &[EventSpec]) {
+        if events.is_empty() {
+            return;
+        }
+        let reference = object.object_ref(&());
         for event in events {
             let published = self
-                .recorder
+                .writer
                 .publish(
                     &Event {
                         type_: match event.severity {
@@ -231,7 +282,7 @@ impl Context {
                         action: event.action.clone(),
                         secondary: None,
                     },
-                    &object.object_ref(&()),
+                    &reference,
                 )
                 .await;
             if let Err(e) = published {
@@ -246,7 +297,8 @@ impl Context {
         }
     }
 
-    /// Writes `status` to `object` with server-side apply (the operator alone owns `.status`).
+    /// Writes `status` to `object`, in the scope of `api`, with server-side apply (the
+    /// operator alone owns `.status`).
     async fn write_status<K>(
         &self,
         api: Api<K>,
@@ -256,16 +308,40 @@ impl Context {
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        self.apply_status(api.namespace(), object, status).await
+    }
+
+    /// Writes `status` to `object` (in its own namespace) with server-side apply.
+    async fn write_status_of<K>(&self, object: &K, status: &impl Serialize) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let namespace = object.meta().namespace.as_deref();
+        self.apply_status(namespace, object, status).await
+    }
+
+    async fn apply_status<K>(
+        &self,
+        namespace: Option<&str>,
+        object: &K,
+        status: &impl Serialize,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": status,
         });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api
-            .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
-            .await
-        {
+        let resource = ApiResource::erase::<K>(&());
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        let target = StatusTarget {
+            resource: &resource,
+            namespace,
+            name,
+        };
+        match self.writer.apply_status(target, &patch).await {
             Ok(_) => {
                 self.metrics.record_status_write(&K::kind(&()), true);
                 Ok(())
@@ -309,9 +385,15 @@ pub fn truncate_bytes(text: &str, max: usize) -> String {
     text[..cut].to_string()
 }
 
-/// Spreads requeues by ±3 % so objects created together drift apart.
+/// Spreads requeues by ±3 % so objects created together drift apart ([`decide::jittered`]
+/// with a fresh draw).
 fn jitter(delay: Duration) -> Duration {
-    delay.mul_f64(rand::rng().random_range(0.97..1.03))
+    decide::jittered(delay, spread())
+}
+
+/// A draw from [0, 1) for [`schedule`]'s jitter.
+fn spread() -> f64 {
+    rand::rng().random_range(0.0..1.0)
 }
 
 /// Backoff of the watches (all of a controller's triggers share it): 0.5 s doubling to 5 s,
@@ -367,14 +449,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> Action {
     ctx.metrics.record_reconcile_error(error.reason());
     warn!(object = %Named(&*object), error = %error, "reconcile failed");
-    match error {
-        // The API server is unavailable or overloaded: try again soon, spread out.
-        Error::StatusWrite(_) => Action::requeue(jitter(Duration::from_secs(5))),
-        // Cannot happen for a namespaced kind; do not spin on it.
-        Error::MissingNamespace => Action::await_change(),
-        // A bug: try again, slowly, in case it depended on a passing state.
-        Error::Panicked => Action::requeue(jitter(Duration::from_secs(60))),
-    }
+    policy(error, 1, spread())
 }
 
 /// The watched scopes: one per namespace, or the whole cluster.
@@ -393,41 +468,6 @@ where
     }
 }
 
-/// Routes task references to the task controller of their scope.
-#[derive(Clone, Default)]
-struct Triggers {
-    routes: Vec<(Option<String>, mpsc::UnboundedSender<TaskRef>)>,
-}
-
-impl Triggers {
-    fn send(&self, tasks: impl IntoIterator<Item = TaskRef>) {
-        for task in tasks {
-            let route = self
-                .routes
-                .iter()
-                .find(|(ns, _)| ns.is_none() || ns.as_deref() == task.namespace.as_deref());
-            if let Some((_, sender)) = route {
-                let _ = sender.unbounded_send(task);
-            }
-        }
-    }
-}
-
-/// What about an account matters to its tasks: its spec and its readiness. Its budget figures
-/// move all the time and must not wake every task of the account.
-fn task_facing<K: Resource>(account: &K, ready: Option<(&str, &str)>) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    account.meta().generation.hash(&mut hasher);
-    ready.hash(&mut hasher);
-    hasher.finish()
-}
-
-fn ready_of(status: Option<&crate::api::AccountStatus>) -> Option<(&str, &str)> {
-    status
-        .and_then(|s| s.condition(conditions::READY))
-        .map(|c| (c.status.as_str(), c.reason.as_str()))
-}
-
 /// Everything `run` builds before it starts the controllers.
 pub struct Prepared {
     pub context: Arc<Context>,
@@ -438,6 +478,9 @@ pub struct Prepared {
     synced: BoxFuture<'static, ()>,
     health: Option<crate::telemetry::Health>,
 }
+
+/// Resolves once the controllers are told to stop; every controller and watch shares it.
+type Shutdown = Shared<BoxFuture<'static, ()>>;
 
 /// Builds the controllers, their watches and their shared context.
 pub fn prepare(
@@ -450,7 +493,7 @@ pub fn prepare(
     fence: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 ) -> Prepared {
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let shutdown: Shared<BoxFuture<'static, ()>> = async move {
+    let shutdown: Shutdown = async move {
         let mut stopping = stopping;
         let _ = stopping.wait_for(|s| *s).await;
     }
@@ -459,31 +502,13 @@ pub fn prepare(
     let budgets = Arc::new(Budgets::new(Instant::now()));
     let (cluster_reader, cluster_writer) = reflector::store();
     let (namespaces_reader, namespaces_writer) = reflector::store();
-    let task_scopes = scopes::<MpuRelayTask>(&client, &settings.namespaces);
-    let mut task_stores = Vec::new();
-    let mut task_writers = Vec::new();
-    let mut triggers = Triggers::default();
-    let mut trigger_streams = Vec::new();
-    for (scope, _) in &task_scopes {
-        let (reader, writer) = reflector::store();
-        task_stores.push(reader);
-        task_writers.push(writer);
-        let (tx, rx) = mpsc::unbounded();
-        triggers.routes.push((scope.clone(), tx));
-        trigger_streams.push(rx);
-    }
-    let account_scopes = if settings.namespaced_accounts {
+    let tasks = Caches::of(scopes::<MpuRelayTask>(&client, &settings.namespaces));
+    let accounts = Caches::of(if settings.namespaced_accounts {
         scopes::<MpuRelayAccount>(&client, &settings.namespaces)
     } else {
         Vec::new()
-    };
-    let mut account_stores = Vec::new();
-    let mut account_writers = Vec::new();
-    for _ in &account_scopes {
-        let (reader, writer) = reflector::store();
-        account_stores.push(reader);
-        account_writers.push(writer);
-    }
+    });
+    let (triggers, trigger_streams) = routes(&tasks.scopes);
 
     let recorder = Recorder::new(
         client.clone(),
@@ -494,17 +519,20 @@ pub fn prepare(
     );
     let context = Arc::new(Context {
         accounts: Accounts {
-            namespaced: account_stores.clone(),
+            namespaced: accounts.readers.clone(),
             cluster: cluster_reader.clone(),
             namespaces: namespaces_reader,
             namespaced_enabled: settings.namespaced_accounts,
             resolver: Resolver::new(client.clone(), cloud.clone(), resolver, budgets.clone()),
         },
         client: client.clone(),
-        cloud,
+        cloud: Arc::new(cloud),
+        writer: Arc::new(ApiServer {
+            client: client.clone(),
+            recorder,
+        }),
         budgets,
-        tasks: task_stores.clone(),
-        recorder,
+        tasks: tasks.readers.clone(),
         metrics,
         poll: settings.poll.clone(),
         refused_writes: Default::default(),
@@ -512,171 +540,167 @@ pub fn prepare(
         fence,
     });
 
-    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     let config = ControllerConfig::default().concurrency(settings.concurrency);
-
-    // Tasks: one controller per scope. Only spec changes (generation) and annotations
-    // (sync-requested-at) trigger a reconcile: our own status writes must not, or every write
-    // would cause another poll. Account and namespace changes arrive through `triggers`.
-    for (((_, api), writer), (reader, trigger)) in task_scopes
-        .into_iter()
-        .zip(task_writers)
-        .zip(task_stores.into_iter().zip(trigger_streams))
-    {
-        let tasks = watcher(api, watcher::Config::default())
-            // The cache holds every task: keep only what reconciles read. kubectl and Argo CD's
-            // client-side apply store a whole copy of the object in this annotation.
-            .modify(|t: &mut MpuRelayTask| {
-                t.managed_fields_mut().clear();
-                t.annotations_mut().remove(LAST_APPLIED);
-            })
-            .reflect(writer)
-            .applied_objects();
-        let tasks = spec_changes::filter(tasks);
-        let controller = Controller::for_stream(tasks, reader)
-            .with_config(config.clone())
-            .trigger_backoff(WatchBackoff::default())
-            .reconcile_on(trigger);
-        let ctx = context.clone();
-        runs.push(Box::pin(
-            controller
-                .graceful_shutdown_on(shutdown.clone())
-                .run(task::reconcile_traced, error_policy, ctx)
-                .for_each(log_controller_event),
+    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for ((api, writer, reader), trigger) in tasks.each().zip(trigger_streams) {
+        runs.push(task_controller(
+            api, writer, reader, trigger, &context, &config, &shutdown,
         ));
     }
-
     // Cluster accounts: one controller; their changes wake the tasks that use them.
-    let cluster_accounts = account_watch(
+    runs.push(account_controller(
         Api::<ClusterMpuRelayAccount>::all(client.clone()),
         cluster_writer,
-        context.clone(),
-        triggers.clone(),
-        |a| AccountObject::Cluster(Arc::new(a.clone())),
-    );
-    let ctx = context.clone();
-    runs.push(Box::pin(
-        Controller::for_stream(cluster_accounts, cluster_reader)
-            .with_config(config.clone())
-            .trigger_backoff(WatchBackoff::default())
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                |a, ctx| account::reconcile_traced(AccountObject::Cluster(a), ctx),
-                error_policy,
-                ctx,
-            )
-            .for_each(log_controller_event),
+        cluster_reader,
+        &context,
+        &triggers,
+        &config,
+        &shutdown,
     ));
-
     // Namespaced accounts, when enabled: one controller per scope.
-    for ((_, api), (writer, reader)) in account_scopes
-        .into_iter()
-        .zip(account_writers.into_iter().zip(account_stores))
-    {
-        let stream = account_watch(api, writer, context.clone(), triggers.clone(), |a| {
-            AccountObject::Namespaced(Arc::new(a.clone()))
-        });
-        let ctx = context.clone();
-        runs.push(Box::pin(
-            Controller::for_stream(stream, reader)
-                .with_config(config.clone())
-                .trigger_backoff(WatchBackoff::default())
-                .graceful_shutdown_on(shutdown.clone())
-                .run(
-                    |a, ctx| account::reconcile_traced(AccountObject::Namespaced(a), ctx),
-                    error_policy,
-                    ctx,
-                )
-                .for_each(log_controller_event),
+    for (api, writer, reader) in accounts.each() {
+        runs.push(account_controller(
+            api, writer, reader, &context, &triggers, &config, &shutdown,
         ));
     }
-
-    // Namespaces (labels only), for the namespaceSelector of cluster accounts: a relabelled
-    // namespace wakes its tasks that use a cluster account.
-    let ctx = context.clone();
-    let mut labels_seen: HashMap<String, u64> = HashMap::new();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .backoff(WatchBackoff::default())
-    .modify(|ns| {
-        ns.managed_fields_mut().clear();
-        ns.annotations_mut().clear();
-    })
-    .reflect(namespaces_writer)
-    .applied_objects()
-    .for_each(move |ns| {
-        if let Ok(ns) = ns {
-            let name = ns.name_any();
-            let hash = predicates::labels(&ns).unwrap_or_default();
-            if labels_seen
-                .insert(name.clone(), hash)
-                .is_some_and(|h| h != hash)
-            {
-                triggers.send(
-                    ctx.all_tasks()
-                        .filter(|t| {
-                            t.namespace().as_deref() == Some(name.as_str())
-                                && t.spec
-                                    .account_ref
-                                    .as_ref()
-                                    .is_some_and(|r| r.kind == AccountKind::ClusterMpuRelayAccount)
-                        })
-                        .map(|t| ObjectRef::from_obj(&*t)),
-                );
-            }
-        }
-        futures::future::ready(())
-    });
-    let shutdown_ns = shutdown.clone();
-    runs.push(Box::pin(async move {
-        tokio::select! {
-            _ = namespaces => {},
-            _ = shutdown_ns => {},
-        }
-    }));
-
-    let ctx = context.clone();
-    let stores_synced = async move {
-        for store in &ctx.tasks {
-            let _ = store.wait_until_ready().await;
-        }
-        for store in &ctx.accounts.namespaced {
-            let _ = store.wait_until_ready().await;
-        }
-        let _ = ctx.accounts.cluster.wait_until_ready().await;
-        let _ = ctx.accounts.namespaces.wait_until_ready().await;
-    }
-    .boxed();
+    runs.push(namespace_watch(
+        &client,
+        namespaces_writer,
+        context.clone(),
+        triggers,
+        shutdown,
+    ));
     Prepared {
+        synced: stores_synced(context.clone()),
         context,
         runs,
         stop,
-        synced: stores_synced,
         health: None,
     }
 }
 
+/// The caches of one kind, one per watched scope, and the API each watches.
+struct Caches<K: Resource<DynamicType = ()> + Clone + 'static> {
+    scopes: Vec<Option<String>>,
+    apis: Vec<Api<K>>,
+    readers: Vec<Store<K>>,
+    writers: Vec<reflector::store::Writer<K>>,
+}
+
+impl<K> Caches<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn of(scopes: Vec<(Option<String>, Api<K>)>) -> Self {
+        let mut caches = Caches {
+            scopes: Vec::new(),
+            apis: Vec::new(),
+            readers: Vec::new(),
+            writers: Vec::new(),
+        };
+        for (scope, api) in scopes {
+            let (reader, writer) = reflector::store();
+            caches.scopes.push(scope);
+            caches.apis.push(api);
+            caches.readers.push(reader);
+            caches.writers.push(writer);
+        }
+        caches
+    }
+
+    /// Each scope's API, cache writer and cache reader.
+    fn each(self) -> impl Iterator<Item = (Api<K>, reflector::store::Writer<K>, Store<K>)> {
+        self.apis
+            .into_iter()
+            .zip(self.writers)
+            .zip(self.readers)
+            .map(|((api, writer), reader)| (api, writer, reader))
+    }
+}
+
+/// One wake-up route per task scope, and the stream each task controller reads it from.
+fn routes(scopes: &[Option<String>]) -> (Triggers, Vec<mpsc::UnboundedReceiver<TaskRef>>) {
+    let mut triggers = Triggers::default();
+    let mut streams = Vec::new();
+    for scope in scopes {
+        let (tx, rx) = mpsc::unbounded();
+        triggers.routes.push((scope.clone(), tx));
+        streams.push(rx);
+    }
+    (triggers, streams)
+}
+
+/// The task controller of one scope.
+///
+/// Only spec changes (generation) and annotations (sync-requested-at) trigger a reconcile:
+/// our own status writes must not, or every write would cause another poll. Account and
+/// namespace changes arrive through `trigger`.
+fn task_controller(
+    api: Api<MpuRelayTask>,
+    writer: reflector::store::Writer<MpuRelayTask>,
+    reader: Store<MpuRelayTask>,
+    trigger: mpsc::UnboundedReceiver<TaskRef>,
+    ctx: &Arc<Context>,
+    config: &ControllerConfig,
+    shutdown: &Shutdown,
+) -> BoxFuture<'static, ()> {
+    let tasks = watcher(api, watcher::Config::default())
+        // The cache holds every task: keep only what reconciles read. kubectl and Argo CD's
+        // client-side apply store a whole copy of the object in this annotation.
+        .modify(|t: &mut MpuRelayTask| {
+            t.managed_fields_mut().clear();
+            t.annotations_mut().remove(LAST_APPLIED);
+        })
+        .reflect(writer)
+        .applied_objects();
+    let tasks = spec_changes::filter(tasks);
+    Box::pin(
+        Controller::for_stream(tasks, reader)
+            .with_config(config.clone())
+            .trigger_backoff(WatchBackoff::default())
+            .reconcile_on(trigger)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(task::reconcile_traced, error_policy, ctx.clone())
+            .for_each(log_controller_event),
+    )
+}
+
+/// The controller of one account kind in one scope; the account's changes wake its tasks.
+fn account_controller<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    reader: Store<K>,
+    ctx: &Arc<Context>,
+    triggers: &Triggers,
+    config: &ControllerConfig,
+    shutdown: &Shutdown,
+) -> BoxFuture<'static, ()>
+where
+    K: AccountResource,
+{
+    let stream = account_watch(api, writer, ctx.clone(), triggers.clone());
+    Box::pin(
+        Controller::for_stream(stream, reader)
+            .with_config(config.clone())
+            .trigger_backoff(WatchBackoff::default())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                |a, ctx| account::reconcile_traced(K::account_object(a), ctx),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(log_controller_event),
+    )
+}
+
 /// The watch of one account kind: cached, with deletions forgotten (budget, metrics) and
 /// task-facing changes sent to the tasks that use the account.
-fn account_watch<K>(
+fn account_watch<K: AccountResource>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
     ctx: Arc<Context>,
     triggers: Triggers,
-    object: fn(&K) -> AccountObject,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-        + AccountStatusOf,
-{
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
     let seen: Arc<Mutex<HashMap<AccountKey, u64>>> = Arc::default();
     watcher(api, watcher::Config::default())
         .backoff(WatchBackoff::default())
@@ -690,16 +714,16 @@ where
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             match event {
                 watcher::Event::Delete(a) => {
-                    let key = object(a).key();
+                    let key = a.account_key();
                     seen.remove(&key);
                     ctx.accounts.resolver.forget(&key);
                     ctx.metrics.forget_account_object(key.label());
                     triggers.send(ctx.tasks_of(&key));
                 }
                 watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {
-                    let key = object(a).key();
-                    let hash = task_facing(a, ready_of(a.account_status()));
-                    if seen.insert(key.clone(), hash) != Some(hash) {
+                    let key = a.account_key();
+                    let hash = task_facing(a, a.account_status());
+                    if wake::account_changed(&mut seen, key.clone(), hash) {
                         triggers.send(ctx.tasks_of(&key));
                     }
                 }
@@ -709,20 +733,106 @@ where
         .touched_objects()
 }
 
-/// Both account kinds share one status type.
-pub trait AccountStatusOf {
-    fn account_status(&self) -> Option<&crate::api::AccountStatus>;
+/// Namespaces (labels only), for the namespaceSelector of cluster accounts: a relabelled
+/// namespace wakes its tasks that use a cluster account.
+fn namespace_watch(
+    client: &kube::Client,
+    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    shutdown: Shutdown,
+) -> BoxFuture<'static, ()> {
+    let mut labels_seen: HashMap<String, u64> = HashMap::new();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::default())
+    .modify(|ns| {
+        ns.managed_fields_mut().clear();
+        ns.annotations_mut().clear();
+    })
+    .reflect(writer)
+    .applied_objects()
+    .for_each(move |ns| {
+        if let Ok(ns) = ns {
+            let name = ns.name_any();
+            let hash = predicates::labels(&ns).unwrap_or_default();
+            if wake::relabelled(&mut labels_seen, &name, hash) {
+                triggers.send(
+                    ctx.all_tasks()
+                        .filter(|t| wake::wakes_on_relabel(t, &name))
+                        .map(|t| ObjectRef::from_obj(&*t)),
+                );
+            }
+        }
+        futures::future::ready(())
+    });
+    Box::pin(async move {
+        tokio::select! {
+            _ = namespaces => {},
+            _ = shutdown => {},
+        }
+    })
 }
 
-impl AccountStatusOf for MpuRelayAccount {
+/// Resolves when every cache has its first full list.
+fn stores_synced(ctx: Arc<Context>) -> BoxFuture<'static, ()> {
+    async move {
+        for store in &ctx.tasks {
+            let _ = store.wait_until_ready().await;
+        }
+        for store in &ctx.accounts.namespaced {
+            let _ = store.wait_until_ready().await;
+        }
+        let _ = ctx.accounts.cluster.wait_until_ready().await;
+        let _ = ctx.accounts.namespaces.wait_until_ready().await;
+    }
+    .boxed()
+}
+
+/// What the account controllers need of either account kind.
+pub trait AccountResource:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Both kinds share one status type.
+    fn account_status(&self) -> Option<&crate::api::AccountStatus>;
+    fn account_object(this: Arc<Self>) -> AccountObject;
+    fn account_key(&self) -> AccountKey;
+}
+
+impl AccountResource for MpuRelayAccount {
     fn account_status(&self) -> Option<&crate::api::AccountStatus> {
         self.status.as_ref()
     }
+    fn account_object(this: Arc<Self>) -> AccountObject {
+        AccountObject::Namespaced(this)
+    }
+    fn account_key(&self) -> AccountKey {
+        AccountKey::Namespaced {
+            namespace: self.namespace().unwrap_or_default(),
+            name: self.name_any(),
+        }
+    }
 }
 
-impl AccountStatusOf for ClusterMpuRelayAccount {
+impl AccountResource for ClusterMpuRelayAccount {
     fn account_status(&self) -> Option<&crate::api::AccountStatus> {
         self.status.as_ref()
+    }
+    fn account_object(this: Arc<Self>) -> AccountObject {
+        AccountObject::Cluster(this)
+    }
+    fn account_key(&self) -> AccountKey {
+        AccountKey::Cluster {
+            name: self.name_any(),
+        }
     }
 }
 
@@ -814,6 +924,73 @@ mod tests {
                 .unwrap_err()
                 .contains("task 2 is broken")
         );
+    }
+
+    fn refused() -> Error {
+        Error::StatusWrite(ports::fakes::refusal(503))
+    }
+
+    #[test]
+    fn each_error_has_a_pascal_case_reason_and_a_retry() {
+        assert_eq!(refused().reason(), "StatusWriteFailed");
+        assert_eq!(refused().retry(), Retry::After(Duration::from_secs(5)));
+        assert_eq!(Error::MissingNamespace.reason(), "MissingNamespace");
+        assert_eq!(Error::MissingNamespace.retry(), Retry::Never);
+        assert_eq!(Error::Panicked.reason(), "Panicked");
+        assert_eq!(
+            Error::Panicked.retry(),
+            Retry::After(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_refused_status_write_is_retried_in_five_seconds_spread() {
+        let five = Duration::from_secs(5);
+        assert_eq!(policy(&refused(), 1, 0.5), Action::requeue(five));
+        assert_eq!(
+            policy(&refused(), 1, 0.0),
+            Action::requeue(five.mul_f64(0.97))
+        );
+        assert_eq!(
+            policy(&refused(), 9, 1.0),
+            Action::requeue(five.mul_f64(1.03))
+        );
+    }
+
+    #[test]
+    fn a_panicked_reconcile_is_retried_in_a_minute_spread() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(policy(&Error::Panicked, 1, 0.5), Action::requeue(minute));
+        assert_eq!(
+            policy(&Error::Panicked, 3, 0.0),
+            Action::requeue(minute.mul_f64(0.97))
+        );
+    }
+
+    #[test]
+    fn an_object_without_a_namespace_waits_for_a_change_instead_of_spinning() {
+        assert_eq!(
+            policy(&Error::MissingNamespace, 1, 0.5),
+            Action::await_change()
+        );
+    }
+
+    #[tokio::test]
+    async fn error_policy_counts_the_error_by_reason_and_follows_the_policy() {
+        let fx = fixtures::Fixture::new();
+        let task = Arc::new(fixtures::Fixture::task("a"));
+        let action = error_policy(task.clone(), &Error::MissingNamespace, fx.ctx.clone());
+        assert_eq!(action, Action::await_change());
+        let action = error_policy(task.clone(), &refused(), fx.ctx.clone());
+        let after = fixtures::requeue_after(&action).unwrap();
+        assert!((4.85..=5.15).contains(&after.as_secs_f64()), "{action:?}");
+        let action = error_policy(task, &Error::Panicked, fx.ctx.clone());
+        let after = fixtures::requeue_after(&action).unwrap();
+        assert!((58.2..=61.8).contains(&after.as_secs_f64()), "{action:?}");
+        let metrics = fx.ctx.metrics.encode();
+        for reason in ["MissingNamespace", "StatusWriteFailed", "Panicked"] {
+            assert!(metrics.contains(reason), "{reason}: {metrics}");
+        }
     }
 
     #[test]

@@ -11,19 +11,18 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
-use rand::Rng;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::account::{AccountKey, Resolved};
-use super::decide::{self, NextSync, Outcome, decide};
-use super::{Context, Error, TaskKey, jitter};
+use super::decide::{Decision, Outcome, decide};
+use super::schedule::{self, Gate, Next};
+use super::{Context, Error, TaskKey};
 use crate::api::{MpuRelayTask, conditions};
-use crate::budget::{Admission, Feedback, Turn};
+use crate::budget::Budget;
+use crate::cloud::ErrorClass;
 use crate::cloud::client::StatusQuery;
 use crate::cloud::response::reasons as cloud_reasons;
-use crate::cloud::{CloudError, ErrorClass};
 
 /// One reconcile of one task.
 pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -33,38 +32,96 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         task.metadata.name.as_deref().unwrap_or_default(),
     );
     ctx.metrics.record_reconcile();
-    if let Some(action) = retry_refused_write(&task, &namespace, &key, &ctx).await {
+    if let Some(action) = retry_refused_write(&task, &key, &ctx).await {
         return Ok(action);
     }
-
-    let mut floor = Duration::ZERO;
-    // The budget of the account that served a call, and when it granted the call: the task's
-    // next turn is taken there.
-    let mut served_by = None;
-    let outcome = if task.spec.suspend {
-        ctx.budgets.release_everywhere(&key);
-        Outcome::Suspended
-    } else {
-        match ctx.accounts.for_task(&task, &namespace) {
-            Err(problem) => Outcome::AccountUnusable(problem),
-            Ok((account, object)) => match ctx.accounts.resolver.resolve(&object).await {
-                Err(problem) => Outcome::AccountUnusable(problem),
-                Ok(resolved) => match poll(&task, &key, &account, &resolved, &ctx).await {
-                    Polled::Wait(delay) => return Ok(Action::requeue(coalesced(delay))),
-                    Polled::Called {
-                        outcome,
-                        floor: f,
-                        granted,
-                    } => {
-                        floor = f;
-                        served_by = Some((resolved.budget.clone(), granted));
-                        outcome
-                    }
-                },
-            },
-        }
+    let Observed {
+        outcome,
+        floor,
+        served_by,
+    } = match observe(&task, &namespace, &key, &ctx).await {
+        Ok(observed) => observed,
+        Err(wait) => return Ok(Action::requeue(coalesced(wait))),
     };
     let decision = decide(&task, &outcome, jiff::Timestamp::now(), &ctx.poll, floor);
+    log_failure(&key, &decision);
+    ctx.publish(&*task, &decision.events).await;
+    let plan = schedule::plan(&decision, served_by.as_ref().map(|s| s.1), super::spread());
+    let now = Instant::now();
+    let next = plan
+        .next
+        .requeue(served_by.as_ref().map(|s| &*s.0), &key, now);
+    if plan.next == Next::Release {
+        ctx.budgets.release_everywhere(&key);
+    }
+    if plan.write
+        && let Err(e) = ctx.write_status_of(&*task, &decision.status).await
+    {
+        // What the cloud said is kept and written again on its own: retrying the whole
+        // reconcile would call the cloud again at every retry.
+        ctx.metrics.record_reconcile_error(e.reason());
+        warn!(task = %key, error = %e, "writing the status failed; it is retried without a new cloud call");
+        let retry = schedule::first_refusal(next, Instant::now(), super::spread());
+        ctx.refused_writes.remember(
+            key,
+            RefusedWrite {
+                status: decision.status,
+                generation: task.metadata.generation,
+                next_poll: retry.until,
+                attempts: 1,
+            },
+        );
+        return Ok(Action::requeue(retry.after));
+    }
+    Ok(next.map_or_else(Action::await_change, |delay| {
+        Action::requeue(coalesced(delay))
+    }))
+}
+
+/// What looking at the task gave, for [`decide`].
+struct Observed {
+    outcome: Outcome,
+    /// The budget's floor when it granted the call (zero without a call).
+    floor: Duration,
+    /// The budget of the account that served a call, and when it granted the call: the
+    /// task's next turn is taken there.
+    served_by: Option<(Arc<Budget<TaskKey>>, Instant)>,
+}
+
+/// The task's outcome: suspended, its account unusable, or the cloud's answer; `Err(wait)`
+/// when it may not call yet (no budget slot, or the leader's fence closed).
+async fn observe(
+    task: &MpuRelayTask,
+    namespace: &str,
+    key: &TaskKey,
+    ctx: &Context,
+) -> Result<Observed, Duration> {
+    let unpolled = |outcome| Observed {
+        outcome,
+        floor: Duration::ZERO,
+        served_by: None,
+    };
+    if task.spec.suspend {
+        return Ok(unpolled(Outcome::Suspended));
+    }
+    let (account, object) = match ctx.accounts.for_task(task, namespace) {
+        Ok(found) => found,
+        Err(problem) => return Ok(unpolled(Outcome::AccountUnusable(problem))),
+    };
+    let resolved = match ctx.accounts.resolver.resolve(&object).await {
+        Ok(resolved) => resolved,
+        Err(problem) => return Ok(unpolled(Outcome::AccountUnusable(problem))),
+    };
+    let (outcome, floor, granted) = poll(task, key, &account, &resolved, ctx).await?;
+    Ok(Observed {
+        outcome,
+        floor,
+        served_by: Some((resolved.budget.clone(), granted)),
+    })
+}
+
+/// The line logged when polling failed.
+fn log_failure(key: &TaskKey, decision: &Decision) {
     if let Some(class) = decision.class {
         let why = decision
             .status
@@ -73,45 +130,6 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
             .unwrap_or_default();
         warn!(task = %key, ?class, error = why, "polling failed");
     }
-    ctx.publish(&*task, &decision.events).await;
-    let next = decision
-        .turn(rand::rng().random_range(0.0..1.0))
-        .map(|turn| match (&served_by, turn) {
-            (Some((budget, granted)), turn) => {
-                budget.next_turn(&key, &turn, *granted, Instant::now())
-            }
-            // No call was made, so no budget paces this task: it asks when it comes back.
-            (None, Turn::Ask { after, .. }) => after,
-            (None, Turn::InLine { round }) => round,
-        });
-    if next.is_none() {
-        ctx.budgets.release_everywhere(&key);
-    }
-    if decision.write {
-        let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Err(e) = ctx.write_status(api, &*task, &decision.status).await {
-            // What the cloud said is kept and written again on its own: retrying the whole
-            // reconcile would call the cloud again at every retry.
-            ctx.metrics.record_reconcile_error(e.reason());
-            warn!(task = %key, error = %e, "writing the status failed; it is retried without a new cloud call");
-            let next_poll = Instant::now() + next.unwrap_or(NO_POLL_SCHEDULED);
-            let retry =
-                write_retry_delay(1).min(next_poll.saturating_duration_since(Instant::now()));
-            ctx.refused_writes.remember(
-                key,
-                RefusedWrite {
-                    status: decision.status,
-                    generation: task.metadata.generation,
-                    next_poll,
-                    attempts: 1,
-                },
-            );
-            return Ok(Action::requeue(retry));
-        }
-    }
-    Ok(next.map_or_else(Action::await_change, |delay| {
-        Action::requeue(coalesced(delay))
-    }))
 }
 
 /// The grid every poll's requeue is rounded up to (see [`coalesced`]).
@@ -149,15 +167,6 @@ fn coalesced_at(delay: Duration, now: Instant, epoch: Instant) -> Duration {
     delay.saturating_add(Duration::from_nanos((grid - offset) as u64))
 }
 
-/// How long a task that will not be polled again (until a change) keeps a refused write.
-const NO_POLL_SCHEDULED: Duration = Duration::from_secs(24 * 3600);
-
-/// 1 s doubling to a minute, spread.
-fn write_retry_delay(attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(6);
-    jitter(Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60)))
-}
-
 /// A status the API server refused, kept to be written again.
 #[derive(Clone, Debug)]
 pub struct RefusedWrite {
@@ -193,73 +202,65 @@ impl RefusedWrites {
 
 /// Writes a refused status again, while the task's next poll is not due and its spec has not
 /// changed; `None` when there is nothing to retry and the task is polled as usual.
-async fn retry_refused_write(
-    task: &MpuRelayTask,
-    namespace: &str,
-    key: &TaskKey,
-    ctx: &Context,
-) -> Option<Action> {
+async fn retry_refused_write(task: &MpuRelayTask, key: &TaskKey, ctx: &Context) -> Option<Action> {
     let mut pending = ctx.refused_writes.take(key)?;
     let now = Instant::now();
-    if pending.generation != task.metadata.generation || now >= pending.next_poll {
+    if !schedule::retries_refused_write(
+        pending.generation,
+        task.metadata.generation,
+        pending.next_poll,
+        now,
+    ) {
         return None;
     }
-    let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), namespace);
-    match ctx.write_status(api, task, &pending.status).await {
-        Ok(()) => Some(Action::requeue(
-            pending.next_poll.saturating_duration_since(now),
-        )),
-        Err(e) => {
-            ctx.metrics.record_reconcile_error(e.reason());
-            pending.attempts += 1;
-            let retry = write_retry_delay(pending.attempts)
-                .min(pending.next_poll.saturating_duration_since(now));
-            warn!(task = %key, error = %e, attempts = pending.attempts, "writing the status failed again");
-            ctx.refused_writes.remember(key.clone(), pending);
-            Some(Action::requeue(retry))
-        }
+    let written = ctx.write_status_of(task, &pending.status).await;
+    if let Err(e) = &written {
+        ctx.metrics.record_reconcile_error(e.reason());
+        pending.attempts += 1;
+        warn!(task = %key, error = %e, attempts = pending.attempts, "writing the status failed again");
     }
+    let after = schedule::after_write_retry(
+        written.is_err(),
+        pending.attempts,
+        pending.next_poll,
+        now,
+        super::spread(),
+    );
+    if written.is_err() {
+        ctx.refused_writes.remember(key.clone(), pending);
+    }
+    Some(Action::requeue(after))
 }
 
-enum Polled {
-    /// No slot yet: come back after this long.
-    Wait(Duration),
-    /// The call was made; what it gave, the budget's floor at the time, and when the budget
-    /// granted it.
-    Called {
-        outcome: Outcome,
-        floor: Duration,
-        granted: Instant,
-    },
-}
-
-/// Asks the account's budget for a slot and, when it is this task's turn, calls the cloud.
+/// Asks the account's budget for a slot and, when it is this task's turn, calls the cloud:
+/// what the call gave, the budget's floor at the time and when the budget granted it;
+/// `Err(wait)` when there is no slot yet.
 async fn poll(
     task: &MpuRelayTask,
     key: &TaskKey,
     account: &AccountKey,
     resolved: &Resolved,
     ctx: &Context,
-) -> Polled {
-    let phase = task.status.as_ref().and_then(|s| s.phase);
-    let desired = decide::desired_interval(task, phase, &ctx.poll)
-        .unwrap_or(ctx.poll.stopped.max(ctx.poll.running));
+) -> Result<(Outcome, Duration, Instant), Duration> {
+    let desired = schedule::budget_interval(task, &ctx.poll);
     // A leader that cannot prove its Lease any more makes no call (nothing awaits between
     // here and the call; checked before the budget so that no slot is spent on it).
-    if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
-        return Polled::Wait(Duration::from_secs(1));
-    }
-    let granted = Instant::now();
-    let (floor, call) = match resolved.budget.admit(key, desired, granted) {
-        Admission::Wait(delay) => {
-            debug!(
-                wait_ms = delay.as_millis() as u64,
-                "waiting for a budget slot"
-            );
-            return Polled::Wait(delay);
-        }
-        Admission::Go { floor, call } => (floor, call),
-    };
+    let may_call = ctx.fence.as_ref().is_none_or(|may_call| may_call());
+    let (floor, call, granted) =
+        match schedule::gate(may_call, &resolved.budget, key, desired, Instant::now()) {
+            Gate::Wait(delay) => {
+                debug!(
+                    wait_ms = delay.as_millis() as u64,
+                    "waiting for a budget slot"
+                );
+                return Err(delay);
+            }
+            Gate::Call {
+                floor,
+                call,
+                granted,
+            } => (floor, call, granted),
+        };
     let connection = &resolved.connection;
     let query = StatusQuery {
         endpoint: &resolved.endpoint,
@@ -278,7 +279,7 @@ async fn poll(
         .record_call(resolved.budget.alias(), &result, started.elapsed());
     resolved
         .budget
-        .feedback(call, feedback(&result), Instant::now());
+        .feedback(call, schedule::feedback(&result), Instant::now());
     match &result {
         Ok(_) => ctx.accounts.resolver.record_auth(account, None),
         Err(e) if e.reason() == cloud_reasons::AUTH_ERROR => {
@@ -297,20 +298,7 @@ async fn poll(
         Ok(status) => Outcome::Polled(status),
         Err(e) => Outcome::CloudFailed(e),
     };
-    Polled::Called {
-        outcome,
-        floor,
-        granted,
-    }
-}
-
-fn feedback(result: &Result<crate::cloud::MpuTaskStatus, CloudError>) -> Feedback {
-    match result {
-        Ok(_) => Feedback::Answered,
-        Err(e) if e.class() == ErrorClass::Throttled => Feedback::Throttled,
-        Err(CloudError::Api(_)) => Feedback::Answered,
-        Err(_) => Feedback::NoAnswer,
-    }
+    Ok((outcome, floor, granted))
 }
 
 /// [`reconcile`] with a panic contained to this one task: it is marked `InternalError` and
@@ -363,22 +351,243 @@ async fn recover_from_panic(
             &ctx.poll,
             Duration::ZERO,
         );
-        if let Some(namespace) = task.namespace() {
-            let api: Api<MpuRelayTask> = Api::namespaced(ctx.client.clone(), &namespace);
-            let _ = ctx.write_status(api, task, &decision.status).await;
+        if task.namespace().is_some() {
+            let _ = ctx.write_status_of(task, &decision.status).await;
         }
         decision.next
     })
     .await;
-    match marked {
-        Ok(NextSync::After(delay)) => Ok(Action::requeue(jitter(delay))),
-        _ => Err(Error::Panicked),
-    }
+    schedule::after_panic(marked.ok(), super::spread())
+        .map(Action::requeue)
+        .ok_or(Error::Panicked)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::fixtures::{Fixture, condition_reason, requeue_after};
+
+    /// Whether `action` requeues after `expected`, give or take `slack`.
+    fn requeues_about(action: &Action, expected: Duration, slack: f64) -> bool {
+        requeue_after(action).is_some_and(|d| {
+            let (d, e) = (d.as_secs_f64(), expected.as_secs_f64());
+            (d - e).abs() <= e * slack + 0.005
+        })
+    }
+
+    #[tokio::test]
+    async fn a_task_calls_the_cloud_through_its_budget_writes_its_status_and_comes_back_after_its_interval()
+     {
+        let fx = Fixture::new();
+        let task = Arc::new(Fixture::task("a"));
+        let action = reconcile(task, fx.ctx.clone()).await.unwrap();
+        assert_eq!(fx.cloud.calls(), ["task-a"]);
+        let writes = fx.api.writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(
+            (
+                writes[0].kind.as_str(),
+                writes[0].namespace.as_deref(),
+                writes[0].name.as_str()
+            ),
+            ("MpuRelayTask", Some("team"), "a")
+        );
+        assert_eq!(
+            condition_reason(&writes[0].status, conditions::SYNCED).as_deref(),
+            Some("Polled")
+        );
+        assert!(
+            requeues_about(&action, fx.ctx.poll.running, 0.031),
+            "{action:?}"
+        );
+        assert_eq!(fx.budget().unwrap().view(Instant::now()).members, 1);
+    }
+
+    #[tokio::test]
+    async fn a_suspended_task_leaves_its_budget_and_makes_no_call() {
+        let fx = Fixture::new();
+        let mut task = Fixture::task("a");
+        reconcile(Arc::new(task.clone()), fx.ctx.clone())
+            .await
+            .unwrap();
+        let budget = fx.budget().unwrap();
+        assert_eq!(budget.view(Instant::now()).members, 1);
+
+        task.spec.suspend = true;
+        task.metadata.generation = Some(2);
+        let action = reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        assert_eq!(fx.cloud.calls().len(), 1, "no call for a suspended task");
+        assert_eq!(budget.view(Instant::now()).members, 0);
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(
+            condition_reason(&last.status, conditions::SYNCED).as_deref(),
+            Some("Suspended")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_status_write_is_retried_as_planned_without_a_new_cloud_call() {
+        let fx = Fixture::new();
+        let task = Arc::new(Fixture::task("a"));
+        fx.api.refuse(503, 2);
+
+        // Refused: kept, and written again after a second.
+        let action = reconcile(task.clone(), fx.ctx.clone()).await.unwrap();
+        assert!(
+            requeues_about(&action, Duration::from_secs(1), 0.031),
+            "{action:?}"
+        );
+        assert!(fx.api.writes().is_empty());
+        // Refused again: after two seconds, still without a call.
+        let action = reconcile(task.clone(), fx.ctx.clone()).await.unwrap();
+        assert!(
+            requeues_about(&action, Duration::from_secs(2), 0.031),
+            "{action:?}"
+        );
+        // Taken: the task comes back at its next poll (its interval from the first call).
+        let action = reconcile(task.clone(), fx.ctx.clone()).await.unwrap();
+        let back = requeue_after(&action).unwrap();
+        assert!(
+            back < fx.ctx.poll.running.mul_f64(1.031) && back > Duration::from_secs(25),
+            "{action:?}"
+        );
+        assert_eq!(fx.api.attempts(), 3);
+        assert_eq!(fx.api.writes().len(), 1);
+        assert_eq!(fx.cloud.calls().len(), 1, "the retries made no call");
+        assert_eq!(
+            condition_reason(&fx.api.writes()[0].status, conditions::SYNCED).as_deref(),
+            Some("Polled")
+        );
+
+        // Nothing left to retry: the next reconcile polls as usual, at its budget slot.
+        let action = reconcile(task.clone(), fx.ctx.clone()).await.unwrap();
+        if let Some(wait) = requeue_after(&action).filter(|_| fx.cloud.calls().len() == 1) {
+            assert!(wait < Duration::from_millis(100), "{action:?}");
+            tokio::time::sleep(wait).await;
+            reconcile(task, fx.ctx.clone()).await.unwrap();
+        }
+        assert_eq!(fx.cloud.calls().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_of_an_older_spec_is_dropped_and_the_task_polled_afresh() {
+        let fx = Fixture::new();
+        let mut task = Fixture::task("a");
+        fx.api.refuse(500, 1);
+        reconcile(Arc::new(task.clone()), fx.ctx.clone())
+            .await
+            .unwrap();
+        assert!(fx.api.writes().is_empty());
+        task.metadata.generation = Some(2);
+        // The budget's next slot is a hundredth of a second on (100 calls/s).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert_eq!(fx.cloud.calls().len(), 2);
+        let written = fx.api.writes();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].status["observedGeneration"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_status_write_for_a_task_deleted_meanwhile_is_no_error() {
+        let fx = Fixture::new();
+        fx.api.refuse(404, 1);
+        let action = reconcile(Arc::new(Fixture::task("a")), fx.ctx.clone())
+            .await
+            .unwrap();
+        assert!(
+            requeues_about(&action, fx.ctx.poll.running, 0.031),
+            "{action:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_makes_no_call_and_looks_again_in_a_second() {
+        let mut fx = Fixture::new();
+        Arc::get_mut(&mut fx.ctx).unwrap().fence = Some(Arc::new(|| false));
+        let action = reconcile(Arc::new(Fixture::task("a")), fx.ctx.clone())
+            .await
+            .unwrap();
+        assert!(
+            requeues_about(&action, schedule::FENCE_WAIT, 0.0),
+            "{action:?}"
+        );
+        assert!(fx.cloud.calls().is_empty());
+        assert!(fx.api.writes().is_empty());
+    }
+
+    /// Through kube-runtime's own `Controller` and runner, which spawns every reconcile on a
+    /// task of its own: a panic there, uncaught, would be resumed in the controller's stream
+    /// and end it for every object.
+    #[tokio::test]
+    async fn one_task_whose_reconcile_panics_leaves_the_others_to_kube_runtimes_runner() {
+        use futures::StreamExt;
+        use kube::runtime::controller::Controller;
+
+        let mut fx = Fixture::new();
+        let tasks: Vec<MpuRelayTask> = (0..5).map(|i| Fixture::task(&format!("t{i}"))).collect();
+        fx.list(&tasks);
+        fx.cloud.panic_on("task-t2");
+        let triggers = futures::stream::iter(tasks.clone().into_iter().map(Ok))
+            .chain(futures::stream::pending());
+        let results = Controller::for_stream(triggers, fx.task_store()).run(
+            reconcile_traced,
+            super::super::error_policy,
+            fx.ctx.clone(),
+        );
+        tokio::pin!(results);
+        let mut seen = std::collections::BTreeMap::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(20));
+        tokio::pin!(deadline);
+        while seen.len() < tasks.len() {
+            tokio::select! {
+                result = results.next() => {
+                    let (object, action) = result.expect("the controller runs on").expect("reconciled");
+                    // A task waiting for its slot comes back; count it once it called.
+                    if fx.api.writes().iter().any(|w| w.name == object.name) {
+                        seen.insert(object.name.clone(), action);
+                    }
+                }
+                _ = &mut deadline => panic!("only {seen:?} were reconciled"),
+            }
+        }
+        let reason = |name: &str| {
+            fx.api
+                .writes()
+                .iter()
+                .rev()
+                .find(|w| w.name == name)
+                .and_then(|w| condition_reason(&w.status, conditions::SYNCED))
+        };
+        for name in ["t0", "t1", "t3", "t4"] {
+            assert_eq!(reason(name).as_deref(), Some("Polled"), "{name}");
+        }
+        // The broken one is marked, and retried after its backoff.
+        assert_eq!(reason("t2").as_deref(), Some("InternalError"));
+        let back = requeue_after(&seen["t2"]).unwrap();
+        assert!(back <= fx.ctx.poll.min_backoff.mul_f64(1.031), "{back:?}");
+        let metrics = fx.ctx.metrics.encode();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.contains("reconcile_panics") && l.ends_with(" 1")),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_panic_recovery_panics_too_fails_with_panicked_for_the_error_policy() {
+        let fx = Fixture::new();
+        fx.api.panic_on("a");
+        let result = reconcile_traced(Arc::new(Fixture::task("a")), fx.ctx.clone()).await;
+        assert!(matches!(result, Err(Error::Panicked)), "{result:?}");
+        assert_eq!(
+            fx.api.attempts(),
+            2,
+            "the status write, then the recovery's"
+        );
+    }
 
     #[test]
     fn requeues_end_on_a_shared_4_ms_grid_never_sooner_and_less_than_4_ms_later() {
@@ -414,7 +623,7 @@ mod tests {
 
     #[test]
     fn refused_writes_are_retried_after_one_second_doubling_to_a_minute() {
-        let secs = |n| write_retry_delay(n).as_secs_f64();
+        let secs = |n| schedule::backoff(n, super::super::spread()).as_secs_f64();
         assert!((0.96..1.04).contains(&secs(1)));
         assert!((1.9..2.1).contains(&secs(2)));
         for n in [7, 8, 100, u32::MAX] {
