@@ -5,6 +5,8 @@
 //! person would act on changed (readiness, throttling, the task count, the limit) or a figure
 //! moved by more than a tenth, so an account never turns into a stream of API writes.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -26,12 +28,30 @@ pub struct AccountFacts<'a> {
     pub budget: Option<BudgetView>,
 }
 
-/// The status to write (if `write`) and the events to publish.
+/// The status to write (if `write`), the events to publish, and when to look again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountDecision {
     pub status: AccountStatus,
     pub write: bool,
     pub events: Vec<EventSpec>,
+    /// When the account is reconciled again (before the ±3 % jitter).
+    pub next: Duration,
+}
+
+/// How often an account's status is refreshed (its budget figures, its task count).
+pub const ACCOUNT_REFRESH: Duration = Duration::from_secs(15);
+/// How soon an account that could not be resolved is looked at again: a passing problem (STS
+/// unreachable) soon, one that needs a change (a Secret created or fixed) a little later.
+pub const ACCOUNT_RETRY: Duration = Duration::from_secs(5);
+pub const ACCOUNT_RETRY_AFTER_CHANGE: Duration = Duration::from_secs(10);
+
+/// When an account is looked at again, by what its resolution gave.
+fn next_look(resolution: Result<(), &Problem>) -> Duration {
+    match resolution {
+        Err(p) if !p.permanent => ACCOUNT_RETRY,
+        Err(_) => ACCOUNT_RETRY_AFTER_CHANGE,
+        Ok(()) => ACCOUNT_REFRESH,
+    }
 }
 
 /// The action of events about an account.
@@ -153,6 +173,7 @@ pub fn decide_account(
         status: next,
         write,
         events,
+        next: next_look(facts.resolution),
     }
 }
 
@@ -231,6 +252,38 @@ mod tests {
             auth_failure: None,
             tasks,
             budget: Some(budget),
+        }
+    }
+
+    #[test]
+    fn an_account_is_looked_at_again_in_15_s_or_sooner_while_it_cannot_be_used() {
+        let d = decide_account(None, &ok_facts(1, view(1, 9.7, 0)), at(0));
+        assert_eq!(d.next, ACCOUNT_REFRESH);
+        let passing = Problem {
+            reason: reasons::IDENTITY_UNKNOWN,
+            message: "STS unreachable".into(),
+            permanent: false,
+        };
+        let needs_change = Problem {
+            reason: "SecretNotFound",
+            message: "no Secret".into(),
+            permanent: true,
+        };
+        for (problem, next) in [
+            (&passing, ACCOUNT_RETRY),
+            (&needs_change, ACCOUNT_RETRY_AFTER_CHANGE),
+        ] {
+            let facts = AccountFacts {
+                resolution: Err(problem),
+                budget: None,
+                ..ok_facts(1, view(1, 9.7, 0))
+            };
+            assert_eq!(
+                decide_account(None, &facts, at(0)).next,
+                next,
+                "{}",
+                problem.reason
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 //! figures fresh.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -12,13 +12,6 @@ use kube::runtime::controller::Action;
 use super::{AccountKey, AccountObject};
 use crate::controller::account_status::{AccountFacts, decide_account};
 use crate::controller::{Context, Error, guarded, jitter};
-
-/// How often an account's status is refreshed (its budget figures, its task count).
-const ACCOUNT_REFRESH: Duration = Duration::from_secs(15);
-/// How soon an account that could not be resolved is looked at again: a passing problem (STS
-/// unreachable) soon, one that needs a change (a Secret created or fixed) a little later.
-const ACCOUNT_RETRY: Duration = Duration::from_secs(5);
-const ACCOUNT_RETRY_AFTER_CHANGE: Duration = Duration::from_secs(10);
 
 /// One reconcile of one account: resolve it, and publish what that gave and its budget.
 pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -59,12 +52,7 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
         AccountObject::Namespaced(a) => ctx.publish(&**a, &decision.events).await,
         AccountObject::Cluster(a) => ctx.publish(&**a, &decision.events).await,
     }
-    let next = match &resolution {
-        Err(p) if !p.permanent => ACCOUNT_RETRY,
-        Err(_) => ACCOUNT_RETRY_AFTER_CHANGE,
-        Ok(_) => ACCOUNT_REFRESH,
-    };
-    Ok(Action::requeue(jitter(next)))
+    Ok(Action::requeue(jitter(decision.next)))
 }
 
 /// [`reconcile`] inside a span naming the account.
