@@ -65,6 +65,9 @@ sbom="$out/$name-$version.cdx.json"
     --override-filename "$name-sbom" "${features[@]}" >&2
 )
 mv "$root/$name-sbom.json" "$sbom"
+# cargo-cyclonedx writes one per workspace member; the simulator and the signing crate's own
+# are not the image's (the signer is in the operator's SBOM as its dependency).
+rm -f "$root"/crates/*/"$name-sbom.json"
 
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 log "built $tag: $((size / 1024)) KiB ($(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }') MB)"
