@@ -25,7 +25,7 @@
 # opt-level 2 with fat LTO, one codegen unit, no symbols: 14.6 MB, under the image's 15 MB target
 # (opt-level 3 with thin LTO was 15.6 MB, opt-level 2 with thin LTO 15.4 MB). opt-level s (12.6 MB)
 # cost a third more CPU per poll at 10 000 tasks (0.120 against 0.080-0.083 CPU s per 1 000 polls,
-# `make profile`; bench 0.146 against 0.107): BENCHMARKS.md, "The image's binary at opt-level 2".
+# `make profile`; bench 0.146 against 0.107): docs/benchmarks-history.md, "The image's binary at opt-level 2".
 set -euo pipefail
 
 out=${1:?usage: image/rootfs.sh <out dir> | --binary | --cargo-features}

@@ -1,7 +1,7 @@
 // jemalloc instead of the system allocator: at 10 000 tasks a fresh operator taking over (the
 // initial list, a first reconcile of everything) leaves glibc's per-thread arenas holding far more
 // than is live, and its malloc/free were 13 % of the operator's CPU. Measured with `make profile`
-// (BENCHMARKS.md, "Memory and CPU"): RSS 69.8 -> 56.0 MiB, CPU per 1 000 polls 0.234 -> 0.161 s;
+// (docs/benchmarks-history.md, "Memory and CPU"): RSS 69.8 -> 56.0 MiB, CPU per 1 000 polls 0.234 -> 0.161 s;
 // mimalloc gave the same CPU but kept more (71 MiB, 89 MiB peak).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -44,7 +44,7 @@ pub fn init_logging(format: LogFormat) {
 /// logs only warnings unless the value names `kube_runtime` itself. Its `reconciling object`
 /// span, at info, wraps every reconcile and is entered and left at every poll of it (an earlier
 /// profile at 10 000 tasks put it and a span of ours at a fifth of the CPU per poll; at 1 000
-/// tasks and one reconcile per poll it is within the profile's run-to-run noise, BENCHMARKS.md);
+/// tasks and one reconcile per poll it is within the profile's run-to-run noise, docs/benchmarks-history.md);
 /// the operator's own log lines name their object in a field instead.
 pub fn log_filter(rust_log: Option<&str>) -> String {
     let base = rust_log

@@ -121,7 +121,7 @@ impl RoundTrips {
 /// the runtime serves a call of each. Budgets at their own phases woke it about once per call
 /// (issue 11: about 920 voluntary context switches a second at 970 calls/s over 100 accounts,
 /// against 85-93 for an operator whose accounts happened to start in step, at half the CPU per
-/// call; BENCHMARKS.md, "Wake-ups, not work"). Groups keep each burst small enough: with all
+/// call; docs/benchmarks-history.md, "Wake-ups, not work"). Groups keep each burst small enough: with all
 /// 100 accounts calling at once, the last reconciles of a burst queued behind the others and
 /// the answers, started up to 10 ms late, and the window guard (which tolerates 5.9 ms) held
 /// them back: 1.23-1.47 reconciles per poll at 10 000 tasks (`make profile`).
@@ -133,7 +133,7 @@ pub struct Lattice {
 }
 
 /// Phases within a spacing that budgets are dealt out to: 52 ms apart at 9.7 calls/s, 50
-/// accounts to a group at 100 accounts. Measured with `make profile` (BENCHMARKS.md, "Lattice
+/// accounts to a group at 100 accounts. Measured with `make profile` (docs/benchmarks-history.md, "Lattice
 /// groups"): 2 groups took 1.04 reconciles and 0.09 context switches per poll at 10 000 tasks,
 /// 1 group 1.23 reconciles, 8 groups 0.36 context switches (bursts too small to keep the
 /// runtime awake between answers) and 60 % more CPU per poll at 1 000 tasks.

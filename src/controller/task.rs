@@ -142,7 +142,7 @@ const WAKE_GRID: Duration = Duration::from_millis(4);
 /// 970 polls/s over 100 accounts were about 930 separate wake-ups of the operator's thread a
 /// second (its voluntary context switches), and a fresh operator whose accounts happened to
 /// start in step (one wake-up serving many polls) spent half the CPU per poll, 0.072 against
-/// 0.148 s per 1 000 at 10 000 tasks (`make profile`, BENCHMARKS.md). Rounding up never makes
+/// 0.148 s per 1 000 at 10 000 tasks (`make profile`, docs/benchmarks-history.md). Rounding up never makes
 /// a call earlier than its budget slot, and the window guard still checks every call; 4 ms
 /// is within the guard's 5.9 ms of tolerance for calls that start late (3 % margin).
 fn coalesced(delay: Duration) -> Duration {
