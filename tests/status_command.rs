@@ -8,8 +8,8 @@ use mpu_cloud_sim::{
 };
 use mpu_relay_operator::api::{CloudApi, SignatureVersion};
 use mpu_relay_operator::cloud::ErrorClass;
+use mpu_relay_operator::cloud::access_key::Credentials;
 use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
-use mpu_relay_operator::cloud::credentials::Credentials;
 use mpu_relay_operator::cloud::endpoint::Endpoint;
 
 const AK: &str = "LTAI5tStatusCommand";

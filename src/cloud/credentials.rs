@@ -23,8 +23,7 @@ use crate::cloud::client::{AssumeRoleWithOidc, CloudClient, StsCredentials};
 use crate::cloud::endpoint::Endpoint;
 use crate::cloud::response::{CloudError, ErrorClass};
 
-// Where callers have always found them: an AccessKey is what the sources here produce.
-pub use crate::cloud::access_key::{Credentials, SecretString};
+use crate::cloud::access_key::Credentials;
 
 pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ENV_ACCESS_KEY_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";

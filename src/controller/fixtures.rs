@@ -21,8 +21,9 @@ use crate::api::{
     OperatorCredentialsRef,
 };
 use crate::budget::Budgets;
+use crate::cloud::access_key::Credentials;
 use crate::cloud::client::{ClientOptions, CloudClient};
-use crate::cloud::credentials::{Credentials, OperatorCredentials, RrsaSettings};
+use crate::cloud::credentials::{OperatorCredentials, RrsaSettings};
 use crate::cloud::endpoint::{AllowedEndpoints, Endpoint};
 use crate::telemetry::Metrics;
 

@@ -12,8 +12,8 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, Recorder};
 
 use super::FIELD_MANAGER;
+use crate::cloud::access_key::Credentials;
 use crate::cloud::client::{CloudClient, StatusQuery};
-use crate::cloud::credentials::Credentials;
 use crate::cloud::{CloudError, MpuTaskStatus};
 
 /// The cloud operation a task's reconcile calls: GetMPUTaskStatus.

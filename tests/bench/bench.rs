@@ -2280,8 +2280,8 @@ fn peer_ratio_rows(peer: &Peer, operator: f64, report: &mut Report) {
 /// GetMPUTaskStatus calls on a current-thread runtime; CPU from getrusage(RUSAGE_SELF).
 fn raw_client(args: &[String]) -> ExitCode {
     use mpu_relay_operator::api::{CloudApi, SignatureVersion};
+    use mpu_relay_operator::cloud::access_key::Credentials;
     use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
-    use mpu_relay_operator::cloud::credentials::Credentials;
     use mpu_relay_operator::cloud::endpoint::Endpoint;
 
     let [signature, endpoint, ak, secret, app, task, reps, calls] = args else {

@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use super::{AccountKey, AccountObject};
 use crate::api::{AccountSpec, Connection, RrsaRole};
 use crate::budget::{Budget, Budgets, CloudAccount, Limit};
+use crate::cloud::access_key::Credentials;
 use crate::cloud::client::CloudClient;
 use crate::cloud::credentials::{
-    self, Credentials, CredentialsError, OperatorCredentials, RrsaProvider, RrsaSettings,
+    self, CredentialsError, OperatorCredentials, RrsaProvider, RrsaSettings,
 };
 use crate::cloud::endpoint::{AllowedEndpoints, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
