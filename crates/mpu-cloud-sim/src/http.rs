@@ -1,5 +1,6 @@
-//! The simulator's HTTP side: the accept loop (TCP_NODELAY, one write per response, dropping a
-//! connection on demand), the `/` handler that feeds [`State::handle`], and rendering of replies.
+//! The simulator's HTTP side: the accept loop (TCP_NODELAY, the TLS handshake when serving HTTPS,
+//! one write per response, dropping a connection on demand), the `/` handler that feeds
+//! [`State::handle`], and rendering of replies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use super::Shared;
@@ -23,6 +26,8 @@ use super::wire::{self, ApiError, CONTENT_TYPE_JSON, ErrorBody, HEADER_REQUEST_I
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// A client that opens a connection and never finishes its handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-connection handle a handler uses to close its connection without answering.
 #[derive(Clone, Default)]
@@ -38,16 +43,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Serves until `shutdown` changes or its sender is dropped; open connections then finish their
-/// current request.
+/// Serves (over TLS when `tls` is given) until `shutdown` changes or its sender is dropped; open
+/// connections then finish their current request.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let router = router(shared.clone());
     loop {
-        let stream = tokio::select! {
+        let stream: TcpStream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -63,15 +69,38 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "simulator: cannot set TCP_NODELAY");
         }
-        tokio::spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+        match &tls {
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let (shared, router, shutdown) = (shared.clone(), router.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            shared.handshakes.fetch_add(1, Ordering::Relaxed);
+                            serve_connection(stream, router, shutdown).await;
+                        }
+                        Ok(Err(error)) => {
+                            shared.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%error, "simulator: TLS handshake failed");
+                        }
+                        Err(_) => {
+                            shared.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!("simulator: TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+            }
+        }
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_connection<S>(stream: S, router: Router, mut shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let control = ConnControl::default();
     let dropped = control.drop.clone();
     let service =

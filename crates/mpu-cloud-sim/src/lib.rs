@@ -2,10 +2,12 @@
 //! GetCallerIdentity), for tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It
 //! checks V1 and V3 signatures, timestamps, nonces and STS tokens, enforces each Alibaba account's
 //! (uid's) QPS over any sliding second, serves per-task statuses, injects faults per action and
-//! counts calls, per second and per User-Agent (admin API under `/admin/`).
+//! counts calls, per second and per User-Agent (admin API under `/admin/`). It serves HTTPS with
+//! a CA generated for the run ([`tls`]), as the cloud does, or plain HTTP where a test is about HTTP.
 //!
 //! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
-//! pure), [`faults`], [`stats`], [`wire`] (codes and bodies), `http` (server) and `admin` (routes).
+//! pure), [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
+//! (server) and `admin` (routes).
 
 mod admin;
 pub mod config;
@@ -14,9 +16,9 @@ mod http;
 pub mod limiter;
 pub mod state;
 pub mod stats;
+pub mod tls;
 pub mod wire;
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +33,7 @@ pub use config::{AccountConfig, ConfigError, RoleConfig, SimulatorConfig, TaskCo
 pub use faults::{FaultKind, FaultRequest, FaultRule, FaultSpec};
 pub use state::{AccountView, StatsView, StsStats, TaskView, UidView};
 pub use stats::{Bucket, CallStatsView};
+pub use tls::{ServerCertificate, Tls, TlsError};
 pub use wire::Action;
 
 use state::{Clock, State};
@@ -48,24 +51,51 @@ pub enum SimulatorError {
     Config(#[from] ConfigError),
     #[error("invalid fault: {0}")]
     Fault(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
-/// Entry point for tests: `Simulator::start(config).await?` gives a running simulator on a free
-/// loopback port.
+/// How the simulator speaks to its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// HTTPS with a CA generated for the run, presenting this certificate: what the cloud does.
+    Https(ServerCertificate),
+    /// Plain HTTP, for tests about HTTP itself and for measuring what TLS costs.
+    Http,
+}
+
+impl Default for Scheme {
+    fn default() -> Self {
+        Scheme::Https(ServerCertificate::Valid)
+    }
+}
+
+/// Entry point for tests: `Simulator::start(config).await?` gives a running HTTPS simulator on a
+/// free loopback port; give clients [`SimulatorHandle::ca_pem`].
 pub struct Simulator;
 
 impl Simulator {
-    /// Starts on `127.0.0.1:0`.
+    /// Starts on `127.0.0.1:0`, over HTTPS with a valid certificate.
     pub async fn start(config: SimulatorConfig) -> Result<SimulatorHandle, SimulatorError> {
-        Self::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config).await
+        Self::start_with(loopback(), Scheme::default(), config).await
     }
 
-    /// Starts on `listen`.
-    pub async fn bind(
+    /// Starts on `127.0.0.1:0` over plain HTTP.
+    pub async fn start_http(config: SimulatorConfig) -> Result<SimulatorHandle, SimulatorError> {
+        Self::start_with(loopback(), Scheme::Http, config).await
+    }
+
+    /// Starts on `listen`, speaking `scheme`.
+    pub async fn start_with(
         listen: SocketAddr,
+        scheme: Scheme,
         config: SimulatorConfig,
     ) -> Result<SimulatorHandle, SimulatorError> {
         config.validate()?;
+        let tls = match scheme {
+            Scheme::Https(certificate) => Some(Tls::generate(certificate)?),
+            Scheme::Http => None,
+        };
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| SimulatorError::Bind {
@@ -80,10 +110,16 @@ impl Simulator {
             })?;
         let shared = Arc::new(Shared::new(&config));
         let (shutdown, watcher) = watch::channel(false);
-        let server = tokio::spawn(http::serve(listener, shared.clone(), watcher));
-        tracing::info!(%addr, "simulator listening");
+        let server = tokio::spawn(http::serve(
+            listener,
+            tls.as_ref().map(Tls::acceptor),
+            shared.clone(),
+            watcher,
+        ));
+        tracing::info!(%addr, https = tls.is_some(), "simulator listening");
         Ok(SimulatorHandle {
             addr,
+            tls,
             shared,
             shutdown,
             server,
@@ -97,6 +133,10 @@ pub(crate) struct Shared {
     started: Instant,
     /// Connections accepted since the start: how a test tells reuse from reconnecting.
     connections: AtomicU64,
+    /// TLS handshakes completed, and those that failed (the client refused the certificate,
+    /// or spoke something else).
+    handshakes: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl Shared {
@@ -110,6 +150,8 @@ impl Shared {
             state: Mutex::new(State::new(config, now)),
             started: Instant::now(),
             connections: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +172,7 @@ impl Shared {
 /// A running simulator. Dropping it stops the server (open connections finish their request).
 pub struct SimulatorHandle {
     addr: SocketAddr,
+    tls: Option<Tls>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -140,9 +183,16 @@ impl SimulatorHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`, the endpoint to give a client.
+    /// `https://127.0.0.1:<port>` (`http://` when serving plain HTTP), the endpoint to give a
+    /// client.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA a client must trust to reach this simulator (PEM); `None` over plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(Tls::ca_pem)
     }
 
     /// `127.0.0.1:<port>`, the `host` a V3 signer signs.
@@ -153,6 +203,17 @@ impl SimulatorHandle {
     /// TCP connections the server has accepted since it started.
     pub fn connections_accepted(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes completed since the start: a client that reuses its connections makes one
+    /// per connection, not one per call.
+    pub fn handshakes_completed(&self) -> u64 {
+        self.shared.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed since the start (e.g. the client refused the certificate).
+    pub fn handshakes_failed(&self) -> u64 {
+        self.shared.handshake_failures.load(Ordering::Relaxed)
     }
 
     /// Sets a task's status (creating it), as `PUT /admin/tasks/{app}/{task}` does.
@@ -239,19 +300,6 @@ impl SimulatorHandle {
     }
 }
 
-/// Runs the simulator on `listen` until `shutdown` completes (for the CLI: pass Ctrl-C).
-pub async fn run_until(
-    listen: SocketAddr,
-    config: SimulatorConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), SimulatorError> {
-    let handle = Simulator::bind(listen, config).await?;
-    shutdown.await;
-    handle.shutdown().await;
-    Ok(())
-}
-
-/// Runs the simulator on `listen` until the process ends.
-pub async fn run(listen: SocketAddr, config: SimulatorConfig) -> Result<(), SimulatorError> {
-    run_until(listen, config, std::future::pending()).await
+fn loopback() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mpu_cloud_sim::SimulatorConfig;
+use mpu_cloud_sim::{Scheme, Simulator, SimulatorConfig};
 
 /// A simulator of Alibaba Cloud's GetMPUTaskStatus endpoint (and STS) for tests and demos.
 #[derive(Parser, Debug)]
@@ -19,11 +19,23 @@ struct Args {
     /// Accounts, tasks and roles (YAML or JSON); see examples/simulator.yaml.
     #[arg(long, env = "MPU_CLOUD_SIM_CONFIG")]
     config: Option<PathBuf>,
+    /// Serves HTTPS (the default) with a CA generated at start; writes that CA here (PEM), for
+    /// the operator's `--ca-bundle`.
+    #[arg(long, env = "MPU_CLOUD_SIM_CA_OUT", conflicts_with = "http")]
+    ca_out: Option<PathBuf>,
+    /// Serves plain HTTP instead of HTTPS.
+    #[arg(long, env = "MPU_CLOUD_SIM_HTTP")]
+    http: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Args { listen, config } = Args::parse();
+    let Args {
+        listen,
+        config,
+        ca_out,
+        http,
+    } = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,14 +52,28 @@ async fn main() -> ExitCode {
         },
         None => SimulatorConfig::default(),
     };
-    tracing::info!(%listen, "simulating GetMPUTaskStatus");
-    match mpu_cloud_sim::run_until(listen, config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let scheme = if http {
+        Scheme::Http
+    } else {
+        Scheme::default()
+    };
+    let simulator = match Simulator::start_with(listen, scheme, config).await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    if let (Some(path), Some(pem)) = (&ca_out, simulator.ca_pem())
+        && let Err(e) = std::fs::write(path, pem)
+    {
+        eprintln!("error: cannot write the CA to {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
+    tracing::info!(url = %simulator.base_url(), "simulating GetMPUTaskStatus");
+    shutdown_signal().await;
+    simulator.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,4 +1,4 @@
-//! The simulator over HTTP: requests signed with `mpu-relay-sign` (V1 and V3) against a simulator on a
+//! The simulator over HTTP (and, at the end, over HTTPS with its generated CA): requests signed with `mpu-relay-sign` (V1 and V3) against a simulator on a
 //! loopback port, covering each answer Alibaba Cloud gives, throttling (per uid), faults (per
 //! action), the admin API, calls per User-Agent, STS AssumeRoleWithOIDC and GetCallerIdentity, and
 //! the test TCP proxy.
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mpu_cloud_sim::{
-    Action, FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle,
-    TaskConfig, UidConfig, config::AccountConfig,
+    Action, FaultKind, FaultSpec, RoleConfig, Scheme, ServerCertificate, Simulator,
+    SimulatorConfig, SimulatorHandle, TaskConfig, UidConfig, config::AccountConfig,
 };
 use mpu_relay_sign::{self as sign, Freshness, Method, MpuStatusCall, SignedRequest, SigningKey};
 use serde_json::{Value, json};
@@ -68,7 +68,9 @@ fn config() -> SimulatorConfig {
 }
 
 async fn start() -> SimulatorHandle {
-    Simulator::start(config()).await.expect("simulator starts")
+    Simulator::start_http(config())
+        .await
+        .expect("simulator starts")
 }
 
 /// One client per test thread (each `#[tokio::test]` runs on its own thread and runtime), so a
@@ -1200,7 +1202,7 @@ fn shared_uid_config(qps: u32) -> SimulatorConfig {
 
 #[tokio::test]
 async fn keys_sharing_a_uid_share_one_sliding_second_and_other_uids_keep_theirs() {
-    let sim = Simulator::start(shared_uid_config(2)).await.unwrap();
+    let sim = Simulator::start_http(shared_uid_config(2)).await.unwrap();
     let started = Instant::now();
     assert_eq!(v1(&sim, &KEY_A, TASK).await.0, 200);
     assert_eq!(v1(&sim, &KEY_B, TASK).await.0, 200);
@@ -1234,7 +1236,7 @@ async fn keys_sharing_a_uid_share_one_sliding_second_and_other_uids_keep_theirs(
 
 #[tokio::test]
 async fn sts_session_calls_draw_on_the_budget_of_the_uid_owning_the_role() {
-    let sim = Simulator::start(shared_uid_config(2)).await.unwrap();
+    let sim = Simulator::start_http(shared_uid_config(2)).await.unwrap();
     let (status, assumed) = assume_role(
         &sim,
         &[("RoleArn", SHARED_ROLE_ARN), ("OIDCProviderArn", "any")],
@@ -1265,7 +1267,7 @@ async fn sts_session_calls_draw_on_the_budget_of_the_uid_owning_the_role() {
 
 #[tokio::test]
 async fn set_qps_of_one_key_and_admin_uid_qps_change_the_shared_limit() {
-    let sim = Simulator::start(shared_uid_config(10)).await.unwrap();
+    let sim = Simulator::start_http(shared_uid_config(10)).await.unwrap();
     assert!(sim.set_qps(AK_A, 1));
     assert_eq!(sim.stats(false).accounts[AK_B].qps, 1);
     assert_eq!(v1(&sim, &KEY_A, TASK).await.0, 200);
@@ -1295,7 +1297,7 @@ async fn set_qps_of_one_key_and_admin_uid_qps_change_the_shared_limit() {
 #[tokio::test]
 async fn account_without_uid_gets_a_stable_sixteen_digit_uid_of_its_own() {
     let sim = start().await;
-    let other = Simulator::start(config()).await.unwrap();
+    let other = Simulator::start_http(config()).await.unwrap();
     let uid = sim.uid_of(AK).unwrap();
     assert_eq!(uid.len(), 16);
     assert!(uid.bytes().all(|b| b.is_ascii_digit()));
@@ -1311,7 +1313,7 @@ async fn account_without_uid_gets_a_stable_sixteen_digit_uid_of_its_own() {
 
 #[tokio::test]
 async fn admin_account_upsert_can_join_an_existing_uid() {
-    let sim = Simulator::start(shared_uid_config(1)).await.unwrap();
+    let sim = Simulator::start_http(shared_uid_config(1)).await.unwrap();
     let (status, body) = admin(
         &sim,
         reqwest::Method::PUT,
@@ -1671,4 +1673,104 @@ async fn proxy_in_front_of_the_simulator_carries_signed_calls_until_cut() {
     assert_eq!(status_and_json(response).await.0, 200);
     // The call sent while cut never reached the simulator.
     assert_eq!(sim.stats(false).all.total, 2);
+}
+
+/// A client that trusts only `ca_pem`, as the operator does with `--ca-bundle` and no platform
+/// CA that could vouch for the simulator.
+fn https_client(ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let roots = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("CA parses");
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .tls_certs_only(roots)
+        .build()
+        .expect("client builds")
+}
+
+async fn start_https(certificate: ServerCertificate) -> SimulatorHandle {
+    Simulator::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        Scheme::Https(certificate),
+        config(),
+    )
+    .await
+    .expect("simulator starts")
+}
+
+#[tokio::test]
+async fn https_is_the_default_and_serves_signed_calls_to_a_client_trusting_its_ca() {
+    let sim = Simulator::start(config()).await.unwrap();
+    assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+    let client = https_client(sim.ca_pem().expect("an HTTPS simulator has a CA"));
+    // Eight: within the account's 10 calls per second.
+    for _ in 0..8 {
+        let signed = signed_v1(&KEY1, TASK, &nonce(), jiff::Timestamp::now());
+        let url = format!("{}{}?{}", sim.base_url(), signed.path, signed.query);
+        let response = client.get(url).send().await.unwrap();
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Eight calls, one connection, one handshake: reuse holds under TLS.
+    assert_eq!(sim.connections_accepted(), 1);
+    assert_eq!(sim.handshakes_completed(), 1);
+    assert_eq!(sim.handshakes_failed(), 0);
+    assert_eq!(sim.stats(false).all.total, 8);
+}
+
+#[tokio::test]
+async fn a_client_refuses_a_certificate_for_another_host_an_expired_one_and_an_unknown_ca() {
+    for (certificate, trusted, words) in [
+        (ServerCertificate::WrongHost, true, "NotValidForName"),
+        (ServerCertificate::Expired, true, "Expired"),
+        (ServerCertificate::Valid, false, "UnknownIssuer"),
+    ] {
+        let sim = start_https(certificate).await;
+        let ca = if trusted {
+            sim.ca_pem().unwrap().to_owned()
+        } else {
+            // Another run's CA: valid, but not the one that signed this server.
+            Simulator::start(config())
+                .await
+                .unwrap()
+                .ca_pem()
+                .unwrap()
+                .to_owned()
+        };
+        let error = https_client(&ca)
+            .get(format!("{}/admin/health", sim.base_url()))
+            .send()
+            .await
+            .expect_err("the handshake must fail");
+        let chain = error_chain(&error);
+        assert!(chain.contains(words), "{certificate:?}: {chain}");
+        assert_eq!(sim.handshakes_completed(), 0, "{certificate:?}");
+        // The server counts the failure when the client's alert reaches it.
+        for _ in 0..MAX_ATTEMPTS {
+            if sim.handshakes_failed() >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(sim.handshakes_failed() >= 1, "{certificate:?}");
+        assert_eq!(sim.stats(false).all.total, 0, "{certificate:?}: no call");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_by_an_https_simulator_without_reaching_the_api() {
+    let sim = Simulator::start(config()).await.unwrap();
+    let url = sim.base_url().replacen("https://", "http://", 1);
+    let _ = http().get(format!("{url}/admin/health")).send().await;
+    assert_eq!(sim.handshakes_completed(), 0);
+    assert_eq!(sim.stats(false).all.total, 0);
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause} ({cause:?})"));
+        source = cause.source();
+    }
+    text
 }
