@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::{error, info};
 
 use crate::api::{CloudApi, Phase, SignatureVersion};
-use crate::cloud::client::{ClientOptions, CloudClient, StatusQuery};
+use crate::cloud::client::{CaBundle, ClientOptions, CloudClient, StatusQuery};
 use crate::cloud::credentials::{self, OperatorCredentials, RrsaSettings};
 use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "MPU_RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// PEM file of CA certificates to trust for cloud endpoints in addition to the system's
+    /// roots (a private endpoint, a TLS-inspecting proxy); read once at start.
+    #[arg(long, env = "MPU_RELAY_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +159,19 @@ pub struct StatusArgs {
     pub signature: SignatureVersion,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// PEM file of CA certificates to trust in addition to the system's roots.
+    #[arg(long, env = "MPU_RELAY_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The extra CAs of `--ca-bundle` (none when not given); the error names the file.
+fn load_ca_bundle(path: Option<&std::path::Path>) -> Result<CaBundle, String> {
+    let Some(path) = path else {
+        return Ok(CaBundle::default());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("--ca-bundle: cannot read {}: {e}", path.display()))?;
+    CaBundle::from_pem(&pem).map_err(|e| format!("--ca-bundle {}: {e}", path.display()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -281,7 +298,10 @@ pub async fn run(
         lease_name,
         lease_duration,
         log_format: _,
+        ca_bundle,
     } = args;
+    let extra_roots = load_ca_bundle(ca_bundle.as_deref()).map_err(RunError::Settings)?;
+    let extra_roots_count = extra_roots.len();
     let positive = [
         ("--running-interval", running_interval),
         ("--waiting-interval", waiting_interval),
@@ -346,6 +366,7 @@ pub async fn run(
         timeout: cloud_timeout,
         connect_timeout: cloud_timeout.min(ClientOptions::default().connect_timeout),
         instance: Some(instance.clone()),
+        extra_roots,
     })
     .map_err(RunError::Http)?;
     let rrsa = RrsaSettings::from_env(env, sts.clone(), cloud.clone());
@@ -356,6 +377,7 @@ pub async fn run(
         namespaces = ?settings.namespaces,
         allowed_endpoints = ?allowed_endpoints,
         namespaced_accounts,
+        extra_cas = extra_roots_count,
         "starting"
     );
     let resolver = ResolverSettings {
@@ -434,7 +456,17 @@ pub async fn run(
 }
 
 async fn status(args: StatusArgs) -> ExitCode {
-    let client = match CloudClient::new(&ClientOptions::default()) {
+    let extra_roots = match load_ca_bundle(args.ca_bundle.as_deref()) {
+        Ok(roots) => roots,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let client = match CloudClient::new(&ClientOptions {
+        extra_roots,
+        ..ClientOptions::default()
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

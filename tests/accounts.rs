@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig};
+use mpu_cloud_sim::{
+    AccountConfig, Scheme, ServerCertificate, Simulator, SimulatorConfig, SimulatorHandle,
+    TaskConfig,
+};
 use mpu_relay_operator::api::{
     AccountStatus, ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, MpuRelayTaskStatus,
     conditions,
@@ -32,11 +35,8 @@ struct World {
     sim: SimulatorHandle,
 }
 
-async fn world(test: &str, tasks: usize, qps: u32) -> World {
-    let cp = support::shared();
-    let client = cp.client().await;
-    let ns = support::test_namespace(&client, test).await;
-    let sim = Simulator::start(SimulatorConfig {
+fn sim_config(tasks: usize, qps: u32) -> SimulatorConfig {
+    SimulatorConfig {
         accounts: vec![
             serde_json::from_value::<AccountConfig>(
                 json!({"accessKeyId": AK, "accessKeySecret": SK, "qps": qps}),
@@ -51,9 +51,16 @@ async fn world(test: &str, tasks: usize, qps: u32) -> World {
             })
             .collect(),
         ..SimulatorConfig::default()
-    })
-    .await
-    .expect("simulator starts");
+    }
+}
+
+async fn world(test: &str, tasks: usize, qps: u32) -> World {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, test).await;
+    let sim = Simulator::start(sim_config(tasks, qps))
+        .await
+        .expect("simulator starts");
     World { client, ns, sim }
 }
 
@@ -95,15 +102,22 @@ impl World {
     }
 
     fn operator(&self, args: &[&str]) -> Operator {
-        Operator::with_simulator(support::shared(), &self.ns, &self.sim.base_url(), args, &[])
+        Operator::with_simulator(support::shared(), &self.ns, &self.sim, args, &[])
     }
 
     /// Only the simulator's own address allowed (not loopback at large).
     fn operator_allowing(&self, allowed: &str) -> Operator {
+        let ca = support::ca_bundle(&self.sim).expect("an HTTPS simulator");
         Operator::start(
             support::shared(),
             &self.ns,
-            &["--namespaced-accounts", "--allowed-endpoints", allowed],
+            &[
+                "--namespaced-accounts",
+                "--allowed-endpoints",
+                allowed,
+                "--ca-bundle",
+                &ca,
+            ],
             &[("ALIBABA_CLOUD_STS_ENDPOINT", &self.sim.base_url())],
         )
     }
@@ -305,7 +319,7 @@ async fn integration_task_without_an_account_never_uses_the_operators_credential
     let op = Operator::with_simulator(
         support::shared(),
         &w.ns,
-        &w.sim.base_url(),
+        &w.sim,
         &[],
         &[
             ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK),
@@ -559,7 +573,7 @@ async fn integration_two_ram_users_of_one_cloud_account_share_its_budget() {
         let task = accounts::task(&format!("relay-{i}"), &format!("t{i}"), account);
         accounts::create_task(&client, &ns, &task).await;
     }
-    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), FAST_POLLING, &[]);
+    let op = Operator::with_simulator(cp, &ns, &sim, FAST_POLLING, &[]);
     assert!(
         eventually(Duration::from_secs(30), || async {
             sim.stats(true).tasks.unwrap().iter().all(|t| t.calls > 0)
@@ -613,10 +627,16 @@ async fn integration_namespaced_accounts_are_refused_unless_enabled() {
     accounts::account(&w.client, &w.ns, "live", &w.sim.base_url(), "ak", json!({})).await;
     accounts::create_task(&w.client, &w.ns, &accounts::task("relay", "t0", "live")).await;
     // The default: only cluster accounts, which the admin creates.
+    let ca = support::ca_bundle(&w.sim).expect("an HTTPS simulator");
     let op = Operator::start(
         support::shared(),
         &w.ns,
-        &["--allowed-endpoints", "http://127.0.0.1:*"],
+        &[
+            "--allowed-endpoints",
+            "https://127.0.0.1:*",
+            "--ca-bundle",
+            &ca,
+        ],
         &[("ALIBABA_CLOUD_STS_ENDPOINT", &w.sim.base_url())],
     );
     assert!(
@@ -702,7 +722,7 @@ async fn integration_an_sts_outage_holds_up_only_the_tasks_that_need_sts() {
     let op = Operator::with_simulator(
         cp,
         &ns,
-        &sim.base_url(),
+        &sim,
         FAST_POLLING,
         &[("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.to_str().unwrap())],
     );
@@ -802,7 +822,7 @@ async fn integration_two_hundred_accounts_come_and_go_and_leave_no_state_behind(
     )
     .await
     .expect("simulator starts");
-    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), &[], &[]);
+    let op = Operator::with_simulator(cp, &ns, &sim, &[], &[]);
     let series = || async {
         op.metrics()
             .await
@@ -898,5 +918,124 @@ async fn integration_two_hundred_accounts_come_and_go_and_leave_no_state_behind(
         "the second round grew the operator: {:.1} -> {:.1} MiB",
         mib(after_rounds[0]),
         mib(after_rounds[1])
+    );
+}
+
+#[tokio::test]
+async fn integration_certificates_for_another_host_expired_or_from_an_unknown_ca_stop_an_account_before_any_call()
+ {
+    let w = world("tls-failures", 2, 10).await;
+    let presenting = |certificate| async move {
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        Simulator::start_with(loopback, Scheme::Https(certificate), sim_config(1, 10))
+            .await
+            .unwrap()
+    };
+    let wrong_host = presenting(ServerCertificate::WrongHost).await;
+    let expired = presenting(ServerCertificate::Expired).await;
+    let unknown_ca = presenting(ServerCertificate::Valid).await;
+    // The operator trusts the CAs that signed the wrong-host and the expired certificates (so
+    // those fail for what they are), and the good simulator's; never the unknown one's.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca-bundle.crt");
+    let pems = [&w.sim, &wrong_host, &expired].map(|s| s.ca_pem().unwrap().to_owned());
+    std::fs::write(&bundle, pems.concat()).unwrap();
+
+    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
+    for (name, sim) in [
+        ("good", &w.sim),
+        ("wrong-host", &wrong_host),
+        ("expired", &expired),
+        ("unknown-ca", &unknown_ca),
+    ] {
+        accounts::account(&w.client, &w.ns, name, &sim.base_url(), "ak", json!({})).await;
+        let task_id = if name == "good" { "t1" } else { "t0" };
+        let task = accounts::task(&format!("relay-{name}"), task_id, name);
+        accounts::create_task(&w.client, &w.ns, &task).await;
+    }
+    let mut args = accounts::LOOPBACK.to_vec();
+    args.extend(["--ca-bundle", bundle.to_str().unwrap()]);
+    args.extend_from_slice(FAST_POLLING);
+    let op = Operator::start(
+        support::shared(),
+        &w.ns,
+        &args,
+        &[("ALIBABA_CLOUD_STS_ENDPOINT", &w.sim.base_url())],
+    );
+
+    for (name, sim, cause) in [
+        ("wrong-host", &wrong_host, "not valid for name"),
+        ("expired", &expired, "expired"),
+        ("unknown-ca", &unknown_ca, "UnknownIssuer"),
+    ] {
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                w.account_ready(name).await == Some(("False".into(), "TlsError".into()))
+                    && w.task_condition(&format!("relay-{name}"), conditions::STALLED)
+                        .await
+                        == Some(("True".into(), "TlsError".into()))
+            })
+            .await,
+            "{name}: {:?}\n{:?}\n{}",
+            w.account_status(name).await,
+            w.task_status(&format!("relay-{name}")).await,
+            op.output()
+        );
+        let status = w.account_status(name).await;
+        let message = &status.condition(conditions::READY).unwrap().message;
+        assert!(message.contains(cause), "{name}: {message}");
+        assert!(message.contains("--ca-bundle"), "{name}: {message}");
+        // The handshake failed, so nothing (no signature, no AccessKeyId) was sent.
+        assert_eq!(sim.stats(false).all.total, 0, "{name}");
+        assert_eq!(sim.handshakes_completed(), 0, "{name}");
+        assert!(sim.handshakes_failed() >= 1, "{name}");
+    }
+
+    // The good account works over TLS, and once the start's concurrent STS calls are done its
+    // polls reuse the connections they opened: more calls, no new handshake.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            w.account_ready("good").await == Some(("True".into(), "Ready".into()))
+                && w.status_calls() >= 3
+        })
+        .await,
+        "{:?}\n{}",
+        w.account_status("good").await,
+        op.output()
+    );
+    let (calls, handshakes) = (w.status_calls(), w.sim.handshakes_completed());
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            w.status_calls() >= calls + 6
+        })
+        .await
+    );
+    assert_eq!(
+        w.sim.handshakes_completed(),
+        handshakes,
+        "{} calls after the start took new handshakes",
+        w.status_calls() - calls
+    );
+
+    // Pointing the expired account at a good endpoint heals it, without touching its task.
+    Api::<MpuRelayAccount>::namespaced(w.client.clone(), &w.ns)
+        .patch(
+            "expired",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"endpoint": w.sim.base_url()}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            w.account_ready("expired").await == Some(("True".into(), "Ready".into()))
+                && w.task_status("relay-expired").await.phase
+                    == Some(mpu_relay_operator::api::Phase::Running)
+        })
+        .await,
+        "{:?}\n{:?}\n{}",
+        w.account_status("expired").await,
+        w.task_status("relay-expired").await,
+        op.output()
     );
 }

@@ -327,7 +327,7 @@ fn account_health_follows_its_ready_condition() {
     let ready = AccountFacts {
         generation: Some(1),
         resolution: Ok(()),
-        auth_failure: None,
+        call_failure: None,
         tasks: 3,
         budget: Some(view.clone()),
     };

@@ -122,7 +122,7 @@ impl World {
     }
 
     fn operator(&self, args: &[&str]) -> Operator {
-        Operator::with_simulator(support::shared(), &self.ns, &self.sim.base_url(), args, &[])
+        Operator::with_simulator(support::shared(), &self.ns, &self.sim, args, &[])
     }
 
     fn calls(&self, id: &str) -> u64 {
@@ -572,7 +572,7 @@ async fn integration_cluster_account_with_operator_credentials_uses_the_operator
     let op = Operator::with_simulator(
         support::shared(),
         &w.ns,
-        &w.sim.base_url(),
+        &w.sim,
         &[],
         &[
             ("ALIBABA_CLOUD_ROLE_ARN", ROLE),
@@ -765,7 +765,7 @@ async fn integration_readyz_waits_for_the_caches_and_healthz_reports_a_running_p
     let cut_off = Operator::with_simulator(
         cp,
         &w.ns,
-        &w.sim.base_url(),
+        &w.sim,
         &[],
         &[("KUBECONFIG", unreachable.to_str().unwrap())],
     );

@@ -97,7 +97,7 @@ async fn integration_cloud_faults_set_the_right_condition_retry_boundedly_and_re
     let sim = Simulator::start(sim_config(1, 10)).await.unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::with_simulator(cp, &ns, &sim.base_url(), &fast(), &[]);
+    let mut op = Operator::with_simulator(cp, &ns, &sim, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || all_in_phase(
             &tasks,
@@ -194,7 +194,7 @@ async fn integration_clock_skew_rejected_by_the_cloud_names_the_cause() {
     .unwrap();
     populate(&client, &ns, &sim, 1).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let op = Operator::with_simulator(cp, &ns, &sim.base_url(), &fast(), &[]);
+    let op = Operator::with_simulator(cp, &ns, &sim, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || async {
             let Ok(t) = tasks.get("relay-0").await else {
@@ -226,7 +226,7 @@ async fn integration_sigterm_in_the_middle_of_calls_exits_cleanly_within_the_gra
     let mut op = Operator::with_simulator(
         cp,
         &ns,
-        &sim.base_url(),
+        &sim,
         &["--running-interval", "1s", "--cloud-timeout", "5s"],
         &[],
     );
@@ -268,7 +268,7 @@ async fn integration_api_server_outage_is_survived_and_every_status_is_current_a
     let sim = Simulator::start(sim_config(5, 10)).await.unwrap();
     populate(&client, &ns, &sim, 5).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
-    let mut op = Operator::with_simulator(&cp, &ns, &sim.base_url(), &fast(), &[]);
+    let mut op = Operator::with_simulator(&cp, &ns, &sim, &fast(), &[]);
     assert!(
         eventually(Duration::from_secs(15), || all_in_phase(
             &tasks,
@@ -343,13 +343,7 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         ],
     ]
     .concat();
-    let mut first = Operator::with_simulator(
-        cp,
-        &ns,
-        &sim.base_url(),
-        &args,
-        &[("POD_NAME", "replica-a")],
-    );
+    let mut first = Operator::with_simulator(cp, &ns, &sim, &args, &[("POD_NAME", "replica-a")]);
     assert!(
         eventually(Duration::from_secs(15), || all_in_phase(
             &tasks,
@@ -358,13 +352,7 @@ async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_wi
         ))
         .await
     );
-    let mut second = Operator::with_simulator(
-        cp,
-        &ns,
-        &sim.base_url(),
-        &args,
-        &[("POD_NAME", "replica-b")],
-    );
+    let mut second = Operator::with_simulator(cp, &ns, &sim, &args, &[("POD_NAME", "replica-b")]);
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The standby must be alive and answering to count: a dead one also makes no calls.
     assert!(
@@ -494,7 +482,7 @@ async fn integration_a_partitioned_leader_stops_calling_before_the_standby_can_t
     let mut leader = Operator::with_simulator(
         cp,
         &ns,
-        &sim.base_url(),
+        &sim,
         &args,
         &[
             ("POD_NAME", "replica-a"),
@@ -511,13 +499,7 @@ async fn integration_a_partitioned_leader_stops_calling_before_the_standby_can_t
         "{}",
         leader.output()
     );
-    let mut standby = Operator::with_simulator(
-        cp,
-        &ns,
-        &sim.base_url(),
-        &args,
-        &[("POD_NAME", "replica-b")],
-    );
+    let mut standby = Operator::with_simulator(cp, &ns, &sim, &args, &[("POD_NAME", "replica-b")]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     sim.reset_stats();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -419,7 +419,7 @@ async fn integration_every_metric_of_the_rules_and_the_dashboard_is_exported() {
         serde_json::json!({}),
     )
     .await;
-    let operator = Operator::with_simulator(cp, &ns, &sim.base_url(), FAST_POLLING, &[]);
+    let operator = Operator::with_simulator(cp, &ns, &sim, FAST_POLLING, &[]);
     let api: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
     for (name, task, refuse) in [("polled", "t1", false), ("refused", "t2", true)] {
         // The task calls the simulator through the account `ak`.

@@ -28,7 +28,7 @@ use mpu_relay_operator::api::{
 use mpu_relay_operator::budget::{Admission, Budgets, CloudAccount, Feedback, Limit};
 use mpu_relay_operator::cloud::response::{ApiError, DecodeProblem};
 use mpu_relay_operator::cloud::{CloudError, ErrorClass, MpuTaskStatus};
-use mpu_relay_operator::controller::account_status::{AccountFacts, decide_account};
+use mpu_relay_operator::controller::account_status::{AccountFacts, CallFailure, decide_account};
 use mpu_relay_operator::controller::decide::{
     self, Decision, NextSync, Outcome, PollConfig, decide,
 };
@@ -704,17 +704,18 @@ proptest! {
         previous in proptest::option::of(account_status()),
         generation in proptest::option::of(any::<i64>()),
         problem in proptest::option::of((proptest::sample::select(ACCOUNT_REASONS), text(2000), any::<bool>())),
-        auth_failure in proptest::option::of(text(2000)),
+        call_failure in proptest::option::of((proptest::sample::select(&["AuthFailed", "TlsError"][..]), text(2000))),
         tasks in any::<u32>(),
         budget in proptest::option::of(budget_view()),
         now in timestamp(),
         later in 0i64..86_400,
     ) {
         let problem = problem.map(|(reason, message, permanent)| Problem { reason, message, permanent });
+        let call_failure = call_failure.map(|(reason, message)| CallFailure { reason, message });
         let facts = AccountFacts {
             generation,
             resolution: problem.as_ref().map_or(Ok(()), Err),
-            auth_failure: auth_failure.as_deref(),
+            call_failure: call_failure.as_ref(),
             tasks,
             budget: budget.clone(),
         };
@@ -724,7 +725,7 @@ proptest! {
         prop_assert_eq!(ready.len(), 1);
         prop_assert_eq!(
             ready[0].status == "True",
-            problem.is_none() && auth_failure.is_none()
+            problem.is_none() && call_failure.is_none()
         );
         prop_assert!(ready[0].message.chars().count() <= MESSAGE_MAX_CHARS);
         prop_assert_eq!(status.observed_generation, generation);
@@ -1298,7 +1299,7 @@ fn regression_huge_budget_figures_are_written_finite() {
     let facts = AccountFacts {
         generation: Some(1),
         resolution: Ok(()),
-        auth_failure: None,
+        call_failure: None,
         tasks: 0,
         budget: Some(mpu_relay_operator::budget::BudgetView {
             members: 0,

@@ -1,22 +1,34 @@
-//! `mpu-relay-operator status` and the cloud client against the simulator, as an operator at a
-//! terminal would use them.
+//! `mpu-relay-operator status` and the cloud client against the simulator over HTTPS, as an
+//! operator at a terminal would use them: the simulator's CA trusted through `--ca-bundle` (or
+//! `ClientOptions::extra_roots`), and each certificate failure a clear, terminal `TlsError`
+//! before anything is sent.
 
 use std::process::Command;
 
+// For `support::ca_bundle`; this file needs no control plane.
+#[allow(unused_imports)]
+mod support;
+
 use mpu_cloud_sim::{
-    AccountConfig, FaultKind, FaultSpec, Simulator, SimulatorConfig, SimulatorHandle, TaskConfig,
+    AccountConfig, FaultKind, FaultSpec, Scheme, ServerCertificate, Simulator, SimulatorConfig,
+    SimulatorHandle, TaskConfig,
 };
 use mpu_relay_operator::api::{CloudApi, SignatureVersion};
+use mpu_relay_operator::cloud::CloudError;
 use mpu_relay_operator::cloud::ErrorClass;
 use mpu_relay_operator::cloud::access_key::Credentials;
-use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
+use mpu_relay_operator::cloud::client::{CaBundle, ClientOptions, CloudClient, StatusQuery};
 use mpu_relay_operator::cloud::endpoint::Endpoint;
 
 const AK: &str = "LTAI5tStatusCommand";
 const SK: &str = "status-command-secret-3d9e";
 
 async fn simulator() -> SimulatorHandle {
-    Simulator::start(SimulatorConfig {
+    simulator_presenting(ServerCertificate::Valid).await
+}
+
+fn sim_config() -> SimulatorConfig {
+    SimulatorConfig {
         accounts: vec![AccountConfig {
             access_key_id: AK.into(),
             access_key_secret: SK.into(),
@@ -28,15 +40,43 @@ async fn simulator() -> SimulatorHandle {
             status: 5,
         }],
         ..SimulatorConfig::default()
+    }
+}
+
+async fn simulator_presenting(certificate: ServerCertificate) -> SimulatorHandle {
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    Simulator::start_with(loopback, Scheme::Https(certificate), sim_config())
+        .await
+        .unwrap()
+}
+
+/// A client that trusts the simulator's CA besides the platform's roots, as `--ca-bundle` does.
+fn client(sim: &SimulatorHandle) -> CloudClient {
+    let roots = CaBundle::from_pem(sim.ca_pem().unwrap().as_bytes()).unwrap();
+    CloudClient::new(&ClientOptions {
+        extra_roots: roots,
+        ..ClientOptions::default()
     })
-    .await
     .unwrap()
+}
+
+fn query(endpoint: &Endpoint) -> StatusQuery<'_> {
+    StatusQuery {
+        endpoint,
+        api: CloudApi::Live,
+        signature: SignatureVersion::V1,
+        region_id: None,
+        app_id: "app",
+        task_id: "relay-1",
+    }
 }
 
 /// Runs `status` with the given extra arguments and AccessKey; returns (exit code, stdout, stderr).
 async fn status(sim: &SimulatorHandle, secret: &str, extra: &[&str]) -> (i32, String, String) {
+    let ca = support::ca_bundle(sim).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpu-relay-operator"));
     cmd.args(["status", "--app-id", "app", "--endpoint", &sim.base_url()])
+        .args(["--ca-bundle", &ca])
         .args(extra)
         .env_clear()
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
@@ -153,17 +193,10 @@ async fn status_without_credentials_or_arguments_is_a_usage_error() {
 #[tokio::test]
 async fn client_is_throttled_at_the_eleventh_call_within_one_second() {
     let sim = simulator().await;
-    let client = CloudClient::new(&ClientOptions::default()).unwrap();
+    let client = client(&sim);
     let creds = Credentials::access_key(AK, SK, None);
     let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
-    let query = StatusQuery {
-        endpoint: &endpoint,
-        api: CloudApi::Live,
-        signature: SignatureVersion::V1,
-        region_id: None,
-        app_id: "app",
-        task_id: "relay-1",
-    };
+    let query = query(&endpoint);
     let started = std::time::Instant::now();
     for i in 0..10 {
         let answer = client.get_mpu_task_status(&creds, &query).await;
@@ -184,7 +217,7 @@ async fn client_is_throttled_at_the_eleventh_call_within_one_second() {
 #[tokio::test]
 async fn client_signs_v3_and_rtc_calls_the_simulator_accepts() {
     let sim = simulator().await;
-    let client = CloudClient::new(&ClientOptions::default()).unwrap();
+    let client = client(&sim);
     let creds = Credentials::access_key(AK, SK, None);
     let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
     let answer = client
@@ -202,4 +235,102 @@ async fn client_signs_v3_and_rtc_calls_the_simulator_accepts() {
         .await
         .unwrap();
     assert_eq!(answer.status, 5);
+}
+
+#[tokio::test]
+async fn client_over_tls_reuses_one_connection_and_one_handshake_for_many_calls() {
+    let sim = simulator().await;
+    let client = client(&sim);
+    let creds = Credentials::access_key(AK, SK, None);
+    let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
+    for _ in 0..8 {
+        let answer = client.get_mpu_task_status(&creds, &query(&endpoint)).await;
+        assert_eq!(answer.map(|a| a.status).ok(), Some(5));
+    }
+    assert_eq!(sim.handshakes_completed(), 1, "one handshake, then reuse");
+    assert_eq!(sim.connections_accepted(), 1);
+}
+
+#[tokio::test]
+async fn client_refuses_a_wrong_host_an_expired_certificate_and_an_unknown_ca_before_sending() {
+    for (certificate, trusted, cause) in [
+        (ServerCertificate::WrongHost, true, "not valid for name"),
+        (ServerCertificate::Expired, true, "expired"),
+        (ServerCertificate::Valid, false, "UnknownIssuer"),
+    ] {
+        let sim = simulator_presenting(certificate).await;
+        let client = if trusted {
+            client(&sim)
+        } else {
+            // The platform's roots only: the simulator's CA is no public CA.
+            CloudClient::new(&ClientOptions::default()).unwrap()
+        };
+        let creds = Credentials::access_key(AK, SK, None);
+        let endpoint = Endpoint::parse(&sim.base_url()).unwrap();
+        let error = client
+            .get_mpu_task_status(&creds, &query(&endpoint))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, CloudError::Tls(_)),
+            "{certificate:?}: {error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::Terminal, "{certificate:?}");
+        assert_eq!(error.reason(), "TlsError", "{certificate:?}");
+        let text = error.to_string();
+        assert!(text.contains(cause), "{certificate:?}: {text}");
+        assert!(!text.contains(SK) && !text.contains("Signature="), "{text}");
+        assert_eq!(
+            sim.stats(false).all.total,
+            0,
+            "{certificate:?}: nothing sent"
+        );
+        assert_eq!(sim.handshakes_completed(), 0, "{certificate:?}");
+    }
+}
+
+#[tokio::test]
+async fn status_without_the_ca_bundle_exits_terminal_with_tls_error() {
+    let sim = simulator().await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpu-relay-operator"));
+    cmd.args(["status", "--app-id", "app", "--task-id", "relay-1"])
+        .args(["--endpoint", &sim.base_url()])
+        .env_clear()
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert_eq!(sim.stats(false).all.total, 0);
+}
+
+#[tokio::test]
+async fn status_with_a_ca_bundle_that_is_not_pem_is_a_usage_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.crt");
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    for (path, words) in [(&missing, "cannot read"), (&garbage, "no PEM certificate")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mpu-relay-operator"))
+            .args(["status", "--app-id", "app", "--task-id", "t"])
+            .arg("--ca-bundle")
+            .arg(path)
+            .env_clear()
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(words) && err.contains(&*path.to_string_lossy()),
+            "{err}"
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub const USER_AGENT: &str = concat!("mpu-relay-operator/", env!("CARGO_PKG_VERS
 /// STS API version of GetCallerIdentity and AssumeRoleWithOIDC.
 pub const STS_VERSION: &str = "2015-04-01";
 
-/// Timeouts of a [`CloudClient`].
+/// Timeouts, name and trust of a [`CloudClient`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     pub connect_timeout: Duration,
@@ -35,6 +35,8 @@ pub struct ClientOptions {
     /// Sent as `User-Agent` after the operator's name and version (e.g. the pod name), so
     /// the cloud's logs can tell replicas apart.
     pub instance: Option<String>,
+    /// CAs trusted besides the platform's roots (`--ca-bundle`).
+    pub extra_roots: CaBundle,
 }
 
 impl Default for ClientOptions {
@@ -43,7 +45,46 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             instance: None,
+            extra_roots: CaBundle::default(),
         }
+    }
+}
+
+/// CA certificates trusted in addition to the platform's roots (the system store, which the
+/// image fills from Debian's ca-certificates): for a private endpoint, a TLS-inspecting proxy,
+/// or the simulator. Never instead of them: a bundle can add trust, not take it away.
+#[derive(Clone, Debug, Default)]
+pub struct CaBundle {
+    certificates: Vec<reqwest::Certificate>,
+}
+
+/// Why a CA bundle cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("the CA bundle holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")")]
+    Empty,
+    #[error("the CA bundle is not valid PEM: {0}")]
+    Invalid(String),
+}
+
+impl CaBundle {
+    /// Every certificate of a PEM bundle; at least one.
+    pub fn from_pem(pem: &[u8]) -> Result<CaBundle, CaBundleError> {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| CaBundleError::Invalid(transport_text(&e)))?;
+        if certificates.is_empty() {
+            return Err(CaBundleError::Empty);
+        }
+        Ok(CaBundle { certificates })
+    }
+
+    /// How many certificates it adds.
+    pub fn len(&self) -> usize {
+        self.certificates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certificates.is_empty()
     }
 }
 
@@ -113,6 +154,8 @@ impl CloudClient {
             // A signed request goes to the allowed endpoint and nowhere else: a redirect would
             // carry the signature (and in V1 the AccessKeyId and STS token) to another host.
             .redirect(reqwest::redirect::Policy::none())
+            // Merged with the platform verifier's roots; with none given, the platform's alone.
+            .tls_certs_merge(options.extra_roots.certificates.iter().cloned())
             .build()
             .map_err(|e| CloudError::Connect(transport_text(&e)))?;
         Ok(CloudClient { http })

@@ -48,6 +48,7 @@ pub mod reasons {
     pub const INVALID_REQUEST: &str = "InvalidRequest";
     pub const DECODE_ERROR: &str = "DecodeError";
     pub const REDIRECTED: &str = "Redirected";
+    pub const TLS_ERROR: &str = "TlsError";
 }
 
 /// A successful GetMPUTaskStatus answer.
@@ -127,9 +128,13 @@ pub enum CloudError {
     /// No complete answer in time (set by the HTTP client).
     #[error("request timed out")]
     Timeout,
-    /// Could not connect (DNS, TCP, TLS), set by the HTTP client.
+    /// Could not connect (DNS, TCP), set by the HTTP client.
     #[error("could not connect: {0}")]
     Connect(String),
+    /// The TLS handshake failed: the endpoint's certificate is for another host, expired, or
+    /// from a CA this operator does not trust (see `--ca-bundle`). Nothing was sent.
+    #[error("TLS handshake with the endpoint failed: {0}")]
+    Tls(String),
     /// The connection failed mid-request, set by the HTTP client.
     #[error("transport error: {0}")]
     Transport(String),
@@ -156,7 +161,9 @@ impl CloudError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CloudError::Api(api) => classify_api(api).0,
-            CloudError::Redirected { .. } => ErrorClass::Terminal,
+            // A certificate does not fix itself: someone must change the endpoint, its
+            // certificate or the CA bundle, which a retry every few minutes then picks up.
+            CloudError::Redirected { .. } | CloudError::Tls(_) => ErrorClass::Terminal,
             CloudError::Decode { .. }
             | CloudError::Timeout
             | CloudError::Connect(_)
@@ -170,6 +177,7 @@ impl CloudError {
             CloudError::Api(api) => classify_api(api).1,
             CloudError::Decode { .. } => reasons::DECODE_ERROR,
             CloudError::Redirected { .. } => reasons::REDIRECTED,
+            CloudError::Tls(_) => reasons::TLS_ERROR,
             CloudError::Timeout | CloudError::Connect(_) | CloudError::Transport(_) => {
                 reasons::TRANSIENT_ERROR
             }

@@ -7,11 +7,34 @@ use crate::cloud::response::CloudError;
 pub fn transport_error(e: &reqwest::Error) -> CloudError {
     if e.is_timeout() {
         CloudError::Timeout
+    } else if tls_failure(e).is_some() {
+        CloudError::Tls(transport_text(e))
     } else if e.is_connect() {
         CloudError::Connect(transport_text(e))
     } else {
         CloudError::Transport(transport_text(e))
     }
+}
+
+/// The rustls error under a failure, when the TLS handshake (or record layer) failed: certificate
+/// problems, alerts, protocol errors. Plain I/O failures during the handshake are not (they are
+/// `Connect`, retried). hyper and tokio-rustls hand rustls errors up inside (nested) `io::Error`s,
+/// whose `source` skips the wrapped error, so each `io::Error` is opened with `get_ref`.
+pub fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => std::error::Error::source(io),
+            },
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// The error's kind and causes ("connect error: tcp connect error: Connection refused"), but

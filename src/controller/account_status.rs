@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{AccountStatus, BudgetStatus, conditions};
 use crate::budget::BudgetView;
+use crate::cloud::CloudError;
+use crate::cloud::response::reasons as cloud_reasons;
 use crate::controller::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 
 /// Everything an account's status is made of.
@@ -20,12 +22,40 @@ pub struct AccountFacts<'a> {
     pub generation: Option<i64>,
     /// `Err`: why the account cannot be used.
     pub resolution: Result<(), &'a Problem>,
-    /// The last authentication failure of a call through the account.
-    pub auth_failure: Option<&'a str>,
+    /// Why the last calls through the account failed, when that is the account's doing (its
+    /// key refused, its endpoint's certificate untrusted) and no call succeeded since.
+    pub call_failure: Option<&'a CallFailure>,
     /// Tasks that reference the account.
     pub tasks: u32,
     /// The budget it joined (when resolved).
     pub budget: Option<BudgetView>,
+}
+
+/// A failure of calls through an account that belongs to the account (its key, its endpoint's
+/// certificate), not to one task: the account's Ready condition shows it until a call succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl CallFailure {
+    /// The account's failure in `error`, if it is one (a throttled call or a task the cloud
+    /// does not know say nothing about the account).
+    pub fn of(error: &CloudError) -> Option<CallFailure> {
+        let (reason, what) = match error.reason() {
+            cloud_reasons::AUTH_ERROR => (reasons::AUTH_FAILED, "the cloud refused a call"),
+            cloud_reasons::TLS_ERROR => (
+                cloud_reasons::TLS_ERROR,
+                "calls cannot reach the endpoint securely (its certificate, or --ca-bundle)",
+            ),
+            _ => return None,
+        };
+        Some(CallFailure {
+            reason,
+            message: format!("{what} through this account: {error}"),
+        })
+    }
 }
 
 /// The status to write (if `write`), the events to publish, and when to look again.
@@ -72,13 +102,9 @@ pub fn decide_account(
     };
     let mut events = Vec::new();
 
-    let (ready, reason, message) = match (facts.resolution, facts.auth_failure) {
+    let (ready, reason, message) = match (facts.resolution, facts.call_failure) {
         (Err(problem), _) => (FALSE, problem.reason, problem.message.clone()),
-        (Ok(()), Some(failure)) => (
-            FALSE,
-            reasons::AUTH_FAILED,
-            format!("the cloud refused a call through this account: {failure}"),
-        ),
+        (Ok(()), Some(failure)) => (FALSE, failure.reason, failure.message.clone()),
         (Ok(()), None) => (
             TRUE,
             reasons::READY,
@@ -245,11 +271,23 @@ mod tests {
         }
     }
 
+    fn api_error(code: &str) -> CloudError {
+        CloudError::Api(Box::new(crate::cloud::response::ApiError {
+            http_status: 400,
+            code: code.into(),
+            message: "message".into(),
+            request_id: "req".into(),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        }))
+    }
+
     fn ok_facts(tasks: u32, budget: BudgetView) -> AccountFacts<'static> {
         AccountFacts {
             generation: Some(1),
             resolution: Ok(()),
-            auth_failure: None,
+            call_failure: None,
             tasks,
             budget: Some(budget),
         }
@@ -337,7 +375,7 @@ mod tests {
         let facts = AccountFacts {
             generation: Some(2),
             resolution: Err(&problem),
-            auth_failure: None,
+            call_failure: None,
             tasks: 3,
             budget: None,
         };
@@ -353,16 +391,58 @@ mod tests {
     }
 
     #[test]
-    fn refused_calls_make_the_account_not_ready() {
+    fn refused_calls_make_the_account_not_ready_with_the_cloud_error() {
+        let failure = CallFailure::of(&api_error("InvalidAccessKeyId.NotFound")).unwrap();
         let facts = AccountFacts {
-            auth_failure: Some("Alibaba Cloud error InvalidAccessKeyId.NotFound"),
+            call_failure: Some(&failure),
             ..ok_facts(1, view(1, 0.1, 0))
         };
         let d = decide_account(None, &facts, at(0));
+        let ready = d.status.condition(conditions::READY).unwrap();
         assert_eq!(
-            d.status.condition(conditions::READY).unwrap().reason,
-            "AuthFailed"
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, "AuthFailed")
         );
+        assert!(
+            ready.message.contains("InvalidAccessKeyId.NotFound"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].reason, "AuthFailed");
+    }
+
+    #[test]
+    fn a_tls_failure_makes_the_account_not_ready_with_tls_error() {
+        let error = CloudError::Tls("invalid peer certificate: UnknownIssuer".into());
+        let failure = CallFailure::of(&error).unwrap();
+        let facts = AccountFacts {
+            call_failure: Some(&failure),
+            ..ok_facts(1, view(1, 0.1, 0))
+        };
+        let ready = decide_account(None, &facts, at(0))
+            .status
+            .condition(conditions::READY)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, "TlsError")
+        );
+        assert!(ready.message.contains("UnknownIssuer"), "{}", ready.message);
+        assert!(ready.message.contains("--ca-bundle"), "{}", ready.message);
+    }
+
+    #[test]
+    fn failures_of_one_task_or_of_the_moment_are_not_the_accounts() {
+        for error in [
+            api_error("InvalidTask.NotFound"),
+            api_error("Throttling.User"),
+            CloudError::Timeout,
+            CloudError::Connect("connection refused".into()),
+        ] {
+            assert_eq!(CallFailure::of(&error), None, "{error:?}");
+        }
     }
 
     #[test]

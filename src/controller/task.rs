@@ -22,7 +22,6 @@ use crate::api::{MpuRelayTask, conditions};
 use crate::budget::Budget;
 use crate::cloud::ErrorClass;
 use crate::cloud::client::StatusQuery;
-use crate::cloud::response::reasons as cloud_reasons;
 
 /// One reconcile of one task.
 pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -280,19 +279,17 @@ async fn poll(
     resolved
         .budget
         .feedback(call, schedule::feedback(&result), Instant::now());
-    match &result {
-        Ok(_) => ctx.accounts.resolver.record_auth(account, None),
-        Err(e) if e.reason() == cloud_reasons::AUTH_ERROR => {
-            ctx.accounts.resolver.record_auth(account, Some(e));
-        }
-        Err(e) if e.class() == ErrorClass::Throttled => {
-            warn!(
-                task = %key,
-                account = resolved.budget.alias(),
-                "the cloud throttled a call; slowing down"
-            );
-        }
-        Err(_) => {}
+    ctx.accounts
+        .resolver
+        .record_call(account, result.as_ref().map(|_| ()));
+    if let Err(e) = &result
+        && e.class() == ErrorClass::Throttled
+    {
+        warn!(
+            task = %key,
+            account = resolved.budget.alias(),
+            "the cloud throttled a call; slowing down"
+        );
     }
     let outcome = match result {
         Ok(status) => Outcome::Polled(status),

@@ -7,10 +7,11 @@ use mpu_relay_operator::api::{ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayT
 use serde_json::{Value, json};
 
 /// The operator flags every test needs to call a simulator on loopback: loopback endpoints
-/// allowed (and Alibaba's, as in production), namespaced accounts enabled.
+/// allowed (and Alibaba's, as in production), namespaced accounts enabled. Plain HTTP stays
+/// allowed on loopback for the tests whose stand-in is a raw HTTP listener.
 pub const LOOPBACK: &[&str] = &[
     "--allowed-endpoints",
-    "https://*.aliyuncs.com,http://127.0.0.1:*",
+    "https://*.aliyuncs.com,https://127.0.0.1:*,http://127.0.0.1:*",
     "--namespaced-accounts",
 ];
 

@@ -45,3 +45,27 @@ pub async fn test_namespace(client: &kube::Client, test: &str) -> String {
         .name
         .expect("the API server names the namespace")
 }
+
+/// The simulator's CA as a file, for `--ca-bundle` (what a user does for a private endpoint).
+/// Named by a hash of its content, so each CA is written once per machine and a path never
+/// changes meaning; `None` for a plain-HTTP simulator.
+pub fn ca_bundle(sim: &mpu_cloud_sim::SimulatorHandle) -> Option<String> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let pem = sim.ca_pem()?;
+    let mut hasher = DefaultHasher::new();
+    pem.hash(&mut hasher);
+    let dir = std::env::temp_dir().join("mpu-relay-operator-test-cas");
+    std::fs::create_dir_all(&dir).expect("creating the CA directory");
+    let path = dir.join(format!("{:016x}.crt", hasher.finish()));
+    if !path.exists() {
+        // Through a temporary name, so a reader never sees half a file.
+        let partial = dir.join(format!(
+            "{:016x}.{}.partial",
+            hasher.finish(),
+            std::process::id()
+        ));
+        std::fs::write(&partial, pem).expect("writing the CA");
+        std::fs::rename(&partial, &path).expect("placing the CA");
+    }
+    Some(path.to_string_lossy().into_owned())
+}

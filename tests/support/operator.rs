@@ -78,18 +78,24 @@ impl Operator {
         }
     }
 
-    /// Starts the operator against a simulator at `sim_url`: loopback endpoints allowed,
-    /// namespaced accounts on, STS (GetCallerIdentity, RRSA) at the simulator.
+    /// Starts the operator against `sim`: loopback endpoints allowed, the simulator's CA
+    /// trusted (`--ca-bundle`), namespaced accounts on, STS (GetCallerIdentity, RRSA) at the
+    /// simulator.
     pub fn with_simulator(
         cp: &ControlPlane,
         namespace: &str,
-        sim_url: &str,
+        sim: &mpu_cloud_sim::SimulatorHandle,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let ca = super::ca_bundle(sim);
         let mut all_args: Vec<&str> = super::accounts::LOOPBACK.to_vec();
+        if let Some(ca) = &ca {
+            all_args.extend(["--ca-bundle", ca.as_str()]);
+        }
         all_args.extend_from_slice(args);
-        let mut all_env = vec![("ALIBABA_CLOUD_STS_ENDPOINT", sim_url)];
+        let sim_url = sim.base_url();
+        let mut all_env = vec![("ALIBABA_CLOUD_STS_ENDPOINT", sim_url.as_str())];
         all_env.extend_from_slice(env);
         Operator::start(cp, namespace, &all_args, &all_env)
     }

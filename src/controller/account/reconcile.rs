@@ -18,11 +18,11 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
     ctx.metrics.record_reconcile();
     let key = account.key();
     let resolution = ctx.accounts.resolver.resolve(&account).await;
-    let auth_failure = ctx.accounts.resolver.auth_failure(&key);
+    let call_failure = ctx.accounts.resolver.call_failure(&key);
     let facts = AccountFacts {
         generation: account.generation(),
         resolution: resolution.as_ref().map(|_| ()),
-        auth_failure: auth_failure.as_deref(),
+        call_failure: call_failure.as_ref(),
         tasks: ctx.task_counts().get(&key).copied().unwrap_or(0),
         budget: resolution
             .as_ref()
@@ -35,7 +35,7 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
     };
     let decision = decide_account(previous, &facts, jiff::Timestamp::now());
     ctx.metrics
-        .record_account_ready(key.label(), resolution.is_ok() && auth_failure.is_none());
+        .record_account_ready(key.label(), resolution.is_ok() && call_failure.is_none());
     if decision.write {
         match &account {
             AccountObject::Namespaced(a) => {

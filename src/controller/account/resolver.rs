@@ -24,6 +24,7 @@ use crate::cloud::credentials::{
 use crate::cloud::endpoint::{AllowedEndpoints, Endpoint};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::TaskKey;
+use crate::controller::account_status::CallFailure;
 use crate::controller::status::{Problem, reasons};
 
 /// Where an account's credentials come from.
@@ -147,8 +148,9 @@ pub struct Resolver {
     /// AccessKeyId but not its secret must not inherit its identity (and budget).
     identities: Mutex<HashMap<KeyFingerprint, LearnedIdentity>>,
     rrsa: Mutex<HashMap<RrsaRole, Arc<RrsaProvider>>>,
-    /// The last authentication failure of a call through each account, until a call succeeds.
-    auth_failures: Mutex<HashMap<AccountKey, String>>,
+    /// The last failure of calls through each account that is the account's own (refused key,
+    /// untrusted certificate), until a call succeeds.
+    call_failures: Mutex<HashMap<AccountKey, CallFailure>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,7 +175,7 @@ impl Resolver {
             slots: Mutex::default(),
             identities: Mutex::default(),
             rrsa: Mutex::default(),
-            auth_failures: Mutex::default(),
+            call_failures: Mutex::default(),
         }
     }
 
@@ -208,31 +210,36 @@ impl Resolver {
     /// The account object is gone: forget it and leave its budget.
     pub fn forget(&self, key: &AccountKey) {
         lock(&self.slots).remove(key);
-        lock(&self.auth_failures).remove(key);
+        lock(&self.call_failures).remove(key);
         self.budgets.leave(&key.to_string());
     }
 
-    /// A call through `key` was refused for authentication (or succeeded: `None`).
-    pub fn record_auth(&self, key: &AccountKey, failure: Option<&CloudError>) {
-        let mut failures = lock(&self.auth_failures);
-        match failure {
-            Some(e) => {
-                failures.insert(key.clone(), e.to_string());
-                drop(failures);
-                // Perhaps the Secret was rotated: read it again next time.
-                self.invalidate(key);
+    /// How a call through `key` ended: a success clears the account's failure, a failure that
+    /// is the account's ([`CallFailure::of`]) replaces it, any other leaves it as it was.
+    pub fn record_call(&self, key: &AccountKey, result: Result<(), &CloudError>) {
+        let mut failures = lock(&self.call_failures);
+        match result {
+            Ok(()) => {
+                failures.remove(key);
             }
-            None => {
-                if failures.contains_key(key) {
-                    failures.remove(key);
+            Err(e) => {
+                let Some(failure) = CallFailure::of(e) else {
+                    return;
+                };
+                let refused = failure.reason == reasons::AUTH_FAILED;
+                failures.insert(key.clone(), failure);
+                drop(failures);
+                if refused {
+                    // Perhaps the Secret was rotated: read it again next time.
+                    self.invalidate(key);
                 }
             }
         }
     }
 
-    /// The last authentication failure of a call through `key`, if no call succeeded since.
-    pub fn auth_failure(&self, key: &AccountKey) -> Option<String> {
-        lock(&self.auth_failures).get(key).cloned()
+    /// The last failure of calls through `key` that is the account's, if none succeeded since.
+    pub fn call_failure(&self, key: &AccountKey) -> Option<CallFailure> {
+        lock(&self.call_failures).get(key).cloned()
     }
 
     async fn resolve_now(
