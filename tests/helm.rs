@@ -230,11 +230,16 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
     ("access-key", &["examples/values/access-key.yaml"]),
     ("rrsa", &["examples/values/rrsa.yaml"]),
     (
+        "private-endpoint",
+        &["examples/values/private-endpoint.yaml"],
+    ),
+    (
         "all-together",
         &[
             "examples/values/high-availability.yaml",
             "examples/namespace-scoped/values.yaml",
             "examples/values/rrsa.yaml",
+            "examples/values/private-endpoint.yaml",
         ],
     ),
 ];
@@ -399,9 +404,14 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
             Some(json!("metadata.namespace")),
             "{name}"
         );
+        let allowed = if files.contains(&"examples/values/private-endpoint.yaml") {
+            "https://*.aliyuncs.com,https://live-proxy.corp.example:8443"
+        } else {
+            "https://*.aliyuncs.com"
+        };
         assert_eq!(
             env_value(d, "MPU_RELAY_ALLOWED_ENDPOINTS").as_deref(),
-            Some("https://*.aliyuncs.com"),
+            Some(allowed),
             "{name}"
         );
         for gone in [
@@ -510,6 +520,35 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
                 "{name}"
             );
             assert!(env_value(d, "ALIBABA_CLOUD_OIDC_TOKEN_FILE").is_some());
+        }
+        let ca_volume = pod["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "ca-bundle"));
+        if files.contains(&"examples/values/private-endpoint.yaml") {
+            // Only the bundle's key is mounted, read-only, where --ca-bundle points.
+            let volume = ca_volume.expect("a ca-bundle volume");
+            assert_eq!(
+                volume["configMap"],
+                json!({"name": "private-ca", "defaultMode": 0o444,
+                       "items": [{"key": "ca.crt", "path": "ca-bundle.crt"}]}),
+                "{name}"
+            );
+            let mount = pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["name"] == "ca-bundle"))
+                .expect("the ca-bundle volume is mounted");
+            assert_eq!(mount["readOnly"], true, "{name}");
+            assert_eq!(
+                env_value(d, "MPU_RELAY_CA_BUNDLE"),
+                Some(format!(
+                    "{}/ca-bundle.crt",
+                    mount["mountPath"].as_str().unwrap()
+                )),
+                "{name}"
+            );
+        } else {
+            assert!(ca_volume.is_none(), "{name}");
+            assert_eq!(env_value(d, "MPU_RELAY_CA_BUNDLE"), None, "{name}");
         }
         if files.contains(&"examples/values/access-key.yaml") {
             let id = env_of(d)
@@ -1175,6 +1214,55 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
 }
 
 /// A kubeconfig for the admin token that impersonates `user` (kube-rs honours `as`).
+/// The content of the file at `path` in the Deployment's pod, as the kubelet would mount it:
+/// the volume mounted above it, and the key of the ConfigMap or Secret its item names.
+fn mounted_file(cp: &ControlPlane, deployment: &Value, ns: &str, path: &str) -> String {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("no volume is mounted above {path}"));
+    let file = &path[mount["mountPath"].as_str().unwrap().len()..].trim_start_matches('/');
+    let volume = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume exists");
+    let (kind, name, source) = if volume["configMap"].is_object() {
+        (
+            "configmap",
+            &volume["configMap"]["name"],
+            &volume["configMap"],
+        )
+    } else {
+        ("secret", &volume["secret"]["secretName"], &volume["secret"])
+    };
+    let key = source["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["path"] == *file)
+        .map(|i| i["key"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| file.to_string());
+    let object = get_json(cp, &[kind, name.as_str().unwrap(), "-n", ns]);
+    match kind {
+        "configmap" => object["data"][&key].as_str().unwrap().to_string(),
+        _ => {
+            use base64::Engine as _;
+            let b64 = object["data"][&key].as_str().unwrap();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+    }
+}
+
 fn impersonating_kubeconfig(cp: &ControlPlane, user: &str, path: &Path) {
     let token = std::fs::read_to_string(cp.dir.join("admin.token")).unwrap();
     let config = json!({
@@ -1200,6 +1288,38 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
     let home = support::test_namespace(&client, "chart-identity-home").await;
     let watched = support::test_namespace(&client, "chart-identity-watched").await;
     let release = "identity";
+    let sim = Simulator::start(SimulatorConfig {
+        accounts: vec![AccountConfig {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            qps: Some(10),
+        }],
+        tasks: vec![TaskConfig {
+            app_id: "app".into(),
+            task_id: "t1".into(),
+            status: 1,
+        }],
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    // The simulator's CA, as a cluster admin ships a private CA: a ConfigMap in the release
+    // namespace, named by the chart's caBundle value.
+    ok(
+        kubectl(
+            cp,
+            &[
+                "create",
+                "configmap",
+                "sim-ca",
+                "-n",
+                &home,
+                &format!("--from-literal=ca.crt={}", sim.ca_pem().unwrap()),
+            ],
+            None,
+        ),
+        "creating the CA ConfigMap",
+    );
     let set = format!("watchNamespaces={{{watched}}}");
     ok(
         helm(
@@ -1216,7 +1336,9 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
                 "leaderElection.enabled=true",
                 // The simulator listens on loopback, which the default allow-list refuses.
                 "--set",
-                "allowedEndpoints={https://*.aliyuncs.com,http://127.0.0.1:*}",
+                "allowedEndpoints={https://*.aliyuncs.com,https://127.0.0.1:*}",
+                "--set",
+                "caBundle.configMapName=sim-ca",
             ],
         ),
         "helm install",
@@ -1257,32 +1379,29 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
             env.push((name, value));
         }
     }
+    // What the kubelet does for the pod: the ca-bundle volume's key, at the path the env names.
     let dir = tempfile::tempdir().unwrap();
+    for (name, value) in env.iter_mut() {
+        if name == "MPU_RELAY_CA_BUNDLE" {
+            let local = dir.path().join("ca-bundle.crt");
+            std::fs::write(&local, mounted_file(cp, &deployment, &home, value)).unwrap();
+            *value = local.display().to_string();
+        }
+    }
+    assert!(
+        env.iter().any(|(name, _)| name == "MPU_RELAY_CA_BUNDLE"),
+        "caBundle sets MPU_RELAY_CA_BUNDLE"
+    );
     let kubeconfig = dir.path().join("kubeconfig");
     let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
     impersonating_kubeconfig(cp, &sa, &kubeconfig);
     env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
 
-    let sim = Simulator::start(SimulatorConfig {
-        accounts: vec![AccountConfig {
-            access_key_id: AK.into(),
-            access_key_secret: SK.into(),
-            qps: Some(10),
-        }],
-        tasks: vec![TaskConfig {
-            app_id: "app".into(),
-            task_id: "t1".into(),
-            status: 1,
-        }],
-        ..SimulatorConfig::default()
-    })
-    .await
-    .expect("simulator starts");
     assert_eq!(
         env.iter()
             .find(|(k, _)| k == "MPU_RELAY_ALLOWED_ENDPOINTS")
             .map(|(_, v)| v.as_str()),
-        Some("https://*.aliyuncs.com,http://127.0.0.1:*")
+        Some("https://*.aliyuncs.com,https://127.0.0.1:*")
     );
     // STS (GetCallerIdentity: which cloud account the key belongs to) is the simulator too.
     env.push(("ALIBABA_CLOUD_STS_ENDPOINT".into(), sim.base_url()));
@@ -1455,6 +1574,19 @@ fn integration_invalid_values_fail_at_install_with_the_schemas_message() {
                 "examples/values/rrsa.yaml",
             ],
             "credentials.existingSecret and rrsa.enabled are mutually exclusive",
+        ),
+        (
+            &[
+                "--set",
+                "caBundle.secretName=ca",
+                "--set",
+                "caBundle.configMapName=ca",
+            ],
+            "caBundle.secretName and caBundle.configMapName are mutually exclusive",
+        ),
+        (
+            &["--set", "caBundle.key=../../etc/shadow"],
+            "at '/caBundle/key': '../../etc/shadow' does not match pattern",
         ),
     ];
     for (args, message) in cases {

@@ -122,6 +122,9 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 {{- if and .Values.credentials.existingSecret .Values.rrsa.enabled }}
 {{- fail "credentials.existingSecret and rrsa.enabled are mutually exclusive: the operator would use the AccessKey and ignore RRSA" }}
 {{- end }}
+{{- if and .Values.caBundle.secretName .Values.caBundle.configMapName }}
+{{- fail "caBundle.secretName and caBundle.configMapName are mutually exclusive: name the one object that holds the CA bundle" }}
+{{- end }}
 {{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "serviceAccount.name is required when serviceAccount.create is false" }}
 {{- end }}
