@@ -52,11 +52,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cp = controlplane::ControlPlane::start(&dir)?;
 
     let config = SimulatorConfig::from_file(&root.join("examples/simulator.yaml"))?;
+    // HTTPS, as the cloud: the operator trusts the simulator's CA through --ca-bundle, as it
+    // would a private endpoint's.
     let sim = Simulator::start(config).await?;
     for (_, task, status) in TASKS {
         sim.set_task_status(APP, task, *status);
     }
-    eprintln!("[demo] cloud simulator at {}", sim.base_url());
+    let ca_path = dir.join("simulator-ca.crt");
+    std::fs::write(&ca_path, sim.ca_pem().unwrap_or_default())?;
+    eprintln!(
+        "[demo] cloud simulator at {} (its CA: {})",
+        sim.base_url(),
+        ca_path.display()
+    );
 
     // The AccessKey is one of examples/simulator.yaml's accounts; in a real cluster it is yours.
     // The account holds it with the endpoint (here the simulator) and the shared budget; the
@@ -94,9 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "2s",
             // The simulator listens on loopback; production allows only https://*.aliyuncs.com.
             "--allowed-endpoints",
-            "https://*.aliyuncs.com,http://127.0.0.1:*",
+            "https://*.aliyuncs.com,https://127.0.0.1:*",
             "--namespaced-accounts",
         ])
+        .arg("--ca-bundle")
+        .arg(&ca_path)
         .env("KUBECONFIG", &cp.kubeconfig)
         // STS (GetCallerIdentity: which cloud account the key belongs to) is the simulator too.
         .env("ALIBABA_CLOUD_STS_ENDPOINT", sim.base_url())
@@ -104,10 +114,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
     eprintln!(
-        "[demo] operator running (log: {}). In another terminal:\n  export KUBECONFIG={}\n  {}/kubectl get mpurelaytasks -w\n  curl -X PUT {}/admin/tasks/{APP}/relay-1 -d '{{\"status\": 6}}'\n[demo] Ctrl-C stops everything{}",
+        "[demo] operator running (log: {}). In another terminal:\n  export KUBECONFIG={}\n  {}/kubectl get mpurelaytasks -w\n  curl --cacert {} -X PUT {}/admin/tasks/{APP}/relay-1 -d '{{\"status\": 6}}'\n[demo] Ctrl-C stops everything{}",
         log_path.display(),
         cp.kubeconfig.display(),
         cp.bin_dir.display(),
+        ca_path.display(),
         sim.base_url(),
         limit.map_or(String::new(), |l| format!(
             " (or it stops by itself after {}s)",
