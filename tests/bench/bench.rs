@@ -514,10 +514,33 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
         }
     };
     log(format!("simulator at {}", sim.base_url()));
+    if let Err(e) = std::fs::write(sim_ca_path(), sim.ca_pem().unwrap_or_default()) {
+        eprintln!("[bench] cannot write the simulator's CA: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Plain HTTP, once: what TLS costs our client, beside the HTTPS figures.
+    let http_sim = if phases.peer {
+        match simulator
+            .spawn(Simulator::start_http(simulator_config(&plan)))
+            .await
+        {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                eprintln!("[bench] cannot start the plain-HTTP simulator: {e}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("[bench] the plain-HTTP simulator's start failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
 
     // 1. Peer, first: nothing else of ours is running yet.
     let peer = if phases.peer {
-        peer_phase(&plan, &sim, &mut report).await
+        peer_phase(&plan, &sim, http_sim.as_ref(), &mut report).await
     } else {
         None
     };
@@ -580,6 +603,9 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
         let _ = std::fs::remove_dir_all(&dir);
     }
     sim.shutdown().await;
+    if let Some(http_sim) = http_sim {
+        http_sim.shutdown().await;
+    }
 
     let mut out = String::new();
     let _ = writeln!(out, "Machine: {machine}\n");
@@ -791,6 +817,11 @@ fn operator_binary() -> Result<PathBuf, String> {
 }
 
 /// Where the operators' logs are kept after the run: `<target>/bench-logs/`.
+/// Where the simulator's CA is written for the operators' and the clients' `--ca-bundle`.
+fn sim_ca_path() -> PathBuf {
+    log_dir().join("simulator-ca.crt")
+}
+
 fn log_dir() -> PathBuf {
     let dir = std::env::current_exe()
         .ok()
@@ -823,9 +854,12 @@ impl Operator {
             .arg(format!("127.0.0.1:{port}"))
             .args([
                 "--allowed-endpoints",
-                "http://127.0.0.1:*",
+                "https://127.0.0.1:*",
                 "--namespaced-accounts",
             ])
+            // The simulator serves HTTPS with a CA of its own, as a private endpoint would.
+            .arg("--ca-bundle")
+            .arg(sim_ca_path())
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -2110,16 +2144,23 @@ async fn run_peer_clients(
     plan: &Plan,
     sim: &SimulatorHandle,
     python: &str,
+    clients: &[(&'static str, &str)],
 ) -> Result<PeerRuns, (String, String)> {
     let script = controlplane::repo_root().join("tests/bench/peer_sdk.py");
     let exe = std::env::current_exe().map_err(|e| ("our client".to_string(), e.to_string()))?;
     let secret = secret_of(PEER_ACCOUNT);
     let reps = plan.peer_reps.to_string();
     let (host, base_url) = (sim.host(), sim.base_url());
+    // Every client verifies the simulator's certificate against its CA; "-" for plain HTTP.
+    let ca = match sim.ca_pem() {
+        Some(_) => sim_ca_path().display().to_string(),
+        None => "-".to_string(),
+    };
     let mut runs = BTreeMap::new();
-    for (key, name) in PEER_CLIENTS {
+    for &(key, name) in clients {
         let calls = peer_calls(plan, key).to_string();
-        // The SDKs take host:port and speak plain HTTP; our client takes the endpoint's URL.
+        // The SDKs take host:port (and the scheme from the CA argument); our client takes the
+        // endpoint's URL.
         let (program, first, endpoint) = if is_python_sdk(key) {
             (python.as_ref(), script.as_os_str(), &host)
         } else {
@@ -2135,6 +2176,7 @@ async fn run_peer_clients(
             PEER_TASK,
             &reps,
             &calls,
+            &ca,
         ]);
         let run = run_json(cmd).await.map_err(|e| (name.to_string(), e))?;
         runs.insert(key, run);
@@ -2142,7 +2184,12 @@ async fn run_peer_clients(
     Ok(runs)
 }
 
-async fn peer_phase(plan: &Plan, sim: &SimulatorHandle, report: &mut Report) -> Option<Peer> {
+async fn peer_phase(
+    plan: &Plan,
+    sim: &SimulatorHandle,
+    http_sim: Option<&SimulatorHandle>,
+    report: &mut Report,
+) -> Option<Peer> {
     log("peer: official Python SDKs and our client, sequential calls");
     let setup = controlplane::repo_root().join("tests/sdk/setup.sh");
     let python = match tokio::process::Command::new("bash")
@@ -2172,13 +2219,22 @@ async fn peer_phase(plan: &Plan, sim: &SimulatorHandle, report: &mut Report) -> 
             "peer: each client with the simulator on CPU {}",
             pinned.cpu
         ));
-        let one_cpu = run_peer_clients(plan, sim, &python).await;
+        let one_cpu = run_peer_clients(plan, sim, &python, &PEER_CLIENTS).await;
+        let plain = match (&one_cpu, http_sim) {
+            (Ok(_), Some(http_sim)) => {
+                log("peer: our client over plain HTTP, on the same CPU");
+                Some(run_peer_clients(plan, http_sim, &python, &PEER_CLIENTS[2..]).await)
+            }
+            _ => None,
+        };
         drop(pinned);
         let one_cpu = one_cpu?;
+        let plain = plain.transpose()?;
         log("peer: the same on any CPU");
-        Ok::<_, (String, String)>((one_cpu, run_peer_clients(plan, sim, &python).await?))
+        let any_cpu = run_peer_clients(plan, sim, &python, &PEER_CLIENTS).await?;
+        Ok::<_, (String, String)>((one_cpu, plain, any_cpu))
     };
-    let (one_cpu, any_cpu) = match runs.await {
+    let (one_cpu, plain, any_cpu) = match runs.await {
         Ok(runs) => runs,
         Err((what, e)) => {
             report.error("peer", &what, e);
@@ -2198,7 +2254,7 @@ async fn peer_phase(plan: &Plan, sim: &SimulatorHandle, report: &mut Report) -> 
         report.row(
             "peer",
             format!(
-                "{name}: CPU s per 1 000 calls ({how}), with the simulator on one CPU; on any CPU"
+                "{name}: CPU s per 1 000 calls over HTTPS ({how}), with the simulator on one CPU; on any CPU"
             ),
             format!(
                 "{} (wall {:.2} s per 1 000); {} (wall {:.2})",
@@ -2208,6 +2264,25 @@ async fn peer_phase(plan: &Plan, sim: &SimulatorHandle, report: &mut Report) -> 
                 wall(&any_cpu, key),
             ),
         );
+    }
+    if let Some(plain) = &plain {
+        // Reported once, not judged: every other figure of the bench is over TLS, as in
+        // production; this says how much of our client's cost the TLS layer is.
+        for (key, name) in &PEER_CLIENTS[2..] {
+            let (https, http) = (spread(&one_cpu, key), spread(plain, key));
+            report.row(
+                "peer",
+                format!(
+                    "{name}: CPU s per 1 000 calls over HTTPS vs plain HTTP, on one CPU (TLS on a kept-alive connection: record encryption, no handshake per call)"
+                ),
+                format!(
+                    "HTTPS {}; HTTP {}; HTTPS / HTTP {:.2}x",
+                    https.show(3, ""),
+                    http.show(3, ""),
+                    https.median() / http.median().max(f64::MIN_POSITIVE)
+                ),
+            );
+        }
     }
     let steady = PEER_CLIENTS
         .iter()
@@ -2276,19 +2351,34 @@ fn peer_ratio_rows(peer: &Peer, operator: f64, report: &mut Report) {
 // ---------------------------------------------------------------------------------------------
 // Child process: our client in a loop
 
-/// `bench raw-client <v1|v3> <endpoint> <ak> <secret> <app> <task> <reps> <calls>`: sequential
+/// `bench raw-client <v1|v3> <endpoint> <ak> <secret> <app> <task> <reps> <calls> <ca|->`: sequential
 /// GetMPUTaskStatus calls on a current-thread runtime; CPU from getrusage(RUSAGE_SELF).
 fn raw_client(args: &[String]) -> ExitCode {
     use mpu_relay_operator::api::{CloudApi, SignatureVersion};
     use mpu_relay_operator::cloud::access_key::Credentials;
-    use mpu_relay_operator::cloud::client::{ClientOptions, CloudClient, StatusQuery};
+    use mpu_relay_operator::cloud::client::{CaBundle, ClientOptions, CloudClient, StatusQuery};
     use mpu_relay_operator::cloud::endpoint::Endpoint;
 
-    let [signature, endpoint, ak, secret, app, task, reps, calls] = args else {
+    let [signature, endpoint, ak, secret, app, task, reps, calls, ca] = args else {
         eprintln!(
-            "usage: bench raw-client <v1|v3> <endpoint> <ak> <secret> <app> <task> <reps> <calls>"
+            "usage: bench raw-client <v1|v3> <endpoint> <ak> <secret> <app> <task> <reps> <calls> <ca-bundle|->"
         );
         return ExitCode::from(2);
+    };
+    let extra_roots = if ca == "-" {
+        CaBundle::default()
+    } else {
+        match std::fs::read(ca).map(|pem| CaBundle::from_pem(&pem)) {
+            Ok(Ok(roots)) => roots,
+            Ok(Err(e)) => {
+                eprintln!("raw client: {ca}: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("raw client: {ca}: {e}");
+                return ExitCode::from(2);
+            }
+        }
     };
     let (reps, calls): (usize, usize) = match (reps.parse(), calls.parse()) {
         (Ok(r), Ok(c)) => (r, c),
@@ -2303,7 +2393,11 @@ fn raw_client(args: &[String]) -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    let client = CloudClient::new(&ClientOptions::default()).expect("client");
+    let client = CloudClient::new(&ClientOptions {
+        extra_roots,
+        ..ClientOptions::default()
+    })
+    .expect("client");
     let creds = Credentials::access_key(ak.clone(), secret.as_str(), None);
     let endpoint = Endpoint::parse(endpoint).expect("endpoint");
     let query = StatusQuery {
