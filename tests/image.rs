@@ -1,8 +1,10 @@
 //! The container image that users run, built here by `make image` (image/build.sh: the
 //! repository's Dockerfile through Debian's buildah) and checked from the OCI archive it writes:
 //! only the expected files, a static binary, which runs as uid 65532 in a `chroot` of the image's
-//! root filesystem (`--version`, `crd`, and a cloud call whose host name is resolved through a
-//! DNS server), the config's user, entrypoint and OCI labels, the size, and the SBOM beside it.
+//! root filesystem (`--version`, `crd`, a cloud call over TLS whose host name is resolved through
+//! a DNS server and whose certificate the image's CA bundle verifies, and `run` against the local
+//! control plane through a status change), the config's user, entrypoint and OCI labels, the
+//! size, and the SBOM beside it.
 //!
 //! Containers cannot run here (no pulls, no daemon), so the root filesystem is unpacked and
 //! entered with chroot(8), which needs root, as `make image` does for podman.
@@ -16,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mpu_cloud_sim::{AccountConfig, Simulator, SimulatorConfig, TaskConfig};
+
+mod support;
 use serde_json::Value;
 
 /// README "Container image": the size the image should stay under.
@@ -351,12 +355,11 @@ fn dns_server(addr: &str, name: &str, stop: Arc<AtomicBool>) -> std::thread::Joi
     })
 }
 
-#[tokio::test]
-async fn image_binary_resolves_names_through_hosts_and_dns_and_calls_the_cloud() {
-    let image = image();
-    // What every container gets besides the image: the OCI runtime's /dev (the random-number
-    // generator reads /dev/urandom: a static binary cannot look up glibc's getrandom(3)), and
-    // the kubelet's /etc/hosts and /etc/resolv.conf.
+/// A pod of the image: a copy of its root filesystem with what every container gets besides
+/// the image (the OCI runtime's /dev: the random-number generator reads /dev/urandom, as a
+/// static binary cannot look up glibc's getrandom(3); the kubelet's /etc/hosts), and `extra_ca`
+/// added to the image's system CA bundle, as a derived image or a CA-injecting webhook does.
+fn pod(image: &Image, extra_ca: &str) -> (tempfile::TempDir, PathBuf) {
     let pod = tempfile::tempdir().unwrap();
     let rootfs = pod.path().join("rootfs");
     ok(Command::new("cp").arg("-a").arg(&image.rootfs).arg(&rootfs));
@@ -378,16 +381,19 @@ async fn image_binary_resolves_names_through_hosts_and_dns_and_calls_the_cloud()
         "127.0.0.1 localhost\n::1 localhost\n",
     )
     .unwrap();
-    // A loopback address of its own, so no resolver of the machine is in the way.
-    std::fs::write(
-        rootfs.join("etc/resolv.conf"),
-        "nameserver 127.0.9.53\noptions timeout:2 attempts:2\n",
-    )
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let dns = dns_server("127.0.9.53:53", "relay-sim.cluster.test", stop.clone());
+    let bundle = rootfs.join("etc/ssl/certs/ca-certificates.crt");
+    let mut roots = std::fs::read_to_string(&bundle).unwrap();
+    assert!(
+        roots.matches("BEGIN CERTIFICATE").count() > 50,
+        "the image carries the public roots"
+    );
+    roots.push_str(extra_ca);
+    std::fs::write(&bundle, roots).unwrap();
+    (pod, rootfs)
+}
 
-    let sim = Simulator::start(SimulatorConfig {
+fn sim_config(status: i64) -> SimulatorConfig {
+    SimulatorConfig {
         accounts: vec![AccountConfig {
             access_key_id: "LTAI5tImageTest".into(),
             access_key_secret: "image-test-secret".into(),
@@ -396,15 +402,32 @@ async fn image_binary_resolves_names_through_hosts_and_dns_and_calls_the_cloud()
         tasks: vec![TaskConfig {
             app_id: "app".into(),
             task_id: "relay-1".into(),
-            status: 1,
+            status,
         }],
         ..SimulatorConfig::default()
-    })
-    .await
+    }
+}
+
+#[tokio::test]
+async fn image_binary_resolves_names_through_hosts_and_dns_and_calls_the_cloud_over_tls() {
+    let image = image();
+    let sim = Simulator::start(sim_config(1)).await.unwrap();
+    // The simulator's CA among the image's system roots: no --ca-bundle, so this is the trust
+    // store the image ships that verifies the endpoint.
+    let (_pod, rootfs) = pod(image, sim.ca_pem().unwrap());
+    // A loopback address of its own, so no resolver of the machine is in the way.
+    std::fs::write(
+        rootfs.join("etc/resolv.conf"),
+        "nameserver 127.0.9.53\noptions timeout:2 attempts:2\n",
+    )
     .unwrap();
-    let port = sim.base_url().rsplit(':').next().unwrap().to_string();
-    for host in ["localhost", "relay-sim.cluster.test"] {
-        let endpoint = format!("http://{host}:{port}");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Under sim.test, a name the simulator's certificate covers.
+    let dns = dns_server("127.0.9.53:53", "relay.sim.test", stop.clone());
+
+    let port = sim.addr().port().to_string();
+    for host in ["localhost", "relay.sim.test"] {
+        let endpoint = format!("https://{host}:{port}");
         let root = rootfs.clone();
         let out = tokio::task::spawn_blocking(move || {
             in_image(
@@ -436,15 +459,130 @@ async fn image_binary_resolves_names_through_hosts_and_dns_and_calls_the_cloud()
         let json: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["phase"], "Running", "via {host}");
     }
+    assert_eq!(sim.handshakes_completed(), 2, "one TLS handshake per run");
     drop(sim);
     stop.store(true, Ordering::Relaxed);
     let answered = tokio::task::spawn_blocking(move || dns.join().unwrap())
         .await
         .unwrap();
-    assert!(
-        answered >= 1,
-        "relay-sim.cluster.test was not resolved through DNS"
+    assert!(answered >= 1, "relay.sim.test was not resolved through DNS");
+}
+
+/// The image's binary, `run` in a chroot of a pod of the image; killed when dropped (the
+/// parent-death signal does not survive chroot's change of user).
+struct InImage(std::process::Child);
+
+impl Drop for InImage {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn image_binary_runs_the_operator_over_tls_and_follows_a_status_change() {
+    use kube::api::{Api, PostParams};
+    use mpu_relay_operator::api::{MpuRelayTask, Phase};
+
+    let image = image();
+    let sim = Simulator::start(sim_config(1)).await.unwrap();
+    let (pod, rootfs) = pod(image, sim.ca_pem().unwrap());
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "image-run").await;
+    // The endpoint by name, resolved through the pod's /etc/hosts, verified by the image's roots.
+    let endpoint = format!("https://localhost:{}", sim.addr().port());
+    support::accounts::secret(&client, &ns, "ak", "LTAI5tImageTest", "image-test-secret").await;
+    support::accounts::account(&client, &ns, "live", &endpoint, "ak", serde_json::json!({})).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    tasks
+        .create(
+            &PostParams::default(),
+            &support::accounts::task("relay", "relay-1", "live"),
+        )
+        .await
+        .unwrap();
+
+    // A self-contained kubeconfig (the CA inline) where the pod's user may read it, as the
+    // ServiceAccount's token and CA would be.
+    use base64::Engine as _;
+    let ca = std::fs::read(cp.dir.join("ca.crt")).unwrap();
+    let token = std::fs::read_to_string(cp.dir.join("admin.token")).unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+        cp.server,
+        base64::engine::general_purpose::STANDARD.encode(ca),
+        token.trim()
     );
+    std::fs::write(rootfs.join("etc/kubeconfig"), kubeconfig).unwrap();
+    let log = pod.path().join("operator.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let sts = endpoint.clone();
+    let operator = InImage(
+        Command::new(chroot())
+            .arg("--userspec=65532:65532")
+            .arg(&rootfs)
+            .arg(format!("/{BINARY}"))
+            .args(["run", "--namespaces", &ns, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--running-interval", "1s", "--stopped-interval", "1s"])
+            .args(["--allowed-endpoints", "https://localhost:*"])
+            .arg("--namespaced-accounts")
+            .env_clear()
+            .env("KUBECONFIG", "/etc/kubeconfig")
+            .env("ALIBABA_CLOUD_STS_ENDPOINT", &sts)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting the image's binary"),
+    );
+    let phase = || async {
+        tasks
+            .get("relay")
+            .await
+            .ok()
+            .and_then(|t| t.status)
+            .and_then(|s| s.phase)
+    };
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        support::operator::eventually(Duration::from_secs(30), || async {
+            phase().await == Some(Phase::Running)
+        })
+        .await,
+        "the task never ran:\n{}",
+        output()
+    );
+    sim.set_task_status("app", "relay-1", 5);
+    assert!(
+        support::operator::eventually(Duration::from_secs(30), || async {
+            phase().await == Some(Phase::CdnError)
+        })
+        .await,
+        "the status change never showed:\n{}",
+        output()
+    );
+    // The operator in the image made the calls, over TLS, on reused connections.
+    let stats = sim.stats(false);
+    assert!(stats.all.ok >= 2, "{:?}", stats.all);
+    let agents: BTreeSet<&String> = stats
+        .all
+        .per_second
+        .iter()
+        .flat_map(|b| b.user_agents.keys())
+        .collect();
+    assert!(
+        agents
+            .iter()
+            .all(|ua| ua.starts_with("mpu-relay-operator/")),
+        "{agents:?}"
+    );
+    assert!(
+        sim.handshakes_completed() <= 3,
+        "{}",
+        sim.handshakes_completed()
+    );
+    drop(operator);
 }
 
 #[test]
