@@ -1263,6 +1263,42 @@ fn mounted_file(cp: &ControlPlane, deployment: &Value, ns: &str, path: &str) -> 
     }
 }
 
+/// The environment of the release's Deployment, as its pod would have it here: field refs
+/// resolved, the ca-bundle file placed where the env names it (what the kubelet mounts), and a
+/// kubeconfig acting as the chart's ServiceAccount; `RUST_LOG` left to the test.
+fn pod_env(cp: &ControlPlane, release: &str, home: &str, dir: &Path) -> Vec<(String, String)> {
+    let deployment = get_json(cp, &["deployment", &fullname(release), "-n", home]);
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in env_of(&deployment) {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = match (
+            e["value"].as_str(),
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Some(v), _) => v.to_string(),
+            (None, Some("metadata.namespace")) => home.to_string(),
+            (None, Some("metadata.name")) => format!("{}-0", fullname(release)),
+            _ => panic!("unexpected env {e}"),
+        };
+        // The test's log level is more useful than the chart's default when this fails.
+        if name != "RUST_LOG" {
+            env.push((name, value));
+        }
+    }
+    for (name, value) in env.iter_mut() {
+        if name == "MPU_RELAY_CA_BUNDLE" && value.starts_with('/') && !Path::new(value).exists() {
+            let local = dir.join("ca-bundle.crt");
+            std::fs::write(&local, mounted_file(cp, &deployment, home, value)).unwrap();
+            *value = local.display().to_string();
+        }
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
+    impersonating_kubeconfig(cp, &sa, &kubeconfig);
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    env
+}
+
 fn impersonating_kubeconfig(cp: &ControlPlane, user: &str, path: &Path) {
     let token = std::fs::read_to_string(cp.dir.join("admin.token")).unwrap();
     let config = json!({
@@ -1345,57 +1381,12 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
     );
 
     // The operator gets the installed Deployment's settings (its env), as the pod would.
-    let deployment: Value = serde_json::from_str(&ok(
-        kubectl(
-            cp,
-            &[
-                "get",
-                "deployment",
-                &fullname(release),
-                "-n",
-                &home,
-                "-o",
-                "json",
-            ],
-            None,
-        ),
-        "reading the Deployment",
-    ))
-    .unwrap();
-    let mut env: Vec<(String, String)> = Vec::new();
-    for e in env_of(&deployment) {
-        let name = e["name"].as_str().unwrap().to_string();
-        let value = match (
-            e["value"].as_str(),
-            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
-        ) {
-            (Some(v), _) => v.to_string(),
-            (None, Some("metadata.namespace")) => home.clone(),
-            (None, Some("metadata.name")) => format!("{}-0", fullname(release)),
-            _ => panic!("unexpected env {e}"),
-        };
-        // The test's log level is more useful than the chart's default when this fails.
-        if name != "RUST_LOG" {
-            env.push((name, value));
-        }
-    }
-    // What the kubelet does for the pod: the ca-bundle volume's key, at the path the env names.
     let dir = tempfile::tempdir().unwrap();
-    for (name, value) in env.iter_mut() {
-        if name == "MPU_RELAY_CA_BUNDLE" {
-            let local = dir.path().join("ca-bundle.crt");
-            std::fs::write(&local, mounted_file(cp, &deployment, &home, value)).unwrap();
-            *value = local.display().to_string();
-        }
-    }
+    let mut env = pod_env(cp, release, &home, dir.path());
     assert!(
         env.iter().any(|(name, _)| name == "MPU_RELAY_CA_BUNDLE"),
         "caBundle sets MPU_RELAY_CA_BUNDLE"
     );
-    let kubeconfig = dir.path().join("kubeconfig");
-    let sa = format!("system:serviceaccount:{home}:{}", fullname(release));
-    impersonating_kubeconfig(cp, &sa, &kubeconfig);
-    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
 
     assert_eq!(
         env.iter()
@@ -1783,4 +1774,281 @@ async fn integration_readme_install_section_works_as_written() {
             }
         }
     }
+}
+
+/// The chart of the previous release, from git history: a chart release is the commit that
+/// sets a new version in Chart.yaml (as it asks: bump on every chart change), so the previous
+/// release is the commit that set the version before the current one. Returns its version,
+/// commit and a directory holding that chart.
+fn previous_release_chart(dir: &Path) -> (String, String, PathBuf) {
+    let git = |args: &[&str]| -> String {
+        let out = Command::new("git")
+            .current_dir(repo_root())
+            .args(args)
+            .output()
+            .expect("running git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        git(&["rev-parse", "--is-shallow-repository"]),
+        "false",
+        "the upgrade test builds the previous chart from git history: clone with full history"
+    );
+    let chart_yaml = "charts/mpu-relay-operator/Chart.yaml";
+    let version_in = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("version:"))
+            .map(|v| v.trim().to_string())
+            .expect("Chart.yaml has a version")
+    };
+    let current = version_in(&std::fs::read_to_string(repo_root().join(chart_yaml)).unwrap());
+    // Newest first: past the commits at the current version, the run at the previous one; its
+    // oldest commit set that version, and is its release.
+    let mut previous: Option<(String, String)> = None;
+    for commit in git(&["log", "--format=%H", "--", chart_yaml]).lines() {
+        let version = version_in(&git(&["show", &format!("{commit}:{chart_yaml}")]));
+        match &previous {
+            _ if version == current && previous.is_none() => continue,
+            Some((v, _)) if *v != version => break,
+            _ => previous = Some((version, commit.to_string())),
+        }
+    }
+    let (_, previous) = previous.expect("a chart version before the current one");
+    let archive = Command::new("git")
+        .current_dir(repo_root())
+        .args(["archive", &previous, "charts/mpu-relay-operator"])
+        .output()
+        .expect("git archive");
+    assert!(archive.status.success(), "git archive {previous}");
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("tar");
+    tar.stdin
+        .take()
+        .unwrap()
+        .write_all(&archive.stdout)
+        .unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "unpacking the previous chart"
+    );
+    let chart = dir.join("charts/mpu-relay-operator");
+    let version = version_in(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap());
+    assert_ne!(version, current, "the previous release has another version");
+    (version, previous, chart)
+}
+
+/// A user on the previous release upgrades to this one as the README says (the CRDs applied
+/// first, then `helm upgrade --reset-then-reuse-values`), with tasks running: the upgrade succeeds, the
+/// tasks and their statuses survive it, and the new operator goes on following the cloud.
+#[tokio::test]
+async fn integration_helm_upgrade_from_the_previous_release_keeps_tasks_running() {
+    const AK: &str = "LTAI5tHelmUpgradeTest";
+    const SK: &str = "helm-upgrade-test-secret-5e2a";
+    let cp = support::shared();
+    let client = cp.client().await;
+    let home = support::test_namespace(&client, "chart-upgrade-home").await;
+    let watched = support::test_namespace(&client, "chart-upgrade-watched").await;
+    let release = "upgrade";
+    let dir = tempfile::tempdir().unwrap();
+    let (old_version, old_commit, old_chart) = previous_release_chart(dir.path());
+    println!("[helm] upgrading from chart {old_version} (commit {old_commit})");
+
+    let sim = Simulator::start(SimulatorConfig {
+        accounts: vec![AccountConfig {
+            access_key_id: AK.into(),
+            access_key_secret: SK.into(),
+            qps: Some(10),
+        }],
+        tasks: (1..=2)
+            .map(|i| TaskConfig {
+                app_id: "app".into(),
+                task_id: format!("t{i}"),
+                status: 1,
+            })
+            .collect(),
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let ca = support::ca_bundle(&sim).unwrap();
+    // Values every release since the first understands: the simulator's CA reaches the
+    // operator through extraEnv (the previous chart may have no caBundle).
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "watchNamespaces: [{watched}]\nallowedEndpoints: ['https://*.aliyuncs.com', 'https://127.0.0.1:*']\nextraEnv:\n  - name: MPU_RELAY_CA_BUNDLE\n    value: {ca}\n  - name: MPU_RELAY_RUNNING_INTERVAL\n    value: 1s\n"
+        ),
+    )
+    .unwrap();
+    let values = values.to_str().unwrap();
+    ok(
+        helm(
+            cp,
+            &[
+                "install",
+                release,
+                old_chart.to_str().unwrap(),
+                "-n",
+                &home,
+                "-f",
+                values,
+            ],
+        ),
+        "helm install of the previous release",
+    );
+
+    support::accounts::secret(&client, &home, "ak", AK, SK).await;
+    let account = format!("{watched}-account");
+    support::accounts::cluster_account(
+        &client,
+        &account,
+        json!({
+            "endpoint": sim.base_url(),
+            "credentials": {"secretRef": {"name": "ak"}},
+            "conditions": [{"namespaces": [watched]}],
+        }),
+    )
+    .await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &watched);
+    for i in 1..=2 {
+        let task = support::accounts::task_with(
+            &format!("relay-{i}"),
+            json!({"appId": "app", "taskId": format!("t{i}"),
+                   "accountRef": {"kind": "ClusterMpuRelayAccount", "name": account}}),
+        );
+        tasks.create(&PostParams::default(), &task).await.unwrap();
+    }
+    let phases = || async {
+        let mut phases = Vec::new();
+        for i in 1..=2 {
+            phases.push(
+                tasks
+                    .get(&format!("relay-{i}"))
+                    .await
+                    .ok()
+                    .and_then(|t| t.status)
+                    .and_then(|s| s.phase),
+            );
+        }
+        phases
+    };
+    use mpu_relay_operator::api::Phase;
+    let running = vec![Some(Phase::Running), Some(Phase::Running)];
+
+    let sts = sim.base_url();
+    let start = |env: Vec<(String, String)>| {
+        let mut env = env;
+        env.push(("ALIBABA_CLOUD_STS_ENDPOINT".into(), sts.clone()));
+        let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Operator::start(cp, &watched, &[], &refs)
+    };
+    // The previous release's tasks are running: their statuses written with the previous
+    // chart's settings. Not by the previous binary (a release build of old sources would cost
+    // minutes) and so not through the previous chart's RBAC, which this binary's watches
+    // outgrew: an admin kubeconfig stands in for that pod.
+    let old_dir = tempfile::tempdir().unwrap();
+    let mut old_env = pod_env(cp, release, &home, old_dir.path());
+    for (name, value) in old_env.iter_mut() {
+        if name == "KUBECONFIG" {
+            *value = cp.kubeconfig.display().to_string();
+        }
+    }
+    let mut old = start(old_env);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            phases().await == running
+        })
+        .await,
+        "the previous release's operator never ran the tasks: {:?}\n{}",
+        phases().await,
+        old.output()
+    );
+    let generations: Vec<Option<i64>> = {
+        let mut g = Vec::new();
+        for i in 1..=2 {
+            g.push(
+                tasks
+                    .get(&format!("relay-{i}"))
+                    .await
+                    .unwrap()
+                    .metadata
+                    .generation,
+            );
+        }
+        g
+    };
+
+    // The upgrade, as the README says: CRDs first, then the chart, values reused (plain
+    // --reuse-values fails here: the previous values lack the new chart's settings). The old pod
+    // stops before the new one starts (the chart's Recreate strategy without leader election).
+    ok(
+        kubectl(
+            cp,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                "charts/mpu-relay-operator/crds/",
+            ],
+            None,
+        ),
+        "applying the CRDs",
+    );
+    ok(
+        helm(
+            cp,
+            &[
+                "upgrade",
+                release,
+                CHART,
+                "-n",
+                &home,
+                "--reset-then-reuse-values",
+            ],
+        ),
+        "helm upgrade --reset-then-reuse-values to this chart",
+    );
+    assert!(old.terminate(Duration::from_secs(10)).await.is_some());
+    let history = ok(
+        helm(cp, &["history", release, "-n", &home, "-o", "json"]),
+        "helm history",
+    );
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    assert_eq!(history[1]["status"], "deployed", "{history}");
+    // The statuses the previous operator wrote survive the upgrade untouched.
+    assert_eq!(phases().await, running);
+
+    let new_dir = tempfile::tempdir().unwrap();
+    let new = start(pod_env(cp, release, &home, new_dir.path()));
+    sim.set_task_status("app", "t2", 5);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            phases().await == vec![Some(Phase::Running), Some(Phase::CdnError)]
+        })
+        .await,
+        "the upgraded operator does not follow the cloud: {:?}\n{}",
+        phases().await,
+        new.output()
+    );
+    // Nothing the user wrote changed: the upgrade touched no task.
+    for (i, generation) in (1..=2).zip(generations) {
+        let task = tasks.get(&format!("relay-{i}")).await.unwrap();
+        assert_eq!(task.metadata.generation, generation, "relay-{i}");
+    }
+    ok(
+        helm(cp, &["uninstall", release, "-n", &home]),
+        "helm uninstall",
+    );
 }
