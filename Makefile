@@ -21,12 +21,14 @@ test: controlplane-binaries tools
 image:
 	@image/build.sh
 
-## License, ban and source checks of the dependency graph (deny.toml); offline, after fetching
-## every platform's crates (cargo-deny reads the whole graph; a build fetches only this one's).
+## License, ban, source and advisory checks of the dependency graph (deny.toml); offline, after
+## fetching every platform's crates (cargo-deny reads the whole graph; a build fetches only this
+## one's). Advisories: a dated RustSec snapshot (tests/tools/advisory-db/README.md).
 deny:
 	@$(CARGO) fetch --locked -q
 	@deny=$$(tests/tools/build.sh cargo-deny) && echo "cargo deny check licenses bans sources" && \
-	  $$deny deny --offline --log-level error check licenses bans sources
+	  $$deny deny --offline --log-level error check licenses bans sources && \
+	  tests/tools/deny-advisories.sh $$deny
 
 ## Build (once) kstatus, promtool, cargo-deny, cargo-cyclonedx and cargo-fuzz into
 ## ~/.cache/mpu-relay-operator/tools/ (pinned versions in tests/tools/build.sh).
