@@ -1397,21 +1397,8 @@ async fn integration_operator_with_the_charts_service_account_reconciles_a_task_
     // STS (GetCallerIdentity: which cloud account the key belongs to) is the simulator too.
     env.push(("ALIBABA_CLOUD_STS_ENDPOINT".into(), sim.base_url()));
 
-    // The cluster admin's account: its Secret in the release namespace (where the chart lets the
-    // operator get Secrets), its endpoint the simulator, its conditions admitting the watched
-    // namespace. The name is unique to this test (cluster-scoped objects are shared).
-    support::accounts::secret(&client, &home, "ak", AK, SK).await;
-    let account = format!("{watched}-account");
-    support::accounts::cluster_account(
-        &client,
-        &account,
-        json!({
-            "endpoint": sim.base_url(),
-            "credentials": {"secretRef": {"name": "ak"}},
-            "conditions": [{"namespaces": [watched]}],
-        }),
-    )
-    .await;
+    // The cluster admin's account, its Secret in the release namespace.
+    let account = admin_account(&client, &home, &watched, &sim, (AK, SK)).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &watched);
     let task = support::accounts::task_with(
         "relay",
@@ -1776,6 +1763,31 @@ async fn integration_readme_install_section_works_as_written() {
     }
 }
 
+/// The cluster admin's account for `watched`: its Secret `ak` in the release namespace `home`
+/// (where the chart lets the operator get Secrets), its endpoint the simulator, its conditions
+/// admitting `watched`; named after `watched` (cluster-scoped objects are shared). Its name.
+async fn admin_account(
+    client: &kube::Client,
+    home: &str,
+    watched: &str,
+    sim: &mpu_cloud_sim::SimulatorHandle,
+    (id, secret): (&str, &str),
+) -> String {
+    support::accounts::secret(client, home, "ak", id, secret).await;
+    let account = format!("{watched}-account");
+    support::accounts::cluster_account(
+        client,
+        &account,
+        json!({
+            "endpoint": sim.base_url(),
+            "credentials": {"secretRef": {"name": "ak"}},
+            "conditions": [{"namespaces": [watched]}],
+        }),
+    )
+    .await;
+    account
+}
+
 /// The chart of the previous release, from git history: a chart release is the commit that
 /// sets a new version in Chart.yaml (as it asks: bump on every chart change), so the previous
 /// release is the commit that set the version before the current one. Returns its version,
@@ -1907,18 +1919,7 @@ async fn integration_helm_upgrade_from_the_previous_release_keeps_tasks_running(
         "helm install of the previous release",
     );
 
-    support::accounts::secret(&client, &home, "ak", AK, SK).await;
-    let account = format!("{watched}-account");
-    support::accounts::cluster_account(
-        &client,
-        &account,
-        json!({
-            "endpoint": sim.base_url(),
-            "credentials": {"secretRef": {"name": "ak"}},
-            "conditions": [{"namespaces": [watched]}],
-        }),
-    )
-    .await;
+    let account = admin_account(&client, &home, &watched, &sim, (AK, SK)).await;
     let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &watched);
     for i in 1..=2 {
         let task = support::accounts::task_with(

@@ -272,15 +272,7 @@ mod tests {
     }
 
     fn api_error(code: &str) -> CloudError {
-        CloudError::Api(Box::new(crate::cloud::response::ApiError {
-            http_status: 400,
-            code: code.into(),
-            message: "message".into(),
-            request_id: "req".into(),
-            host_id: None,
-            recommend: None,
-            retry_after: None,
-        }))
+        crate::controller::fixtures::api_error(code, 400)
     }
 
     fn ok_facts(tasks: u32, budget: BudgetView) -> AccountFacts<'static> {

@@ -606,15 +606,7 @@ mod tests {
     }
 
     fn api_error(code: &str, http_status: u16) -> Outcome {
-        Outcome::CloudFailed(CloudError::Api(Box::new(ApiError {
-            http_status,
-            code: code.into(),
-            message: "message".into(),
-            request_id: "req".into(),
-            host_id: None,
-            recommend: None,
-            retry_after: None,
-        })))
+        Outcome::CloudFailed(crate::controller::fixtures::api_error(code, http_status))
     }
 
     /// Applies a decision's status to the task, as the API server would after the write.
