@@ -141,6 +141,23 @@ pub enum CloudError {
 }
 
 impl CloudError {
+    /// An error answer of Alibaba Cloud with this code and HTTP status, for tests of what the
+    /// controller decides on it. Here, below the controller, so that its tests share one.
+    #[cfg(test)]
+    pub fn api_for_test(code: &str, http_status: u16) -> Self {
+        Self::Api(Box::new(ApiError {
+            http_status,
+            code: code.into(),
+            message: "message".into(),
+            request_id: "req".into(),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        }))
+    }
+}
+
+impl CloudError {
     /// For the HTTP client when a body exceeds its size bound.
     pub fn body_too_large(http_status: u16, limit: usize) -> Self {
         CloudError::Decode {

@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn api_error(code: &str) -> CloudError {
-        crate::controller::fixtures::api_error(code, 400)
+        crate::cloud::CloudError::api_for_test(code, 400)
     }
 
     fn ok_facts(tasks: u32, budget: BudgetView) -> AccountFacts<'static> {

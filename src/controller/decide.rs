@@ -606,7 +606,7 @@ mod tests {
     }
 
     fn api_error(code: &str, http_status: u16) -> Outcome {
-        Outcome::CloudFailed(crate::controller::fixtures::api_error(code, http_status))
+        Outcome::CloudFailed(crate::cloud::CloudError::api_for_test(code, http_status))
     }
 
     /// Applies a decision's status to the task, as the API server would after the write.

@@ -191,16 +191,3 @@ pub fn condition_reason(status: &serde_json::Value, type_: &str) -> Option<Strin
         .and_then(|c| c["reason"].as_str())
         .map(str::to_string)
 }
-
-/// An error answer of Alibaba Cloud with this code and HTTP status.
-pub fn api_error(code: &str, http_status: u16) -> crate::cloud::CloudError {
-    crate::cloud::CloudError::Api(Box::new(crate::cloud::response::ApiError {
-        http_status,
-        code: code.into(),
-        message: "message".into(),
-        request_id: "req".into(),
-        host_id: None,
-        recommend: None,
-        retry_after: None,
-    }))
-}
