@@ -9,6 +9,10 @@
 //! `uids[].qps` when set, otherwise the largest `qps` among its keys (each key's `qps` defaulting to
 //! `defaultQps`). A key without a uid gets one derived from its AccessKeyId ([`derive_uid`]), so a
 //! config that names no uid keeps one limit per key, at that key's `qps`.
+//!
+//! A role may issue sessions shorter than Alibaba ever does ([`SimulatorConfig::role_session_seconds`],
+//! `sessionSeconds` on a role in a file), so that a test sees temporary credentials expire and be
+//! refreshed in seconds rather than after Alibaba's shortest session of 15 minutes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -80,6 +84,15 @@ pub struct SimulatorConfig {
     /// RAM roles that AssumeRoleWithOIDC may assume.
     #[serde(default)]
     pub roles: Vec<RoleConfig>,
+    /// Roles with a shorter session lifetime, by role ARN: a session issued for the role expires
+    /// this many seconds after it was issued, whatever `DurationSeconds` asked for (which is still
+    /// checked against Alibaba's bounds and the role's `maxSessionSeconds`), and its `Expiration`
+    /// says so. Calls made with it afterwards are refused with `InvalidSecurityToken.Expired`, as
+    /// with any expired session. Alibaba's shortest session is 900 s; this lets a test watch
+    /// credentials expire, and be refreshed, within a minute. From 1 to the role's
+    /// `maxSessionSeconds`. In a file, `sessionSeconds` on a role is shorthand for an entry here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_session_seconds: BTreeMap<String, u64>,
     /// Alibaba account IDs: which AccessKeys belong to each (so share its rate limit) and its QPS.
     /// In a file, `uid` on an account is shorthand for listing the key here.
     #[serde(default)]
@@ -96,6 +109,7 @@ impl Default for SimulatorConfig {
             tasks: Vec::new(),
             task_sets: Vec::new(),
             roles: Vec::new(),
+            role_session_seconds: BTreeMap::new(),
             uids: Vec::new(),
         }
     }
@@ -116,9 +130,11 @@ pub struct UidConfig {
     pub access_key_ids: Vec<String>,
 }
 
-/// The file as written: [`SimulatorConfig`] plus an optional `uid` on each account. Converted by
-/// moving each account's `uid` into [`SimulatorConfig::uids`]; conflicts (one key under two uids)
-/// are left for [`SimulatorConfig::validate`] to report.
+/// The file as written: [`SimulatorConfig`] plus an optional `uid` on each account and an optional
+/// `sessionSeconds` on each role. Converted by moving each account's `uid` into
+/// [`SimulatorConfig::uids`] and each role's `sessionSeconds` into
+/// [`SimulatorConfig::role_session_seconds`] (where it replaces an entry for the same ARN);
+/// conflicts (one key under two uids) are left for [`SimulatorConfig::validate`] to report.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
@@ -135,9 +151,26 @@ struct RawConfig {
     #[serde(default)]
     task_sets: Vec<TaskSetConfig>,
     #[serde(default)]
-    roles: Vec<RoleConfig>,
+    roles: Vec<RawRole>,
+    #[serde(default)]
+    role_session_seconds: BTreeMap<String, u64>,
     #[serde(default)]
     uids: Vec<UidConfig>,
+}
+
+/// A role as written: [`RoleConfig`] and its sessions' lifetime, when shorter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRole {
+    role_arn: String,
+    account: String,
+    #[serde(default)]
+    oidc_provider_arn: Option<String>,
+    #[serde(default = "default_max_session")]
+    max_session_seconds: u64,
+    /// See [`SimulatorConfig::role_session_seconds`].
+    #[serde(default)]
+    session_seconds: Option<u64>,
 }
 
 /// An account as written: [`AccountConfig`] and the uid it belongs to.
@@ -181,6 +214,22 @@ impl From<RawConfig> for SimulatorConfig {
                 qps: account.qps,
             });
         }
+        let mut role_session_seconds = raw.role_session_seconds;
+        let roles = raw
+            .roles
+            .into_iter()
+            .map(|role| {
+                if let Some(seconds) = role.session_seconds {
+                    role_session_seconds.insert(role.role_arn.clone(), seconds);
+                }
+                RoleConfig {
+                    role_arn: role.role_arn,
+                    account: role.account,
+                    oidc_provider_arn: role.oidc_provider_arn,
+                    max_session_seconds: role.max_session_seconds,
+                }
+            })
+            .collect();
         Self {
             clock_skew_seconds: raw.clock_skew_seconds,
             clock_offset_seconds: raw.clock_offset_seconds,
@@ -188,7 +237,8 @@ impl From<RawConfig> for SimulatorConfig {
             accounts,
             tasks: raw.tasks,
             task_sets: raw.task_sets,
-            roles: raw.roles,
+            roles,
+            role_session_seconds,
             uids,
         }
     }
@@ -232,7 +282,10 @@ pub struct TaskSetConfig {
 
 /// A RAM role for RRSA: temporary credentials issued for it draw on the QPS budget of `account`'s
 /// uid, as an STS session's calls count against the Alibaba account that owns the role. When
-/// `account` has an explicit uid, the uid in `roleArn` must be that one.
+/// `account` has an explicit uid, the uid in `roleArn` must be that one. In a file a role may also
+/// carry `sessionSeconds`, a shorter lifetime of its sessions (see
+/// [`SimulatorConfig::role_session_seconds`]); in Rust that goes in that map, so this struct keeps
+/// its four fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleConfig {
@@ -387,7 +440,8 @@ impl SimulatorConfig {
             .collect()
     }
 
-    /// Checks what serde cannot: unique keys, roles pointing at known accounts, bounded task sets.
+    /// Checks what serde cannot: unique keys, roles pointing at known accounts, session lifetimes of
+    /// known roles within their maximum, bounded task sets.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let accounts = self.effective_accounts();
         let mut seen = std::collections::HashSet::new();
@@ -421,6 +475,19 @@ impl SimulatorConfig {
                 return Err(ConfigError::Invalid(format!(
                     "role {:?} belongs to uid {} but its account {:?} to uid {key_uid}",
                     role.role_arn, arn.uid, role.account
+                )));
+            }
+        }
+        for (arn, seconds) in &self.role_session_seconds {
+            let Some(role) = self.roles.iter().find(|r| &r.role_arn == arn) else {
+                return Err(ConfigError::Invalid(format!(
+                    "sessionSeconds is given for unknown role {arn:?}"
+                )));
+            };
+            if !(1..=role.max_session_seconds).contains(seconds) {
+                return Err(ConfigError::Invalid(format!(
+                    "role {arn:?}: sessionSeconds {seconds} is not between 1 and its maxSessionSeconds {}",
+                    role.max_session_seconds
                 )));
             }
         }

@@ -294,6 +294,9 @@ pub struct State {
     sts_sessions: HashMap<String, StsSession>,
     sts_tokens: HashMap<String, String>,
     roles: HashMap<String, RoleConfig>,
+    /// Session lifetimes shorter than `DurationSeconds`, by role ARN
+    /// ([`crate::config::SimulatorConfig::role_session_seconds`]).
+    role_session_seconds: std::collections::BTreeMap<String, u64>,
     tasks: HashMap<(String, String), Task>,
     nonces: NonceCache,
     faults: FaultSet,
@@ -361,6 +364,7 @@ impl State {
                 .iter()
                 .map(|r| (r.role_arn.clone(), r.clone()))
                 .collect(),
+            role_session_seconds: config.role_session_seconds.clone(),
             tasks,
             nonces: NonceCache::default(),
             faults: FaultSet::default(),
@@ -946,10 +950,16 @@ impl State {
         let account = role.account.clone();
         let assumed_role_arn = format!("{role_arn}/{session_name}");
         let role_id = role_id(role_arn);
+        // A role configured with a shorter session lifetime overrides what was asked for (which
+        // has still been checked against Alibaba's bounds above), so tests see expiry in seconds.
+        let lifetime = self
+            .role_session_seconds
+            .get(role_arn)
+            .map_or(duration, |&short| short.min(duration));
         let expires = now
             .wall
             .checked_add(jiff::SignedDuration::from_secs(
-                i64::try_from(duration).unwrap_or(i64::MAX),
+                i64::try_from(lifetime).unwrap_or(i64::MAX),
             ))
             .unwrap_or(jiff::Timestamp::MAX);
 
