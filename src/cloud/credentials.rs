@@ -39,9 +39,11 @@ pub const ENV_STS_REGION: &str = "ALIBABA_CLOUD_STS_REGION";
 pub const ENV_STS_ENDPOINT: &str = "ALIBABA_CLOUD_STS_ENDPOINT";
 
 const STS_DURATION_SECONDS: u32 = 3600;
-/// Refresh STS credentials when this little of their lifetime remains (as Alibaba's SDKs do).
+/// Refresh STS credentials when this little of their lifetime remains (as Alibaba's SDKs do),
+/// or a quarter of their lifetime when that is shorter.
 const STS_REFRESH_BEFORE: Duration = Duration::from_secs(180);
-/// Credentials this close to expiry are not used even when a refresh failed.
+/// Credentials this close to expiry (or a tenth of their lifetime, when shorter) are not used
+/// even when a refresh failed.
 const STS_EXPIRY_SLACK: Duration = Duration::from_secs(30);
 /// After a failed STS exchange, callers get the same error for this long instead of each
 /// trying STS again (an STS outage must not turn into a storm of exchanges).
@@ -245,6 +247,15 @@ impl OperatorCredentials {
         }
     }
 
+    /// When the credentials [`get`](Self::get) gave are due for a refresh; `None` for credentials
+    /// that do not expire (or none).
+    pub fn renew_at(&self) -> Option<jiff::Timestamp> {
+        match self {
+            OperatorCredentials::Rrsa(p) => p.renew_at(),
+            _ => None,
+        }
+    }
+
     /// The role's cloud account when the credentials come from RRSA (its ARN names it).
     pub fn role_account_id(&self) -> Option<&str> {
         match self {
@@ -274,8 +285,49 @@ pub struct RrsaProvider {
 
 #[derive(Default)]
 struct RrsaState {
-    current: Option<StsCredentials>,
+    current: Option<HeldSession>,
     failed: Option<(Instant, CredentialsError)>,
+}
+
+/// STS credentials in hand and the two moments that matter about them, fixed when they arrive.
+struct HeldSession {
+    credentials: Credentials,
+    /// From here on, the next caller exchanges the token for fresh credentials.
+    refresh_at: jiff::Timestamp,
+    /// From here on, these credentials are never used, even when a refresh failed.
+    unusable_at: jiff::Timestamp,
+}
+
+impl HeldSession {
+    /// The margins are fixed ones for ordinary sessions and shrink with the lifetime for short
+    /// ones: a 60 s session refreshed "three minutes before it expires" would be exchanged again
+    /// on every call.
+    fn new(sts: StsCredentials, received: jiff::Timestamp) -> Self {
+        let lifetime = sts
+            .expires
+            .duration_since(received)
+            .unsigned_abs()
+            .min(Duration::from_secs(u64::from(u32::MAX)));
+        let before = |fixed: Duration, divisor: u32| {
+            let margin = fixed.min(lifetime / divisor);
+            sts.expires
+                .checked_sub(margin)
+                .unwrap_or(jiff::Timestamp::MIN)
+        };
+        Self {
+            refresh_at: before(STS_REFRESH_BEFORE, 4),
+            unusable_at: before(STS_EXPIRY_SLACK, 10),
+            credentials: sts.credentials,
+        }
+    }
+
+    fn fresh(&self, now: jiff::Timestamp) -> bool {
+        now < self.refresh_at
+    }
+
+    fn usable(&self, now: jiff::Timestamp) -> bool {
+        now < self.unusable_at
+    }
 }
 
 impl RrsaProvider {
@@ -283,24 +335,26 @@ impl RrsaProvider {
         &self.role_arn
     }
 
-    /// Cached STS credentials, refreshed when fewer than three minutes remain. When a refresh
+    /// Cached STS credentials, refreshed when fewer than three minutes (or a quarter of their
+    /// lifetime) remain. When a refresh
     /// fails, the credentials in hand are used until they actually expire, and the failure is
     /// remembered briefly so that an STS outage costs one exchange per few seconds, not one per
     /// caller.
     pub async fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        if let Some(ready) = self.usable(STS_REFRESH_BEFORE) {
+        if let Some(ready) = self.usable() {
             return ready;
         }
         let _refreshing = self.refresh.lock().await;
         // Someone else may have refreshed (or failed) while this caller waited.
-        if let Some(ready) = self.usable(STS_REFRESH_BEFORE) {
+        if let Some(ready) = self.usable() {
             return ready;
         }
         match self.assume_role().await {
             Ok(fresh) => {
-                let credentials = fresh.credentials.clone();
+                let held = HeldSession::new(fresh, jiff::Timestamp::now());
+                let credentials = held.credentials.clone();
                 let mut state = self.lock();
-                state.current = Some(fresh);
+                state.current = Some(held);
                 state.failed = None;
                 Ok(credentials)
             }
@@ -310,7 +364,7 @@ impl RrsaProvider {
                 let still_valid = state
                     .current
                     .as_ref()
-                    .filter(|c| jiff::Timestamp::now() + STS_EXPIRY_SLACK < c.expires);
+                    .filter(|c| c.usable(jiff::Timestamp::now()));
                 match still_valid {
                     Some(c) => Ok(c.credentials.clone()),
                     None => Err(e),
@@ -323,13 +377,20 @@ impl RrsaProvider {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// When the credentials in hand are due for a refresh (`None`: none in hand). A caller that
+    /// keeps the credentials [`credentials`](Self::credentials) gave must ask again from then on,
+    /// or it would sign with a session past its refresh, and at last an expired one.
+    pub fn renew_at(&self) -> Option<jiff::Timestamp> {
+        self.lock().current.as_ref().map(|c| c.refresh_at)
+    }
+
     /// What to answer without an exchange: fresh credentials, or a recent failure (with the
     /// credentials in hand while they last). `None`: time to exchange.
-    fn usable(&self, refresh_before: Duration) -> Option<Result<Credentials, CredentialsError>> {
+    fn usable(&self) -> Option<Result<Credentials, CredentialsError>> {
         let state = self.lock();
         let now = jiff::Timestamp::now();
         if let Some(c) = &state.current
-            && now + refresh_before < c.expires
+            && c.fresh(now)
         {
             return Some(Ok(c.credentials.clone()));
         }
@@ -338,7 +399,7 @@ impl RrsaProvider {
             return None;
         }
         Some(match &state.current {
-            Some(c) if now + STS_EXPIRY_SLACK < c.expires => Ok(c.credentials.clone()),
+            Some(c) if c.usable(now) => Ok(c.credentials.clone()),
             _ => Err(error.clone()),
         })
     }
@@ -506,5 +567,48 @@ mod tests {
             rrsa_settings(None).provider("acs:ram::1:role/r", "acs:ram::1:oidc-provider/p");
         let e = provider.credentials().await.unwrap_err();
         assert_eq!(e.reason(), "CredentialsNotConfigured");
+    }
+
+    fn session(received: jiff::Timestamp, lifetime_seconds: i64) -> HeldSession {
+        let sts = StsCredentials {
+            credentials: Credentials::access_key("STS.id", "secret", Some("token".to_owned())),
+            expires: received + jiff::SignedDuration::from_secs(lifetime_seconds),
+        };
+        HeldSession::new(sts, received)
+    }
+
+    fn at(base: jiff::Timestamp, seconds: i64) -> jiff::Timestamp {
+        base + jiff::SignedDuration::from_secs(seconds)
+    }
+
+    #[test]
+    fn an_hour_long_session_is_refreshed_three_minutes_before_it_expires() {
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let held = session(t0, 3600);
+        assert!(held.fresh(at(t0, 3600 - 181)));
+        assert!(!held.fresh(at(t0, 3600 - 180)));
+        assert!(held.usable(at(t0, 3600 - 31)));
+        assert!(!held.usable(at(t0, 3600 - 30)));
+    }
+
+    #[test]
+    fn a_short_session_is_refreshed_in_its_last_quarter_not_on_every_call() {
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let held = session(t0, 20);
+        assert!(
+            held.fresh(at(t0, 14)),
+            "fresh for three quarters of its life"
+        );
+        assert!(!held.fresh(at(t0, 15)));
+        assert!(held.usable(at(t0, 17)), "still used while a refresh fails");
+        assert!(!held.usable(at(t0, 18)), "never in its last tenth");
+    }
+
+    #[test]
+    fn an_already_expired_session_is_neither_fresh_nor_usable() {
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let held = session(t0, -5);
+        assert!(!held.fresh(t0));
+        assert!(!held.usable(t0));
     }
 }

@@ -95,15 +95,24 @@ pub struct Resolved {
 struct Entry {
     generation: Option<i64>,
     at: Instant,
+    /// When temporary credentials in the result are due for a refresh: the entry is stale from
+    /// then on, whatever its age, so that no call is signed with a session its provider would
+    /// already have replaced (STS sessions may be far shorter than the re-read interval).
+    renew_at: Option<jiff::Timestamp>,
     result: Result<Arc<Resolved>, Problem>,
 }
 
 impl Entry {
     fn fresh(&self, generation: Option<i64>) -> bool {
+        if self.renew_at.is_some_and(|at| jiff::Timestamp::now() >= at) {
+            return false;
+        }
         let ttl = match &self.result {
-            // Credentials are re-read this often (a rotated Secret is used within this long,
-            // at once when a call is refused for authentication).
-            Ok(_) => Duration::from_secs(60),
+            // Credentials are re-read this often: a rotated Secret is used within this long,
+            // and at once when a call is refused for authentication. The operator may only
+            // `get` Secrets (never list or watch them: it must not see other tenants' Secrets),
+            // so it cannot be told of a change; one read per account per 10 s is the price.
+            Ok(_) => CREDENTIALS_REREAD,
             // Secrets are read, not watched: a missing or broken one is looked at again soon.
             Err(p) if p.permanent => Duration::from_secs(10),
             Err(_) => Duration::from_secs(5),
@@ -157,6 +166,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long resolved credentials are used before their source is read again.
+pub const CREDENTIALS_REREAD: Duration = Duration::from_secs(10);
 const IDENTITY_TTL: Duration = Duration::from_secs(3600);
 const IDENTITY_FAILURE_TTL: Duration = Duration::from_secs(10);
 
@@ -192,9 +203,14 @@ impl Resolver {
             return e.result.clone();
         }
         let result = self.resolve_now(account, &key).await.map(Arc::new);
+        let renew_at = match &result {
+            Ok(_) => self.renew_at(&account.source(&self.settings.operator_namespace)),
+            Err(_) => None,
+        };
         *entry = Some(Entry {
             generation: account.generation(),
             at: Instant::now(),
+            renew_at,
             result: result.clone(),
         });
         result
@@ -325,6 +341,15 @@ impl Resolver {
         }
     }
 
+    /// When the credentials `source` gave last are due for a refresh (temporary ones only).
+    fn renew_at(&self, source: &CredentialSource) -> Option<jiff::Timestamp> {
+        match source {
+            CredentialSource::Rrsa(role) => lock(&self.rrsa).get(role)?.renew_at(),
+            CredentialSource::Operator => self.settings.operator_credentials.renew_at(),
+            CredentialSource::Secret { .. } | CredentialSource::Missing => None,
+        }
+    }
+
     /// The cloud account the credentials belong to.
     async fn uid(
         &self,
@@ -381,12 +406,15 @@ impl Resolver {
             .map(|identity| identity.account_id)
             .map_err(|e| {
                 let permanent = e.class() == ErrorClass::Terminal;
+                // A key STS refuses is the same fault as a key the Live API refuses: one
+                // reason for both ([`CallFailure::of`]), so alerts need not know which call saw it.
+                let reason = match CallFailure::of(&e) {
+                    Some(failure) => failure.reason,
+                    None if permanent => e.reason(),
+                    None => reasons::IDENTITY_UNKNOWN,
+                };
                 Problem {
-                    reason: if permanent {
-                        e.reason()
-                    } else {
-                        reasons::IDENTITY_UNKNOWN
-                    },
+                    reason,
                     message: format!(
                         "STS GetCallerIdentity (to learn which cloud account the key belongs to) failed: {e}"
                     ),
@@ -398,5 +426,40 @@ impl Resolver {
         identities.retain(|_, (at, _)| at.elapsed() < IDENTITY_TTL);
         identities.insert(fingerprint, (Instant::now(), result.clone()));
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: Instant, renew_at: Option<jiff::Timestamp>) -> Entry {
+        Entry {
+            generation: Some(1),
+            at,
+            renew_at,
+            result: Err(Problem {
+                reason: "Any",
+                message: String::new(),
+                permanent: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_stale_once_its_temporary_credentials_are_due_for_a_refresh() {
+        let now = jiff::Timestamp::now();
+        let soon = now + jiff::SignedDuration::from_secs(60);
+        let past = now - jiff::SignedDuration::from_secs(1);
+        assert!(entry(Instant::now(), None).fresh(Some(1)));
+        assert!(entry(Instant::now(), Some(soon)).fresh(Some(1)));
+        assert!(
+            !entry(Instant::now(), Some(past)).fresh(Some(1)),
+            "a session past its refresh is asked for again, however young the entry"
+        );
+        assert!(
+            !entry(Instant::now(), None).fresh(Some(2)),
+            "a new generation"
+        );
     }
 }
