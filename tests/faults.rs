@@ -324,6 +324,168 @@ async fn integration_api_server_outage_is_survived_and_every_status_is_current_a
     );
 }
 
+/// The API server is down for 60 s, four times the Lease, under two replicas with leader
+/// election; a replica that exits is started again after 5 s, as the kubelet does. Nobody calls
+/// the cloud once the leader's fence has closed, no two replicas ever call in the same second,
+/// the statuses written before the outage are still there, and the changes the cloud made while
+/// the API server was away reach every task once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_api_server_down_longer_than_the_lease_gives_no_double_leader_and_loses_no_status()
+ {
+    const LEASE_SECONDS: u64 = 15;
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).expect("a dedicated control plane");
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "long-outage").await;
+    let sim = Simulator::start(sim_config(5, 10)).await.unwrap();
+    populate(&client, &ns, &sim, 5).await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let lease = LEASE_SECONDS.to_string();
+    let args = [
+        &fast()[..],
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            &ns,
+            "--lease-duration",
+            &lease,
+        ],
+    ]
+    .concat();
+    let names = ["replica-a", "replica-b"];
+    let start = |name: &str| Operator::with_simulator(&cp, &ns, &sim, &args, &[("POD_NAME", name)]);
+    let mut replicas = vec![start(names[0])];
+    assert!(
+        eventually(Duration::from_secs(20), || all_in_phase(
+            &tasks,
+            5,
+            Phase::Running
+        ))
+        .await,
+        "{}",
+        replicas[0].output()
+    );
+    replicas.push(start(names[1]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.reset_stats();
+    let generations: Vec<_> = {
+        let list = tasks.list(&Default::default()).await.unwrap();
+        list.items
+            .iter()
+            .map(|t| t.status.as_ref().and_then(|s| s.observed_generation))
+            .collect()
+    };
+
+    cp.stop_apiserver();
+    let cut_unix = unix_now();
+    let cut = Instant::now();
+    for i in 0..5 {
+        sim.set_task_status("app", &format!("t{i}"), 4);
+    }
+    // The kubelet: a replica that exited is started again after 5 s (its CrashLoopBackOff).
+    let mut restarts = 0;
+    let mut exited_at: [Option<Instant>; 2] = [None, None];
+    let mut keep_alive = |replicas: &mut Vec<Operator>, restarts: &mut u32| {
+        for (i, replica) in replicas.iter_mut().enumerate() {
+            if replica.exited().is_some() {
+                let since = *exited_at[i].get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(5) {
+                    *replica = start(names[i]);
+                    exited_at[i] = None;
+                    *restarts += 1;
+                }
+            }
+        }
+    };
+    while cut.elapsed() < OUTAGE {
+        keep_alive(&mut replicas, &mut restarts);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restored_unix = unix_now();
+    let caught_up = Instant::now();
+    cp.restart_apiserver().expect("the API server comes back");
+    let client = cp.client().await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let mut done = false;
+    while caught_up.elapsed() < Duration::from_secs(60) {
+        keep_alive(&mut replicas, &mut restarts);
+        if all_in_phase(&tasks, 5, Phase::ChannelStopped).await {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        done,
+        "statuses did not catch up after the outage\n{}\n{}",
+        replicas[0].output(),
+        replicas[1].output()
+    );
+    let caught_up_after = caught_up.elapsed();
+
+    let seconds = calls_by_replica(&sim, &names);
+    eprintln!(
+        "second (from the cut; API server back at {:+.0})  replica-a  replica-b",
+        restored_unix - cut_unix
+    );
+    for (second, calls) in &seconds {
+        eprintln!(
+            "{:>+20.0}  {:>9}  {:>9}",
+            *second as f64 - cut_unix.floor(),
+            calls[0],
+            calls[1]
+        );
+    }
+    let both: Vec<_> = seconds
+        .iter()
+        .filter(|(_, calls)| calls[0] > 0 && calls[1] > 0)
+        .collect();
+    assert!(both.is_empty(), "two callers in the same second: {both:?}");
+    // The fence closes two thirds into the Lease after the last renewal sent (before the cut):
+    // from then until the API server is back, nobody may call.
+    let fenced_from = cut_unix + (2 * LEASE_SECONDS / 3) as f64;
+    let during: Vec<_> = seconds
+        .iter()
+        .filter(|(s, c)| {
+            (*s as f64) >= fenced_from.ceil()
+                && (*s as f64) < restored_unix.floor()
+                && c.iter().sum::<u64>() > 0
+        })
+        .collect();
+    assert!(
+        during.is_empty(),
+        "calls while no replica could hold the Lease: {during:?}"
+    );
+    // Nothing lost: every task's status moved on from the one written before the outage.
+    let list = tasks.list(&Default::default()).await.unwrap();
+    for (task, before) in list.items.iter().zip(generations) {
+        let status = task.status.as_ref().expect("a status");
+        assert_eq!(status.observed_generation, before);
+        assert_eq!(status.phase, Some(Phase::ChannelStopped));
+    }
+    // And the spec changes made after it are seen.
+    tasks
+        .patch(
+            "relay-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            synced(&tasks, "relay-0").await == Some(("False".into(), "Suspended".into()))
+        })
+        .await,
+        "a spec change after the outage was missed"
+    );
+    eprintln!(
+        "API server down {OUTAGE:?} (Lease {LEASE_SECONDS} s): {restarts} replica restarts, no call after the fence, \
+         never two callers in a second, every status caught up {caught_up_after:.1?} after it was started again"
+    );
+}
+
 #[tokio::test]
 async fn integration_only_the_leader_calls_the_cloud_and_a_standby_takes_over_within_the_lease() {
     let cp = support::shared();
