@@ -39,12 +39,23 @@ pub struct CallFailure {
     pub message: String,
 }
 
+/// The account's word for a call's reason: AuthFailed for a refused key, the reason itself
+/// otherwise.
+fn account_reason(call_reason: &'static str) -> &'static str {
+    match call_reason {
+        cloud_reasons::AUTH_ERROR => reasons::AUTH_FAILED,
+        other => other,
+    }
+}
+
 impl CallFailure {
     /// The account's failure in `error`, if it is one (a throttled call or a task the cloud
     /// does not know say nothing about the account).
     pub fn of(error: &CloudError) -> Option<CallFailure> {
         let (reason, what) = match error.reason() {
-            cloud_reasons::AUTH_ERROR => (reasons::AUTH_FAILED, "the cloud refused a call"),
+            cloud_reasons::AUTH_ERROR => {
+                (account_reason(error.reason()), "the cloud refused a call")
+            }
             cloud_reasons::TLS_ERROR => (
                 cloud_reasons::TLS_ERROR,
                 "calls cannot reach the endpoint securely (its certificate, or --ca-bundle)",
@@ -103,7 +114,14 @@ pub fn decide_account(
     let mut events = Vec::new();
 
     let (ready, reason, message) = match (facts.resolution, facts.call_failure) {
-        (Err(problem), _) => (FALSE, problem.reason, problem.message.clone()),
+        // A key STS refuses is the same fault as a key the Live API refuses: the account says
+        // AuthFailed for both, so that alerts need not know which call saw it (its tasks say
+        // the call's own reason, AuthError).
+        (Err(problem), _) => (
+            FALSE,
+            account_reason(problem.reason),
+            problem.message.clone(),
+        ),
         (Ok(()), Some(failure)) => (FALSE, failure.reason, failure.message.clone()),
         (Ok(()), None) => (
             TRUE,
@@ -354,6 +372,31 @@ mod tests {
         let more_tasks =
             decide_account(Some(&first.status), &ok_facts(41, view(41, 9.6, 4)), at(10));
         assert!(more_tasks.write);
+    }
+
+    #[test]
+    fn a_key_sts_refuses_makes_the_account_auth_failed_as_a_key_the_live_api_refuses() {
+        let problem = Problem {
+            reason: crate::cloud::response::reasons::AUTH_ERROR,
+            message: "STS GetCallerIdentity failed: SignatureDoesNotMatch".into(),
+            permanent: true,
+        };
+        let facts = AccountFacts {
+            generation: Some(1),
+            resolution: Err(&problem),
+            call_failure: None,
+            tasks: 1,
+            budget: None,
+        };
+        let ready = decide_account(None, &facts, at(0))
+            .status
+            .condition(conditions::READY)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, "AuthFailed")
+        );
     }
 
     #[test]

@@ -406,15 +406,12 @@ impl Resolver {
             .map(|identity| identity.account_id)
             .map_err(|e| {
                 let permanent = e.class() == ErrorClass::Terminal;
-                // A key STS refuses is the same fault as a key the Live API refuses: one
-                // reason for both ([`CallFailure::of`]), so alerts need not know which call saw it.
-                let reason = match CallFailure::of(&e) {
-                    Some(failure) => failure.reason,
-                    None if permanent => e.reason(),
-                    None => reasons::IDENTITY_UNKNOWN,
-                };
                 Problem {
-                    reason,
+                    reason: if permanent {
+                        e.reason()
+                    } else {
+                        reasons::IDENTITY_UNKNOWN
+                    },
                     message: format!(
                         "STS GetCallerIdentity (to learn which cloud account the key belongs to) failed: {e}"
                     ),
