@@ -6,7 +6,8 @@
 //! a CA generated for the run ([`tls`]), as the cloud does, or plain HTTP where a test is about HTTP.
 //!
 //! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
-//! pure), [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
+//! pure), [`relay`] (the rules of managed relays: start, update, stop, idle stop; pure, not yet
+//! served), [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
 //! (server) and `admin` (routes).
 
 mod admin;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod faults;
 mod http;
 pub mod limiter;
+pub mod relay;
 pub mod state;
 pub mod stats;
 pub mod tls;
