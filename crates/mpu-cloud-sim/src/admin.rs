@@ -30,6 +30,8 @@ pub mod paths {
     pub const ACCOUNT_QPS: &str = "/accounts/{access_key_id}/qps";
     pub const UID_QPS: &str = "/uids/{uid}/qps";
     pub const FAULTS: &str = "/faults";
+    pub const CHANNEL: &str = "/channels/{app_id}/{channel_id}";
+    pub const RELAY: &str = "/relays/{app_id}/{task_id}";
 }
 
 type SharedState = AxumState<Arc<Shared>>;
@@ -44,6 +46,8 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(paths::ACCOUNT, put(put_account))
         .route(paths::ACCOUNT_QPS, put(put_qps))
         .route(paths::UID_QPS, put(put_uid_qps))
+        .route(paths::CHANNEL, put(put_channel))
+        .route(paths::RELAY, get(get_relay))
         .route(
             paths::FAULTS,
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -93,6 +97,43 @@ impl<T> OneOrMany<T> {
             OneOrMany::Many(v) => v,
             OneOrMany::One(t) => vec![t],
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChannelUsers {
+    users: usize,
+}
+
+/// `PUT /admin/channels/{app}/{channel}` `{"users": N}`: how many users are in the channel.
+async fn put_channel(
+    AxumState(shared): SharedState,
+    Path((app_id, channel_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ChannelUsers { users } = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let now = shared.clock();
+    shared
+        .lock()
+        .set_channel_users(&app_id, &channel_id, users, now);
+    axum::Json(json!({ "appId": app_id, "channelId": channel_id, "users": users })).into_response()
+}
+
+async fn get_relay(
+    AxumState(shared): SharedState,
+    Path((app_id, task_id)): Path<(String, String)>,
+) -> Response {
+    let now = shared.clock();
+    match shared.lock().relay(&app_id, &task_id, now) {
+        Some(relay) => axum::Json(relay).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no relay {app_id}/{task_id}"),
+        ),
     }
 }
 

@@ -93,6 +93,11 @@ pub struct SimulatorConfig {
     /// `maxSessionSeconds`. In a file, `sessionSeconds` on a role is shorthand for an entry here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub role_session_seconds: BTreeMap<String, u64>,
+    /// Calls per second per uid of each relay action, replacing Alibaba's documented limits
+    /// (StartLiveMPUTask, UpdateLiveMPUTask, StopLiveMPUTask 500; ListRtcMPUTaskDetail 50),
+    /// e.g. `{"StartLiveMPUTask": 10}` to see throttling with few calls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relay_qps: BTreeMap<crate::wire::Action, u32>,
     /// Alibaba account IDs: which AccessKeys belong to each (so share its rate limit) and its QPS.
     /// In a file, `uid` on an account is shorthand for listing the key here.
     #[serde(default)]
@@ -110,6 +115,7 @@ impl Default for SimulatorConfig {
             task_sets: Vec::new(),
             roles: Vec::new(),
             role_session_seconds: BTreeMap::new(),
+            relay_qps: BTreeMap::new(),
             uids: Vec::new(),
         }
     }
@@ -154,6 +160,8 @@ struct RawConfig {
     roles: Vec<RawRole>,
     #[serde(default)]
     role_session_seconds: BTreeMap<String, u64>,
+    #[serde(default)]
+    relay_qps: BTreeMap<crate::wire::Action, u32>,
     #[serde(default)]
     uids: Vec<UidConfig>,
 }
@@ -239,6 +247,7 @@ impl From<RawConfig> for SimulatorConfig {
             task_sets: raw.task_sets,
             roles,
             role_session_seconds,
+            relay_qps: raw.relay_qps,
             uids,
         }
     }

@@ -201,7 +201,7 @@ pub fn render(reply: Reply) -> Response {
                 serde_json::to_vec(&ErrorBody::new(&error, &request_id, host_id)),
             )
         }
-        Reply::Sts { body } => {
+        Reply::Json { body } => {
             let request_id = body
                 .get("RequestId")
                 .and_then(|v| v.as_str())

@@ -1,13 +1,14 @@
 //! A simulator of Alibaba Cloud's GetMPUTaskStatus endpoint (and of STS AssumeRoleWithOIDC and
-//! GetCallerIdentity), for tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It
+//! GetCallerIdentity, and of the managed relays' StartLiveMPUTask, UpdateLiveMPUTask,
+//! StopLiveMPUTask and ListRtcMPUTaskDetail), for tests, the demo and benchmarks where Alibaba Cloud cannot be reached. It
 //! checks V1 and V3 signatures, timestamps, nonces and STS tokens, enforces each Alibaba account's
 //! (uid's) QPS over any sliding second, serves per-task statuses, injects faults per action and
 //! counts calls, per second and per User-Agent (admin API under `/admin/`). It serves HTTPS with
 //! a CA generated for the run ([`tls`]), as the cloud does, or plain HTTP where a test is about HTTP.
 //!
 //! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
-//! pure), [`relay`] (the rules of managed relays: start, update, stop, idle stop; pure, not yet
-//! served), [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
+//! pure), [`relay`] (the rules of managed relays: start, update, stop, idle stop; pure),
+//! [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
 //! (server) and `admin` (routes).
 
 mod admin;
@@ -221,6 +222,23 @@ impl SimulatorHandle {
     /// Sets a task's status (creating it), as `PUT /admin/tasks/{app}/{task}` does.
     pub fn set_task_status(&self, app_id: &str, task_id: &str, status: i64) {
         self.shared.lock().set_task(app_id, task_id, status);
+    }
+
+    /// Sets how many users are in `channel_id` of `app_id`, as
+    /// `PUT /admin/channels/{app}/{channel}` does: a relay starts only in a channel with users,
+    /// and stops by itself after its idle time once the channel empties.
+    pub fn set_channel_users(&self, app_id: &str, channel_id: &str, users: usize) {
+        let now = self.shared.clock();
+        self.shared
+            .lock()
+            .set_channel_users(app_id, channel_id, users, now);
+    }
+
+    /// A managed relay as ListRtcMPUTaskDetail shows it, plus its `Status` and `Revision` (1
+    /// after its start, one more per update); `None` when it was never started.
+    pub fn relay(&self, app_id: &str, task_id: &str) -> Option<serde_json::Value> {
+        let now = self.shared.clock();
+        self.shared.lock().relay(app_id, task_id, now)
     }
 
     pub fn remove_task(&self, app_id: &str, task_id: &str) -> bool {

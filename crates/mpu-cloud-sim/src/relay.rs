@@ -21,8 +21,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-
 /// Status of a running relay (GetMPUTaskStatus).
 pub const RUNNING: i64 = 1;
 /// Status of a relay stopped by StopLiveMPUTask.
@@ -61,7 +59,7 @@ impl Default for RelayRules {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MixMode {
     /// `MixMode=0`: one user's stream relayed as it is.
     Single,
@@ -70,8 +68,7 @@ pub enum MixMode {
 }
 
 /// What a Start asks for, already read from the request.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RelaySpec {
     pub channel_id: String,
     pub mix_mode: MixMode,
@@ -108,20 +105,19 @@ pub enum RelayError {
     UrlInUse(String),
     #[error("the AppId runs its quota of {quota} {mode} tasks")]
     QuotaExceeded { mode: &'static str, quota: usize },
+    #[error("{0} is mandatory for this action")]
+    Missing(&'static str),
     #[error("{0}")]
     Invalid(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Relay {
     pub app_id: String,
     pub task_id: String,
-    #[serde(flatten)]
     pub spec: RelaySpec,
     pub status: i64,
     pub started_at_ms: i64,
-    #[serde(skip)]
     stopped_at_ms: Option<i64>,
     /// Starts and updates it has seen: 1 after its start.
     pub revision: u64,
@@ -389,6 +385,237 @@ impl Relays {
             }
         }
         Ok(())
+    }
+}
+
+/// The request parameters of StartLiveMPUTask and UpdateLiveMPUTask, by wire name.
+pub mod params {
+    pub const APP_ID: &str = "AppId";
+    pub const CHANNEL_ID: &str = "ChannelId";
+    pub const TASK_ID: &str = "TaskId";
+    pub const MIX_MODE: &str = "MixMode";
+    pub const STREAM_URL: &str = "StreamURL";
+    pub const MULTI_STREAM_URL: &str = "MultiStreamURL";
+    pub const SINGLE_SUB_PARAMS: &str = "SingleSubParams";
+    pub const TRANSCODE_PARAMS: &str = "TranscodeParams";
+    pub const SEI_PARAMS: &str = "SeiParams";
+    pub const REGION: &str = "Region";
+    pub const MAX_IDLE_TIME: &str = "MaxIdleTime";
+    pub const PAGE_NO: &str = "PageNo";
+    pub const PAGE_SIZE: &str = "PageSize";
+    /// The nested blocks, each sent as one JSON string by the official SDKs (compact with sorted
+    /// keys by today's, `json.dumps` by the old core SDK: a JSON parser reads both).
+    pub const BLOCKS: [&str; 3] = [SINGLE_SUB_PARAMS, TRANSCODE_PARAMS, SEI_PARAMS];
+}
+
+/// What a StartLiveMPUTask request asks for, read from its parameters as the official SDKs send
+/// them.
+pub fn start_from_params(
+    p: &std::collections::BTreeMap<String, String>,
+) -> Result<RelaySpec, RelayError> {
+    let channel_id = p
+        .get(params::CHANNEL_ID)
+        .ok_or(RelayError::Missing(params::CHANNEL_ID))?
+        .clone();
+    let mix_mode = mix_mode(p)?.unwrap_or(MixMode::Mixed);
+    let outputs = outputs(p)?.ok_or(RelayError::Missing(params::STREAM_URL))?;
+    let max_idle_seconds = p
+        .get(params::MAX_IDLE_TIME)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| RelayError::Invalid(format!("MaxIdleTime {v:?} is not a number")))
+        })
+        .transpose()?;
+    let spec = RelaySpec {
+        channel_id,
+        mix_mode,
+        outputs: outputs.0,
+        region: p.get(params::REGION).cloned(),
+        max_idle_seconds,
+        params: blocks(p, outputs.1)?,
+    };
+    check_blocks(&spec.params)?;
+    Ok(spec)
+}
+
+/// What an UpdateLiveMPUTask request changes. `Region` and `MaxIdleTime` are not among its
+/// parameters; sent anyway, they are read so that the change can be refused.
+pub fn change_from_params(
+    p: &std::collections::BTreeMap<String, String>,
+) -> Result<RelayChange, RelayError> {
+    let channel_id = p
+        .get(params::CHANNEL_ID)
+        .ok_or(RelayError::Missing(params::CHANNEL_ID))?
+        .clone();
+    let outputs = outputs(p)?;
+    let multi = outputs.as_ref().and_then(|o| o.1.clone());
+    let params = blocks(p, multi)?;
+    check_blocks(&params)?;
+    Ok(RelayChange {
+        channel_id,
+        mix_mode: mix_mode(p)?,
+        outputs: outputs.map(|o| o.0),
+        region: p.get(params::REGION).cloned(),
+        max_idle_seconds: p
+            .get(params::MAX_IDLE_TIME)
+            .and_then(|v| v.parse::<u64>().ok()),
+        params,
+    })
+}
+
+fn mix_mode(p: &std::collections::BTreeMap<String, String>) -> Result<Option<MixMode>, RelayError> {
+    match p.get(params::MIX_MODE).map(String::as_str) {
+        None => Ok(None),
+        Some("0") => Ok(Some(MixMode::Single)),
+        Some("1") => Ok(Some(MixMode::Mixed)),
+        Some(other) => Err(RelayError::Invalid(format!(
+            "MixMode {other:?} is not 0 or 1"
+        ))),
+    }
+}
+
+/// The ingest URLs: `StreamURL`, or the `URL` of each `MultiStreamURL` entry (kept whole, for
+/// ListRtcMPUTaskDetail). Exactly one of the two.
+#[allow(clippy::type_complexity)]
+fn outputs(
+    p: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<(Vec<String>, Option<serde_json::Value>)>, RelayError> {
+    match (p.get(params::STREAM_URL), p.get(params::MULTI_STREAM_URL)) {
+        (Some(_), Some(_)) => Err(RelayError::Invalid(
+            "StreamURL and MultiStreamURL cannot both be set".into(),
+        )),
+        (Some(url), None) => Ok(Some((vec![url.clone()], None))),
+        (None, Some(multi)) => {
+            let value: serde_json::Value = serde_json::from_str(multi)
+                .map_err(|_| RelayError::Invalid("MultiStreamURL is not a JSON array".into()))?;
+            let urls = value
+                .as_array()
+                .ok_or_else(|| RelayError::Invalid("MultiStreamURL is not a JSON array".into()))?
+                .iter()
+                .map(|entry| {
+                    entry
+                        .get("URL")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            RelayError::Invalid("each MultiStreamURL entry needs a URL".into())
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((urls, Some(value))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The nested blocks present, parsed; `multi` is `MultiStreamURL` when it was sent.
+fn blocks(
+    p: &std::collections::BTreeMap<String, String>,
+    multi: Option<serde_json::Value>,
+) -> Result<BTreeMap<String, serde_json::Value>, RelayError> {
+    let mut out = BTreeMap::new();
+    for name in params::BLOCKS {
+        if let Some(raw) = p.get(name) {
+            let value: serde_json::Value = serde_json::from_str(raw)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .ok_or_else(|| RelayError::Invalid(format!("{name} is not a JSON object")))?;
+            out.insert(name.to_owned(), value);
+        }
+    }
+    if let Some(multi) = multi {
+        out.insert(params::MULTI_STREAM_URL.to_owned(), multi);
+    }
+    Ok(out)
+}
+
+/// A number sent as a string (today's SDK) or as a number (the old one, as the caller wrote it).
+fn number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// What Alibaba checks inside the blocks: a single stream names its user, with a known stream
+/// and source type; every pane of a layout lies within the frame (normalized coordinates).
+fn check_blocks(blocks: &BTreeMap<String, serde_json::Value>) -> Result<(), RelayError> {
+    if let Some(single) = blocks.get(params::SINGLE_SUB_PARAMS) {
+        if single
+            .get("UserId")
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(RelayError::Missing("SingleSubParams.UserId"));
+        }
+        if let Some(t) = single.get("StreamType")
+            && !number(t).is_some_and(|t| [0.0, 1.0, 2.0].contains(&t))
+        {
+            return Err(RelayError::Invalid(format!(
+                "SingleSubParams.StreamType {t} is not 0, 1 or 2"
+            )));
+        }
+        if let Some(t) = single.get("SourceType")
+            && !matches!(t.as_str(), Some("camera" | "shareScreen"))
+        {
+            return Err(RelayError::Invalid(format!(
+                "SingleSubParams.SourceType {t} is not camera or shareScreen"
+            )));
+        }
+    }
+    let panes = blocks
+        .get(params::TRANSCODE_PARAMS)
+        .and_then(|t| t.pointer("/Layout/UserPanes"))
+        .and_then(serde_json::Value::as_array);
+    for (i, pane) in panes.into_iter().flatten().enumerate() {
+        for field in ["X", "Y", "Width", "Height"] {
+            if let Some(v) = pane.get(field)
+                && !number(v).is_some_and(|n| (0.0..=1.0).contains(&n))
+            {
+                return Err(RelayError::Invalid(format!(
+                    "TranscodeParams.Layout.UserPanes[{i}].{field} {v} is not between 0 and 1"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Relay {
+    /// One entry of ListRtcMPUTaskDetail's `MPUTasks`: the parameters as last set, nested blocks
+    /// as objects, scalars as strings.
+    pub fn detail(&self) -> serde_json::Value {
+        let mut entry = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            entry.insert(k.to_owned(), v);
+        };
+        put(params::APP_ID, self.app_id.clone().into());
+        put(params::CHANNEL_ID, self.spec.channel_id.clone().into());
+        put(params::TASK_ID, self.task_id.clone().into());
+        put(
+            params::MIX_MODE,
+            match self.spec.mix_mode {
+                MixMode::Single => "0",
+                MixMode::Mixed => "1",
+            }
+            .into(),
+        );
+        if !self.spec.params.contains_key(params::MULTI_STREAM_URL)
+            && let Some(url) = self.spec.outputs.first()
+        {
+            put(params::STREAM_URL, url.clone().into());
+        }
+        if let Some(region) = &self.spec.region {
+            put(params::REGION, region.clone().into());
+        }
+        if let Some(idle) = self.spec.max_idle_seconds {
+            put(params::MAX_IDLE_TIME, idle.to_string().into());
+        }
+        for (name, value) in &self.spec.params {
+            put(name, value.clone());
+        }
+        serde_json::Value::Object(entry)
     }
 }
 
@@ -701,6 +928,146 @@ mod tests {
             .unwrap();
         r.stop(APP, "t1", 1).unwrap();
         assert_eq!(r.stop(APP, "t1", 2), Err(RelayError::TaskNotFound));
+    }
+
+    /// The official SDKs' requests for the MPU operations, captured against a local server
+    /// (docs/research/live-mpu/): today's Tea SDK and the old core SDK.
+    const TEA_CAPTURES: &str =
+        include_str!("../../../docs/research/live-mpu/capture_tea_v3_fixed.jsonl");
+    const CORE_CAPTURES: &str =
+        include_str!("../../../docs/research/live-mpu/capture_core_fixed.jsonl");
+
+    /// Each captured request of `action`, as its decoded query parameters.
+    fn captured(captures: &str, action: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        captures
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|c| {
+                let headers = c["headers"].as_array().cloned().unwrap_or_default();
+                let named = |h: &serde_json::Value| {
+                    h.as_str()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(&format!("x-acs-action: {action}")))
+                };
+                headers.iter().any(named)
+            })
+            .map(|c| {
+                c["decoded_query"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv[0].as_str().unwrap().to_owned(),
+                            kv[1].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_start_and_update_the_official_sdks_send_is_understood() {
+        for (sdk, captures) in [("tea", TEA_CAPTURES), ("core", CORE_CAPTURES)] {
+            let starts = captured(captures, "StartLiveMPUTask");
+            assert!(!starts.is_empty(), "{sdk}: no StartLiveMPUTask captured");
+            for p in &starts {
+                let spec = start_from_params(p).unwrap_or_else(|e| panic!("{sdk}: {e}: {p:?}"));
+                assert!(!spec.outputs.is_empty());
+                let mut relays = Relays::default();
+                relays.join(&p["AppId"], &spec.channel_id, 1);
+                relays
+                    .start(&p["AppId"], &p["TaskId"], spec, 0)
+                    .unwrap_or_else(|e| panic!("{sdk}: {e}: {p:?}"));
+            }
+            let updates = captured(captures, "UpdateLiveMPUTask");
+            assert!(!updates.is_empty(), "{sdk}: no UpdateLiveMPUTask captured");
+            for p in &updates {
+                change_from_params(p).unwrap_or_else(|e| panic!("{sdk}: {e}: {p:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_stream_start_reads_as_the_tea_sdk_sends_it() {
+        let p = captured(TEA_CAPTURES, "StartLiveMPUTask")
+            .into_iter()
+            .find(|p| p.get("MixMode").map(String::as_str) == Some("0"))
+            .expect("a single-stream capture");
+        let spec = start_from_params(&p).unwrap();
+        assert_eq!(spec.mix_mode, MixMode::Single);
+        assert_eq!(spec.outputs, ["rtmp://push.example.com/live/lobby"]);
+        assert_eq!(spec.region.as_deref(), Some("CN-Shanghai"));
+        assert_eq!(spec.max_idle_seconds, Some(600));
+        assert_eq!(
+            spec.params["SingleSubParams"],
+            json!({"SourceType": "camera", "StreamType": "0", "UserId": "host-1"})
+        );
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_start_with_both_outputs_none_or_a_pane_outside_the_frame_is_refused() {
+        let base = [
+            ("AppId", "a"),
+            ("ChannelId", "c"),
+            ("TaskId", "t"),
+            ("MixMode", "1"),
+            (
+                "TranscodeParams",
+                r#"{"Layout":{"UserPanes":[{"X":"0.5","Width":"0.5"}]}}"#,
+            ),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut q = query(&base);
+            q.extend(query(extra));
+            q
+        };
+        assert!(start_from_params(&with(&[("StreamURL", "rtmp://a/1")])).is_ok());
+        assert_eq!(
+            start_from_params(&with(&[])),
+            Err(RelayError::Missing("StreamURL"))
+        );
+        assert!(matches!(
+            start_from_params(&with(&[
+                ("StreamURL", "rtmp://a/1"),
+                (
+                    "MultiStreamURL",
+                    r#"[{"URL":"rtmp://b/1","IsAliCdn":true}]"#
+                )
+            ])),
+            Err(RelayError::Invalid(_))
+        ));
+        assert!(matches!(
+            start_from_params(&with(&[
+                ("StreamURL", "rtmp://a/1"),
+                ("TranscodeParams", r#"{"Layout":{"UserPanes":[{"X":1.5}]}}"#)
+            ])),
+            Err(RelayError::Invalid(_))
+        ));
+        assert!(matches!(
+            start_from_params(&with(&[("StreamURL", "rtmp://a/1"), ("MixMode", "2")])),
+            Err(RelayError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_detail_of_a_relay_repeats_its_parameters_with_blocks_as_objects() {
+        let mut r = lobby();
+        r.start(APP, "t1", single("lobby", "rtmp://a/1"), 0)
+            .unwrap();
+        assert_eq!(
+            r.get(APP, "t1").unwrap().detail(),
+            json!({"AppId": APP, "ChannelId": "lobby", "TaskId": "t1", "MixMode": "0",
+                   "StreamURL": "rtmp://a/1", "Region": "CN-Shanghai",
+                   "SingleSubParams": {"UserId": "host-1", "StreamType": 0, "SourceType": "camera"}})
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use mpu_relay_sign::{self as sign, Method, params};
 use super::config::{self, RoleConfig, SimulatorConfig};
 use super::faults::{DEFAULT_HUGE_BYTES, FaultKind, FaultRule, FaultSet, FaultSpec};
 use super::limiter::SlidingWindowLimiter;
+use super::relay::{self, RelayRules, Relays};
 use super::stats::{CallStats, CallStatsView, Outcome, UserAgents};
 use super::wire::{self, Action, ApiError, IdGenerator, codes, messages};
 
@@ -81,7 +82,8 @@ pub enum Reply {
         host_id: &'static str,
         error: ApiError,
     },
-    Sts {
+    /// HTTP 200 with this JSON body (STS answers, relay operations).
+    Json {
         body: serde_json::Value,
     },
     /// HTTP 200 with a JSON body cut short.
@@ -246,6 +248,8 @@ pub struct StatsView {
     /// unattributed ones included. Its per-second buckets show which callers called when.
     pub all: CallStatsView,
     pub sts: StsStats,
+    /// Admitted calls of the relay actions (StartLiveMPUTask, ...) by action.
+    pub relay_actions: BTreeMap<String, u64>,
     /// Present when asked for (`?tasks=true`): every task with its call count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskView>>,
@@ -281,6 +285,9 @@ struct CallRecord {
     fault: bool,
     /// An STS call: counted in `sts` (and `all`), not against an account.
     sts: bool,
+    /// A relay action: counted in `relay_actions` (and `all`); an account's and a uid's
+    /// counters are its GetMPUTaskStatus calls, the ones its configured QPS limits.
+    relay: bool,
 }
 
 /// The simulator's whole state.
@@ -298,6 +305,14 @@ pub struct State {
     /// ([`crate::config::SimulatorConfig::role_session_seconds`]).
     role_session_seconds: std::collections::BTreeMap<String, u64>,
     tasks: HashMap<(String, String), Task>,
+    /// Managed relays (Start/Update/Stop); each started one is also a task above.
+    relays: Relays,
+    /// The relay actions' own limits, per (uid, action), created on first use.
+    relay_limiters: HashMap<(String, Action), SlidingWindowLimiter>,
+    /// Limits per relay action that replace Alibaba's documented ones.
+    relay_qps: BTreeMap<Action, u32>,
+    /// Admitted relay calls by action, since the stats were reset.
+    relay_actions: BTreeMap<String, u64>,
     nonces: NonceCache,
     faults: FaultSet,
     unattributed: CallStats,
@@ -366,6 +381,10 @@ impl State {
                 .collect(),
             role_session_seconds: config.role_session_seconds.clone(),
             tasks,
+            relays: Relays::new(RelayRules::default()),
+            relay_limiters: HashMap::new(),
+            relay_qps: config.relay_qps.clone(),
+            relay_actions: BTreeMap::new(),
             nonces: NonceCache::default(),
             faults: FaultSet::default(),
             unattributed: CallStats::default(),
@@ -391,7 +410,7 @@ impl State {
         let (reply, outcome, code) = match result {
             Ok(reply) => {
                 let outcome = match &reply {
-                    Reply::Status { .. } | Reply::Sts { .. } => Outcome::Ok,
+                    Reply::Status { .. } | Reply::Json { .. } => Outcome::Ok,
                     _ => Outcome::Error,
                 };
                 (reply, outcome, None)
@@ -423,7 +442,7 @@ impl State {
             if fault {
                 self.sts_stats.faults += 1;
             }
-        } else {
+        } else if !record.relay {
             match record
                 .account
                 .as_ref()
@@ -505,10 +524,10 @@ impl State {
                     )
                 };
                 match &result {
-                    Ok(Reply::Sts { .. }) if action == Action::AssumeRoleWithOidc => {
+                    Ok(Reply::Json { .. }) if action == Action::AssumeRoleWithOidc => {
                         self.sts_stats.issued += 1;
                     }
-                    Ok(Reply::Sts { .. }) => {}
+                    Ok(Reply::Json { .. }) => {}
                     _ => self.sts_stats.errors += 1,
                 }
                 result.map_err(|e| (e, wire::HOST_STS))
@@ -528,6 +547,19 @@ impl State {
                 )
                 .map_err(|e| (e, host))
             }
+            Some(action) => self
+                .relay_call(
+                    action,
+                    req,
+                    method,
+                    &query_params,
+                    &params,
+                    version,
+                    now,
+                    request_id,
+                    record,
+                )
+                .map_err(|e| (e, live)),
             None => Err((
                 ApiError::new(
                     404,
@@ -537,6 +569,167 @@ impl State {
                 live,
             )),
         }
+    }
+
+    /// StartLiveMPUTask, UpdateLiveMPUTask, StopLiveMPUTask and ListRtcMPUTaskDetail: signed
+    /// like GetMPUTaskStatus, each drawing on its own limit of the uid ([`Action::default_qps`]),
+    /// with the rules of [`crate::relay`].
+    #[allow(clippy::too_many_arguments)] // the parts of one received request, split once by dispatch
+    fn relay_call(
+        &mut self,
+        action: Action,
+        req: &Incoming<'_>,
+        method: Method,
+        query_params: &BTreeMap<String, String>,
+        params: &BTreeMap<String, String>,
+        version: Option<&str>,
+        now: Clock,
+        request_id: &str,
+        record: &mut CallRecord,
+    ) -> Result<Reply, ApiError> {
+        record.relay = true;
+        match version {
+            None => return Err(ApiError::missing(params::VERSION)),
+            Some(wire::VERSION_LIVE) => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    400,
+                    codes::INVALID_VERSION,
+                    messages::INVALID_VERSION,
+                ));
+            }
+        }
+        let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
+        let budget_account = record.account.clone().unwrap_or_default();
+        let keys = [access_key_id.as_str(), budget_account.as_str()];
+        if self
+            .faults
+            .take(action, &keys, now.mono_micros, |k| {
+                matches!(k, FaultKind::Throttle)
+            })
+            .is_some()
+        {
+            record.fault = true;
+            return Err(ApiError::throttled());
+        }
+        let uid = self
+            .accounts
+            .get(&budget_account)
+            .map(|a| a.uid.clone())
+            .unwrap_or_default();
+        let limit = self
+            .relay_qps
+            .get(&action)
+            .copied()
+            .or(action.default_qps())
+            .unwrap_or(self.default_qps);
+        let admitted = self
+            .relay_limiters
+            .entry((uid, action))
+            .or_insert_with(|| SlidingWindowLimiter::new(limit))
+            .try_acquire(now.mono_micros);
+        if !admitted {
+            return Err(ApiError::throttled());
+        }
+        *self
+            .relay_actions
+            .entry(action.as_str().to_owned())
+            .or_default() += 1;
+        let app = required(params, relay::params::APP_ID)?.to_owned();
+        let at = now.wall.as_millisecond();
+        self.apply_relay_stops(at);
+        let task_id = params.get(relay::params::TASK_ID).cloned();
+        let body = match action {
+            Action::StartLiveMpuTask => {
+                let task = required(params, relay::params::TASK_ID)?.to_owned();
+                let spec = relay::start_from_params(params).map_err(relay_error)?;
+                self.relays
+                    .start(&app, &task, spec, at)
+                    .map_err(relay_error)?;
+                self.tasks.entry((app, task)).or_default().status = relay::RUNNING;
+                serde_json::json!({"RequestId": request_id})
+            }
+            Action::UpdateLiveMpuTask => {
+                let task = required(params, relay::params::TASK_ID)?.to_owned();
+                let change = relay::change_from_params(params).map_err(relay_error)?;
+                self.relays
+                    .update(&app, &task, change, at)
+                    .map_err(relay_error)?;
+                serde_json::json!({"RequestId": request_id})
+            }
+            Action::StopLiveMpuTask => {
+                let task = required(params, relay::params::TASK_ID)?.to_owned();
+                self.relays.stop(&app, &task, at).map_err(relay_error)?;
+                self.tasks.entry((app, task)).or_default().status = relay::STOPPED_BY_USER;
+                serde_json::json!({"RequestId": request_id})
+            }
+            _ => {
+                let tasks: Vec<serde_json::Value> = match task_id {
+                    Some(task) => self
+                        .relays
+                        .get(&app, &task)
+                        .map(relay::Relay::detail)
+                        .into_iter()
+                        .collect(),
+                    None => {
+                        let number = |name: &str| -> Result<usize, ApiError> {
+                            let value = required(params, name)?;
+                            value.parse().map_err(|_| {
+                                relay_error(relay::RelayError::Invalid(format!(
+                                    "{name} {value:?} is not a number"
+                                )))
+                            })
+                        };
+                        let (page, size) = (
+                            number(relay::params::PAGE_NO)?,
+                            number(relay::params::PAGE_SIZE)?,
+                        );
+                        if !(1..=100).contains(&size) || page == 0 {
+                            return Err(relay_error(relay::RelayError::Invalid(
+                                "PageNo starts at 1; PageSize is 1 to 100".into(),
+                            )));
+                        }
+                        self.relays
+                            .page(&app, page, size)
+                            .into_iter()
+                            .map(relay::Relay::detail)
+                            .collect()
+                    }
+                };
+                serde_json::json!({"RequestId": request_id, "MPUTasks": tasks})
+            }
+        };
+        Ok(Reply::Json { body })
+    }
+
+    /// Relays whose channel has been empty for their idle time stop, and their tasks answer so.
+    fn apply_relay_stops(&mut self, now_ms: i64) {
+        for (app, task, status) in self.relays.tick(now_ms) {
+            self.tasks.entry((app, task)).or_default().status = status;
+        }
+    }
+
+    /// Sets how many users are in a channel, as scripted from the admin API: who streams is not
+    /// the API's business. A channel that empties stops its relays after their idle time.
+    pub fn set_channel_users(&mut self, app: &str, channel: &str, users: usize, now: Clock) {
+        let at = now.wall.as_millisecond();
+        let present = self.relays.users(app, channel);
+        if users >= present {
+            self.relays.join(app, channel, users - present);
+        } else {
+            self.relays.leave(app, channel, present - users, at);
+        }
+        self.apply_relay_stops(at);
+    }
+
+    /// A relay as ListRtcMPUTaskDetail shows it, with its status.
+    pub fn relay(&mut self, app: &str, task: &str, now: Clock) -> Option<serde_json::Value> {
+        self.apply_relay_stops(now.wall.as_millisecond());
+        let relay = self.relays.get(app, task)?;
+        let mut detail = relay.detail();
+        detail["Status"] = relay.status.into();
+        detail["Revision"] = relay.revision.into();
+        Some(detail)
     }
 
     #[allow(clippy::too_many_arguments)] // the parts of one received request, split once by dispatch
@@ -690,7 +883,7 @@ impl State {
                 messages::INVALID_ACCESS_KEY_ID_NOT_FOUND,
             )
         })?;
-        Ok(Reply::Sts { body })
+        Ok(Reply::Json { body })
     }
 
     /// GetCallerIdentity's body for a configured key or an issued STS session. Field presence as
@@ -996,7 +1189,7 @@ impl State {
         if let (Some(info), Some(obj)) = (oidc_token_info(oidc_token), body.as_object_mut()) {
             obj.insert("OIDCTokenInfo".to_owned(), info);
         }
-        Ok(Reply::Sts { body })
+        Ok(Reply::Json { body })
     }
 
     fn forget_old_sessions(&mut self, now: Clock) {
@@ -1180,11 +1373,12 @@ impl State {
             unattributed: self.unattributed.view(with_buckets),
             all: self.all.view(with_buckets),
             sts: self.sts_stats.clone(),
+            relay_actions: self.relay_actions.clone(),
             tasks: with_tasks.then(|| self.tasks(now_ms)),
         }
     }
 
-    /// Zeroes every counter (accounts, uids, tasks, STS) and forgets the user agents seen.
+    /// Zeroes every counter (accounts, uids, tasks, STS, relay actions) and forgets the user agents seen.
     /// Budgets, nonces and faults are untouched.
     pub fn reset_stats(&mut self, now: Clock) {
         for account in self.accounts.values_mut() {
@@ -1201,6 +1395,7 @@ impl State {
         }
         self.unattributed = CallStats::default();
         self.sts_stats = StsStats::default();
+        self.relay_actions.clear();
         self.since_unix_ms = now.wall.as_millisecond();
     }
 }
@@ -1371,4 +1566,18 @@ fn oidc_token_info(token: &str) -> Option<serde_json::Value> {
         "Issuer": claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default(),
         "ClientIds": audience,
     }))
+}
+
+/// The cloud's answer to a refused relay operation (the codes of its documented tables).
+fn relay_error(error: relay::RelayError) -> ApiError {
+    use relay::RelayError as E;
+    match &error {
+        E::Missing(name) => ApiError::new(
+            400,
+            codes::MISSING_PARAM,
+            format!("{name}. Please check and try again later."),
+        ),
+        E::QuotaExceeded { .. } => ApiError::new(403, codes::FORBIDDEN, error.to_string()),
+        _ => ApiError::new(400, codes::INVALID_PARAM, format!("{error}.")),
+    }
 }

@@ -27,6 +27,13 @@ pub mod codes {
     pub const ENTITY_NOT_EXIST_OIDC_PROVIDER: &str = "EntityNotExist.OIDCProvider";
     pub const INVALID_DURATION_SECONDS: &str = "InvalidParameter.DurationSeconds";
     pub const INVALID_ROLE_SESSION_NAME: &str = "InvalidParameter.RoleSessionName";
+    /// The Live MPU operations' codes (their documented error tables): a parameter that fails
+    /// a check, one that is absent, and a quota. Alibaba documents no distinct code for "the
+    /// channel does not exist" or "task already exists"; both come as `InvalidParam` with that
+    /// message.
+    pub const INVALID_PARAM: &str = "InvalidParam";
+    pub const MISSING_PARAM: &str = "MissingParam";
+    pub const FORBIDDEN: &str = "Forbidden";
 }
 
 /// Messages for the codes above (Alibaba's wording where known).
@@ -87,16 +94,48 @@ pub enum Action {
     AssumeRoleWithOidc,
     #[serde(rename = "GetCallerIdentity")]
     GetCallerIdentity,
+    #[serde(rename = "StartLiveMPUTask")]
+    StartLiveMpuTask,
+    #[serde(rename = "UpdateLiveMPUTask")]
+    UpdateLiveMpuTask,
+    #[serde(rename = "StopLiveMPUTask")]
+    StopLiveMpuTask,
+    #[serde(rename = "ListRtcMPUTaskDetail")]
+    ListRtcMpuTaskDetail,
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [
+    pub const ALL: [Action; 7] = [
         Action::GetMpuTaskStatus,
         Action::AssumeRoleWithOidc,
         Action::GetCallerIdentity,
+        Action::StartLiveMpuTask,
+        Action::UpdateLiveMpuTask,
+        Action::StopLiveMpuTask,
+        Action::ListRtcMpuTaskDetail,
     ];
     /// The STS actions.
     pub const STS: [Action; 2] = [Action::AssumeRoleWithOidc, Action::GetCallerIdentity];
+    /// The actions on managed relays (Live 2016-11-01), each with its own rate limit.
+    pub const RELAY: [Action; 4] = [
+        Action::StartLiveMpuTask,
+        Action::UpdateLiveMpuTask,
+        Action::StopLiveMpuTask,
+        Action::ListRtcMpuTaskDetail,
+    ];
+
+    /// Alibaba's documented calls per second per account of a relay action: 500 for Start,
+    /// Update and Stop, 50 for ListRtcMPUTaskDetail; `None` for the others (GetMPUTaskStatus
+    /// uses the uid's configured QPS, STS is not limited here).
+    pub fn default_qps(self) -> Option<u32> {
+        match self {
+            Action::StartLiveMpuTask | Action::UpdateLiveMpuTask | Action::StopLiveMpuTask => {
+                Some(500)
+            }
+            Action::ListRtcMpuTaskDetail => Some(50),
+            _ => None,
+        }
+    }
 
     /// The `Action=` value.
     pub fn as_str(self) -> &'static str {
@@ -104,6 +143,10 @@ impl Action {
             Action::GetMpuTaskStatus => mpu_relay_sign::ACTION_GET_MPU_TASK_STATUS,
             Action::AssumeRoleWithOidc => ACTION_ASSUME_ROLE_WITH_OIDC,
             Action::GetCallerIdentity => ACTION_GET_CALLER_IDENTITY,
+            Action::StartLiveMpuTask => "StartLiveMPUTask",
+            Action::UpdateLiveMpuTask => "UpdateLiveMPUTask",
+            Action::StopLiveMpuTask => "StopLiveMPUTask",
+            Action::ListRtcMpuTaskDetail => "ListRtcMPUTaskDetail",
         }
     }
 

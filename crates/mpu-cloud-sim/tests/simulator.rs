@@ -1774,3 +1774,160 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+// ---------------------------------------------------------------------------------------------
+// Managed relays: StartLiveMPUTask, UpdateLiveMPUTask, StopLiveMPUTask, ListRtcMPUTaskDetail
+// ---------------------------------------------------------------------------------------------
+
+/// A V1-signed call of a relay action with `own` parameters, as the old core SDK sends it.
+async fn relay_action(sim: &SimulatorHandle, action: &str, own: &[(&str, &str)]) -> (u16, Value) {
+    let operation = sign::RpcOperation {
+        action,
+        version: "2016-11-01",
+        params: own,
+    };
+    let req = sign::sign_v1_rpc(
+        Method::Post,
+        &operation,
+        &creds(&KEY1),
+        &Freshness {
+            nonce: &nonce(),
+            timestamp: jiff::Timestamp::now(),
+        },
+    );
+    send(sim, &req).await
+}
+
+const SINGLE_SUB: &str = r#"{"SourceType":"camera","StreamType":"0","UserId":"host-1"}"#;
+
+fn start_params<'a>(task: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AppId", APP),
+        ("ChannelId", "lobby"),
+        ("TaskId", task),
+        ("MixMode", "0"),
+        ("StreamURL", url),
+        ("SingleSubParams", SINGLE_SUB),
+    ]
+}
+
+#[tokio::test]
+async fn a_relay_started_in_an_occupied_channel_runs_and_get_mpu_task_status_reports_it() {
+    let sim = start().await;
+    let (status, body) = relay_action(
+        &sim,
+        "StartLiveMPUTask",
+        &start_params("relay-1", "rtmp://push/1"),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParam"), "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().contains("does not exist"),
+        "{body}"
+    );
+
+    sim.set_channel_users(APP, "lobby", 1);
+    let (status, body) = relay_action(
+        &sim,
+        "StartLiveMPUTask",
+        &start_params("relay-1", "rtmp://push/1"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["RequestId"].is_string());
+    assert_eq!(sim.relay(APP, "relay-1").unwrap()["Status"], 1);
+    assert_eq!(v1(&sim, &KEY1, "relay-1").await.1["Status"], 1);
+
+    // A second start of the same TaskId, and a start on the same URL, are refused.
+    let (status, body) = relay_action(
+        &sim,
+        "StartLiveMPUTask",
+        &start_params("relay-1", "rtmp://push/9"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["Message"].as_str().unwrap().contains("already exists"));
+    let (status, body) = relay_action(
+        &sim,
+        "StartLiveMPUTask",
+        &start_params("relay-2", "rtmp://push/1"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["Message"].as_str().unwrap().contains("in use"),
+        "{body}"
+    );
+
+    // The detail repeats the parameters; an update changes them in place.
+    let (status, body) = relay_action(
+        &sim,
+        "ListRtcMPUTaskDetail",
+        &[("AppId", APP), ("TaskId", "relay-1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["MPUTasks"][0]["StreamURL"], "rtmp://push/1");
+    assert_eq!(body["MPUTasks"][0]["SingleSubParams"]["UserId"], "host-1");
+    let (status, body) = relay_action(
+        &sim,
+        "UpdateLiveMPUTask",
+        &[
+            ("AppId", APP),
+            ("ChannelId", "lobby"),
+            ("TaskId", "relay-1"),
+            ("StreamURL", "rtmp://push/2"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let relay = sim.relay(APP, "relay-1").unwrap();
+    assert_eq!(
+        (relay["Revision"].clone(), relay["StreamURL"].clone()),
+        (json!(2), json!("rtmp://push/2"))
+    );
+
+    // Stopped by the user: status 3 for GetMPUTaskStatus.
+    let (status, _) = relay_action(
+        &sim,
+        "StopLiveMPUTask",
+        &[("AppId", APP), ("TaskId", "relay-1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v1(&sim, &KEY1, "relay-1").await.1["Status"], 3);
+    let stats = sim.stats(false);
+    assert_eq!(stats.relay_actions["StartLiveMPUTask"], 4);
+    assert_eq!(stats.relay_actions["StopLiveMPUTask"], 1);
+    assert_eq!(
+        stats.accounts[AK].calls.total, 2,
+        "an account's counters are its GetMPUTaskStatus calls"
+    );
+}
+
+#[tokio::test]
+async fn a_start_missing_its_block_is_missing_param_and_each_relay_action_has_its_own_limit() {
+    let mut config = config();
+    config.relay_qps.insert(Action::StartLiveMpuTask, 2);
+    let sim = Simulator::start_http(config).await.unwrap();
+    sim.set_channel_users(APP, "lobby", 1);
+    let (status, body) = relay_action(
+        &sim,
+        "StartLiveMPUTask",
+        &[
+            ("AppId", APP),
+            ("TaskId", "r"),
+            ("StreamURL", "rtmp://push/1"),
+        ],
+    )
+    .await;
+    assert_eq!((status, code(&body)), (400, "MissingParam"), "{body}");
+    // That refused start counted against the limit of 2: one more passes, then throttling,
+    // while GetMPUTaskStatus (its own limit) goes on.
+    let urls = ["rtmp://push/a", "rtmp://push/b"];
+    let (status, body) = relay_action(&sim, "StartLiveMPUTask", &start_params("a", urls[0])).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = relay_action(&sim, "StartLiveMPUTask", &start_params("b", urls[1])).await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"), "{body}");
+    assert_eq!(v1(&sim, &KEY1, "a").await.0, 200);
+}
