@@ -478,14 +478,35 @@ pub fn sign_v3(
     credentials: &SigningKey<'_>,
     fresh: &Freshness<'_>,
 ) -> SignedRequest {
-    let query = BTreeMap::from([
-        (params::APP_ID.to_owned(), call.app_id.to_owned()),
-        (params::TASK_ID.to_owned(), call.task_id.to_owned()),
-    ]);
+    let operation = RpcOperation {
+        action: ACTION_GET_MPU_TASK_STATUS,
+        version: call.api_version,
+        params: &[
+            (params::APP_ID, call.app_id),
+            (params::TASK_ID, call.task_id),
+        ],
+    };
+    sign_v3_rpc(host, &operation, credentials, fresh)
+}
+
+/// A signed V3 request for any RPC operation, as today's SDKs send one: `POST /?<its own
+/// parameters>`, empty body, the `x-acs-*` headers and `host` signed, then `authorization`
+/// (GetMPUTaskStatus, and the managed relays' StartLiveMPUTask, UpdateLiveMPUTask, ...).
+pub fn sign_v3_rpc(
+    host: &str,
+    operation: &RpcOperation<'_>,
+    credentials: &SigningKey<'_>,
+    fresh: &Freshness<'_>,
+) -> SignedRequest {
+    let query: BTreeMap<String, String> = operation
+        .params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let mut hdrs: Vec<(String, String)> = [
         (headers::HOST, host),
-        (headers::ACTION, ACTION_GET_MPU_TASK_STATUS),
-        (headers::VERSION, call.api_version),
+        (headers::ACTION, operation.action),
+        (headers::VERSION, operation.version),
         (headers::DATE, &format_timestamp(fresh.timestamp)),
         (headers::SIGNATURE_NONCE, fresh.nonce),
         (headers::CONTENT_SHA256, EMPTY_PAYLOAD_SHA256),
