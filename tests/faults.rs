@@ -425,18 +425,8 @@ async fn integration_api_server_down_longer_than_the_lease_gives_no_double_leade
     let caught_up_after = caught_up.elapsed();
 
     let seconds = calls_by_replica(&sim, &names);
-    eprintln!(
-        "second (from the cut; API server back at {:+.0})  replica-a  replica-b",
-        restored_unix - cut_unix
-    );
-    for (second, calls) in &seconds {
-        eprintln!(
-            "{:>+20.0}  {:>9}  {:>9}",
-            *second as f64 - cut_unix.floor(),
-            calls[0],
-            calls[1]
-        );
-    }
+    eprintln!("API server back at {:+.0} s", restored_unix - cut_unix);
+    print_calls_by_replica(&seconds, cut_unix);
     let both: Vec<_> = seconds
         .iter()
         .filter(|(_, calls)| calls[0] > 0 && calls[1] > 0)
@@ -591,6 +581,19 @@ fn calls_by_replica(sim: &SimulatorHandle, replicas: &[&str]) -> Vec<(i64, Vec<u
         .collect()
 }
 
+/// The table of [`calls_by_replica`], seconds counted from the cut at `cut_unix`.
+fn print_calls_by_replica(seconds: &[(i64, Vec<u64>)], cut_unix: f64) {
+    eprintln!("second (from the cut)  replica-a  replica-b");
+    for (second, calls) in seconds {
+        eprintln!(
+            "{:>+20.0}  {:>9}  {:>9}",
+            *second as f64 - cut_unix.floor(),
+            calls[0],
+            calls[1]
+        );
+    }
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -708,15 +711,7 @@ async fn integration_a_partitioned_leader_stops_calling_before_the_standby_can_t
     proxy.restore();
 
     let seconds = calls_by_replica(&sim, &["replica-a", "replica-b"]);
-    eprintln!("second (from the cut)  replica-a  replica-b");
-    for (second, calls) in &seconds {
-        eprintln!(
-            "{:>+20.0}  {:>9}  {:>9}",
-            *second as f64 - cut_unix.floor(),
-            calls[0],
-            calls[1]
-        );
-    }
+    print_calls_by_replica(&seconds, cut_unix);
     let both: Vec<_> = seconds
         .iter()
         .filter(|(_, calls)| calls[0] > 0 && calls[1] > 0)

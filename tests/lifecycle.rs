@@ -12,7 +12,9 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use mpu_cloud_sim::{Action, FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig};
+use mpu_cloud_sim::{
+    Action, FaultKind, FaultSpec, RoleConfig, Simulator, SimulatorConfig, SimulatorHandle,
+};
 use mpu_relay_operator::api::{AccountStatus, MpuRelayAccount, MpuRelayTask, conditions};
 use serde_json::json;
 use support::accounts;
@@ -82,6 +84,27 @@ impl World {
             .map(|c| (c.status.clone(), c.reason.clone()))
     }
 
+    /// A Secret `ak` with the first key, an account `live` using it, and `n` tasks `relay-<i>`
+    /// of cloud tasks `t<i>` on it; returns the tasks' names.
+    async fn live_account_with_tasks(&self, sim: &SimulatorHandle, n: usize) -> Vec<String> {
+        accounts::secret(&self.client, &self.ns, "ak", AK, SK).await;
+        accounts::account(
+            &self.client,
+            &self.ns,
+            "live",
+            &sim.base_url(),
+            "ak",
+            json!({}),
+        )
+        .await;
+        let relays = names("relay", n);
+        for (i, name) in relays.iter().enumerate() {
+            let task = accounts::task(name, &format!("t{i}"), "live");
+            accounts::create_task(&self.client, &self.ns, &task).await;
+        }
+        relays
+    }
+
     /// Replaces the Secret's data, as `kubectl apply` of a new version does.
     async fn rewrite_secret(&self, name: &str, data: &[(&str, &str)]) {
         let mut secret: Secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
@@ -125,17 +148,7 @@ async fn integration_an_account_deleted_under_its_tasks_stalls_them_and_recreati
     let sim = Simulator::start(two_key_config(3))
         .await
         .expect("simulator");
-    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
-    accounts::account(&w.client, &w.ns, "live", &sim.base_url(), "ak", json!({})).await;
-    let relays = names("relay", 3);
-    for (i, name) in relays.iter().enumerate() {
-        accounts::create_task(
-            &w.client,
-            &w.ns,
-            &accounts::task(name, &format!("t{i}"), "live"),
-        )
-        .await;
-    }
+    let relays = w.live_account_with_tasks(&sim, 3).await;
     let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
     assert!(
         eventually(Duration::from_secs(20), || w.all_tasks(
@@ -237,17 +250,7 @@ async fn integration_a_rotated_secret_signs_the_next_calls_with_the_new_key_with
     let sim = Simulator::start(two_key_config(2))
         .await
         .expect("simulator");
-    accounts::secret(&w.client, &w.ns, "ak", AK, SK).await;
-    accounts::account(&w.client, &w.ns, "live", &sim.base_url(), "ak", json!({})).await;
-    let relays = names("relay", 2);
-    for (i, name) in relays.iter().enumerate() {
-        accounts::create_task(
-            &w.client,
-            &w.ns,
-            &accounts::task(name, &format!("t{i}"), "live"),
-        )
-        .await;
-    }
+    let relays = w.live_account_with_tasks(&sim, 2).await;
     let mut op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
     let pid = op.pid();
     let calls = |key: &str| sim.stats(false).accounts[key].calls.ok;

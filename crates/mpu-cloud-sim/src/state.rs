@@ -571,6 +571,25 @@ impl State {
         }
     }
 
+    /// An injected throttling storm for `action` on these keys answers at once, before the
+    /// budget is consulted, so it consumes none of it.
+    fn throttling_storm(
+        &mut self,
+        action: Action,
+        keys: [&str; 2],
+        now: Clock,
+        record: &mut CallRecord,
+    ) -> Result<(), ApiError> {
+        let storm = self.faults.take(action, &keys, now.mono_micros, |k| {
+            matches!(k, FaultKind::Throttle)
+        });
+        if storm.is_some() {
+            record.fault = true;
+            return Err(ApiError::throttled());
+        }
+        Ok(())
+    }
+
     /// StartLiveMPUTask, UpdateLiveMPUTask, StopLiveMPUTask and ListRtcMPUTaskDetail: signed
     /// like GetMPUTaskStatus, each drawing on its own limit of the uid ([`Action::default_qps`]),
     /// with the rules of [`crate::relay`].
@@ -588,30 +607,10 @@ impl State {
         record: &mut CallRecord,
     ) -> Result<Reply, ApiError> {
         record.relay = true;
-        match version {
-            None => return Err(ApiError::missing(params::VERSION)),
-            Some(wire::VERSION_LIVE) => {}
-            Some(_) => {
-                return Err(ApiError::new(
-                    400,
-                    codes::INVALID_VERSION,
-                    messages::INVALID_VERSION,
-                ));
-            }
-        }
+        check_version(version, &[wire::VERSION_LIVE])?;
         let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
         let budget_account = record.account.clone().unwrap_or_default();
-        let keys = [access_key_id.as_str(), budget_account.as_str()];
-        if self
-            .faults
-            .take(action, &keys, now.mono_micros, |k| {
-                matches!(k, FaultKind::Throttle)
-            })
-            .is_some()
-        {
-            record.fault = true;
-            return Err(ApiError::throttled());
-        }
+        self.throttling_storm(action, [&access_key_id, &budget_account], now, record)?;
         let uid = self
             .accounts
             .get(&budget_account)
@@ -745,33 +744,13 @@ impl State {
         record: &mut CallRecord,
         delay_ms: &mut u64,
     ) -> Result<Reply, ApiError> {
-        match version {
-            None => return Err(ApiError::missing(params::VERSION)),
-            Some(wire::VERSION_LIVE | wire::VERSION_RTC) => {}
-            Some(_) => {
-                return Err(ApiError::new(
-                    400,
-                    codes::INVALID_VERSION,
-                    messages::INVALID_VERSION,
-                ));
-            }
-        }
+        check_version(version, &[wire::VERSION_LIVE, wire::VERSION_RTC])?;
         let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
         let budget_account = record.account.clone().unwrap_or_default();
 
         let action = Action::GetMpuTaskStatus;
         let keys = [access_key_id.as_str(), budget_account.as_str()];
-        // A throttling storm answers before the budget is consulted, so it consumes none of it.
-        if self
-            .faults
-            .take(action, &keys, now.mono_micros, |k| {
-                matches!(k, FaultKind::Throttle)
-            })
-            .is_some()
-        {
-            record.fault = true;
-            return Err(ApiError::throttled());
-        }
+        self.throttling_storm(action, [&access_key_id, &budget_account], now, record)?;
         // The budget is the uid's, shared by all keys of one Alibaba account.
         let admitted = self.accounts.get(&budget_account).is_some_and(|account| {
             self.uids
@@ -1566,6 +1545,19 @@ fn oidc_token_info(token: &str) -> Option<serde_json::Value> {
         "Issuer": claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default(),
         "ClientIds": audience,
     }))
+}
+
+/// `Version` must be present and one the action is served in.
+fn check_version(version: Option<&str>, served: &[&str]) -> Result<(), ApiError> {
+    match version {
+        None => Err(ApiError::missing(params::VERSION)),
+        Some(v) if served.contains(&v) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            400,
+            codes::INVALID_VERSION,
+            messages::INVALID_VERSION,
+        )),
+    }
 }
 
 /// The cloud's answer to a refused relay operation (the codes of its documented tables).
