@@ -750,7 +750,7 @@ impl State {
 
         let action = Action::GetMpuTaskStatus;
         let keys = [access_key_id.as_str(), budget_account.as_str()];
-        self.throttling_storm(action, [&access_key_id, &budget_account], now, record)?;
+        self.throttling_storm(action, keys, now, record)?;
         // The budget is the uid's, shared by all keys of one Alibaba account.
         let admitted = self.accounts.get(&budget_account).is_some_and(|account| {
             self.uids
@@ -844,7 +844,7 @@ impl State {
         record: &mut CallRecord,
         delay_ms: &mut u64,
     ) -> Result<Reply, ApiError> {
-        check_sts_version(version)?;
+        check_version(version, &[wire::VERSION_STS])?;
         let access_key_id = self.authenticate(req, method, query_params, params, now, record)?;
         let budget_account = record.account.clone().unwrap_or_default();
         let keys = [access_key_id.as_str(), budget_account.as_str()];
@@ -1072,7 +1072,7 @@ impl State {
         if let Some(reply) = apply_fault(fault, request_id, || 0, record, delay_ms)? {
             return Ok(reply);
         }
-        check_sts_version(version)?;
+        check_version(version, &[wire::VERSION_STS])?;
         let role_arn = required(params, sts_params::ROLE_ARN)?;
         let provider_arn = required(params, sts_params::OIDC_PROVIDER_ARN)?;
         let oidc_token = required(params, sts_params::OIDC_TOKEN)?;
@@ -1416,19 +1416,6 @@ fn apply_fault(
             bytes: bytes.unwrap_or(DEFAULT_HUGE_BYTES),
         })),
         FaultKind::Throttle => Err(ApiError::throttled()),
-    }
-}
-
-/// STS actions speak version 2015-04-01 only.
-fn check_sts_version(version: Option<&str>) -> Result<(), ApiError> {
-    match version {
-        None => Err(ApiError::missing(params::VERSION)),
-        Some(wire::VERSION_STS) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            400,
-            codes::INVALID_VERSION,
-            messages::INVALID_VERSION,
-        )),
     }
 }
 
