@@ -770,6 +770,10 @@ impl State {
 
         let app_id = required(params, params::APP_ID)?;
         let task_id = required(params, params::TASK_ID)?;
+        if self.relays.get(app_id, task_id).is_some() {
+            // A managed relay may have stopped by itself since anyone last looked.
+            self.apply_relay_stops(now.wall.as_millisecond());
+        }
         let task = self
             .tasks
             .get_mut(&(app_id.to_owned(), task_id.to_owned()))

@@ -1931,3 +1931,18 @@ async fn a_start_missing_its_block_is_missing_param_and_each_relay_action_has_it
     assert_eq!((status, code(&body)), (400, "Throttling.User"), "{body}");
     assert_eq!(v1(&sim, &KEY1, "a").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_relay_whose_channel_empties_is_reported_channel_stopped_after_its_max_idle_time() {
+    let sim = start().await;
+    sim.set_channel_users(APP, "lobby", 1);
+    let mut params = start_params("idle", "rtmp://push/idle");
+    params.push(("MaxIdleTime", "10"));
+    let (status, body) = relay_action(&sim, "StartLiveMPUTask", &params).await;
+    assert_eq!(status, 200, "{body}");
+    sim.set_channel_users(APP, "lobby", 0);
+    assert_eq!(v1(&sim, &KEY1, "idle").await.1["Status"], 1);
+    tokio::time::sleep(Duration::from_millis(10_200)).await;
+    // Nothing but GetMPUTaskStatus has looked since: it sees the stop itself.
+    assert_eq!(v1(&sim, &KEY1, "idle").await.1["Status"], 4);
+}
