@@ -74,7 +74,7 @@ async fn integration_sample_task_is_listed_by_kubectl_with_printer_columns_short
     assert_eq!(
         header,
         [
-            "NAME", "APP", "TASK", "ACCOUNT", "PHASE", "READY", "LAST", "SYNC", "AGE"
+            "NAME", "APP", "TASK", "ACCOUNT", "POLICY", "PHASE", "READY", "LAST", "SYNC", "AGE"
         ]
     );
     assert!(table.contains("lobby-relay"), "{table}");
@@ -265,6 +265,7 @@ async fn integration_status_round_trips_and_survives_spec_updates() {
         phase_since: Some(now),
         auto_stop_time: None,
         sync_interval: Some("30s".parse().unwrap()),
+        management: None,
     };
     api.patch_status(
         "t",

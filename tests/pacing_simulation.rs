@@ -422,6 +422,7 @@ fn task(i: usize) -> MpuRelayTask {
             }),
             poll_interval: None,
             suspend: false,
+            ..Default::default()
         },
     );
     t.metadata.namespace = Some("bench".into());

@@ -194,6 +194,7 @@ fn task_status() -> impl Strategy<Value = MpuRelayTaskStatus> {
                 phase_since: phase_since.map(Time),
                 auto_stop_time: auto_stop.map(Time),
                 sync_interval,
+                management: None,
             },
         )
 }
@@ -208,6 +209,7 @@ fn relay(poll_interval: Option<kube::core::Duration>, suspend: bool) -> MpuRelay
             account_ref: None,
             poll_interval,
             suspend,
+            ..Default::default()
         },
     );
     t.metadata.generation = Some(1);

@@ -125,6 +125,12 @@ pub struct Connection {
     #[serde(default = "default_margin")]
     #[schemars(range(min = 0, max = 50))]
     pub qps_margin_percent: u8,
+
+    /// Per-operation limits, for accounts whose quotas Alibaba raised or lowered: e.g.
+    /// `{startMPUTask: 500, getMPUTaskStatus: 10}`. Each operation has its own budget per
+    /// cloud account; `qpsMarginPercent` applies to each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<OperationLimits>,
 }
 
 fn default_qps() -> u32 {
@@ -143,16 +149,61 @@ impl Default for Connection {
             signature: SignatureVersion::default(),
             qps: DEFAULT_QPS,
             qps_margin_percent: DEFAULT_QPS_MARGIN_PERCENT,
+            limits: None,
         }
     }
 }
 
 impl Connection {
+    /// The GetMPUTaskStatus rate: `limits.getMPUTaskStatus` when set, else `qps`.
+    pub fn status_qps(&self) -> u32 {
+        self.limits
+            .as_ref()
+            .and_then(|l| l.get_mpu_task_status)
+            .unwrap_or(self.qps)
+    }
+
+    /// The rate of a managed-relay operation: its `limits` entry or the documented default.
+    pub fn action_qps(&self, operation: RelayOperation) -> u32 {
+        let limits = self.limits.as_ref();
+        match operation {
+            RelayOperation::Start => limits.and_then(|l| l.start_mpu_task),
+            RelayOperation::Update => limits.and_then(|l| l.update_mpu_task),
+            RelayOperation::Stop => limits.and_then(|l| l.stop_mpu_task),
+        }
+        .unwrap_or(DEFAULT_RELAY_ACTION_QPS)
+    }
+
     /// The endpoint to call: the spec's own, or the API's default host.
     pub fn endpoint(&self) -> &str {
         self.endpoint
             .as_deref()
             .unwrap_or_else(|| self.api.default_endpoint())
+    }
+}
+
+/// The operations that change a managed relay, each with its own rate per cloud account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RelayOperation {
+    Start,
+    Update,
+    Stop,
+}
+
+impl RelayOperation {
+    pub const ALL: [RelayOperation; 3] = [
+        RelayOperation::Start,
+        RelayOperation::Update,
+        RelayOperation::Stop,
+    ];
+
+    /// The name used in `spec.limits`, in metrics (`operation`) and in the account's status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayOperation::Start => "startMPUTask",
+            RelayOperation::Update => "updateMPUTask",
+            RelayOperation::Stop => "stopMPUTask",
+        }
     }
 }
 
@@ -350,7 +401,7 @@ pub struct RrsaRole {
 pub struct OperatorCredentialsRef {}
 
 /// Task namespaces a `ClusterMpuRelayAccount` admits.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.namespaces) || has(self.namespaceSelector)").message("a condition needs namespaces or a namespaceSelector"))]
 pub struct NamespaceCondition {
@@ -361,7 +412,66 @@ pub struct NamespaceCondition {
     /// Namespaces admitted by their labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Whether tasks of these namespaces may manage relays through this account (start,
+    /// update, restart, stop: `managementPolicy: Manage`). False by default: they may only
+    /// observe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manage: bool,
+    /// With `manage: true`: whether their tasks may take over a relay that already runs under
+    /// their TaskId (`spec.adopt`), which someone else may have started. `Forbidden` by default.
+    #[serde(default)]
+    pub adoption: Adoption,
 }
+
+/// Whether a cluster account lets tasks adopt relays they did not start.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Adoption {
+    #[default]
+    Forbidden,
+    Allowed,
+}
+
+/// Calls per second the cloud allows each managed-relay operation, per Alibaba Cloud account.
+/// Unset fields take Alibaba's documented limits.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationLimits {
+    /// GetMPUTaskStatus; when set, it replaces `qps`.
+    #[serde(
+        default,
+        rename = "getMPUTaskStatus",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 10000))]
+    pub get_mpu_task_status: Option<u32>,
+    /// StartLiveMPUTask (documented: 500).
+    #[serde(
+        default,
+        rename = "startMPUTask",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 10000))]
+    pub start_mpu_task: Option<u32>,
+    /// UpdateLiveMPUTask (documented: 500).
+    #[serde(
+        default,
+        rename = "updateMPUTask",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 10000))]
+    pub update_mpu_task: Option<u32>,
+    /// StopLiveMPUTask (documented: 500).
+    #[serde(
+        default,
+        rename = "stopMPUTask",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 10000))]
+    pub stop_mpu_task: Option<u32>,
+}
+
+/// Alibaba's documented limit of StartLiveMPUTask, UpdateLiveMPUTask and StopLiveMPUTask.
+pub const DEFAULT_RELAY_ACTION_QPS: u32 = 500;
 
 /// What the operator knows of an account: whether tasks can use it, and its budget.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]

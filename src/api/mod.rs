@@ -7,9 +7,11 @@
 
 mod account;
 pub mod duration;
+mod relay;
 mod task;
 
 pub use account::*;
+pub use relay::*;
 pub use task::*;
 
 use kube::CustomResourceExt;

@@ -7,12 +7,14 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The desired state of an MpuRelayTask: which cloud relay task to observe and how.
-///
-/// The operator only observes: it never starts or stops the task in the cloud.
+use super::relay::{DeletionPolicy, ManagementPolicy, ManagementStatus, RelaySpec, RestartPolicy};
+
+/// The desired state of an MpuRelayTask: which cloud relay task, through which account, and
+/// whether the operator only observes it (the default) or manages it: starts it from `relay`,
+/// updates it when `relay` changes, restarts it under `restartPolicy`, stops it on deletion.
 // clippy reads the repeated `type_ = ...` of the printcolumn(...) entries as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "mpurelay.io",
     version = "v1alpha1",
@@ -25,13 +27,18 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "MpuRelayTaskStatus",
     derive = "PartialEq",
-    doc = "An Alibaba Cloud ApsaraVideo Live stream relay (MPU) task, observed through GetMPUTaskStatus.",
+    doc = "An Alibaba Cloud ApsaraVideo Live stream relay (MPU) task: observed through GetMPUTaskStatus, or managed (started, updated, restarted and stopped) from spec.relay.",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.appId"),
     printcolumn(name = "Task", type_ = "string", json_path = ".spec.taskId"),
     printcolumn(
         name = "Account",
         type_ = "string",
         json_path = ".spec.accountRef.name"
+    ),
+    printcolumn(
+        name = "Policy",
+        type_ = "string",
+        json_path = ".spec.managementPolicy"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -47,6 +54,10 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.managementPolicy != 'Manage' || has(self.relay)").message("managementPolicy Manage needs spec.relay: the relay to start"),
+    validation = Rule::new("self.managementPolicy != 'Manage' || (size(self.taskId) <= 55 && self.taskId.matches('^[A-Za-z0-9_-]+$'))").message("a managed taskId is at most 55 letters, digits, '_' or '-' (what StartLiveMPUTask accepts)"),
+)]
 pub struct MpuRelayTaskSpec {
     /// ID of the ApsaraVideo application that owns the relay task (GetMPUTaskStatus `AppId`).
     /// Immutable: point a new object at a different task instead.
@@ -87,9 +98,52 @@ pub struct MpuRelayTaskSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("pollInterval must be between 1s and 24h"))]
     pub poll_interval: Option<Duration>,
 
-    /// Stop polling this task while true. The last observed status is kept.
+    /// Stop polling this task while true. The last observed status is kept; a managed relay
+    /// is neither started, updated, restarted nor stopped while suspended.
     #[serde(default)]
     pub suspend: bool,
+
+    /// `Observe` (the default): poll the task's status only. `Manage`: the operator starts the
+    /// relay from `relay`, updates it when `relay` changes, restarts it under `restartPolicy`
+    /// and stops it on deletion under `deletionPolicy`. Managing needs the right from the
+    /// account: an `MpuRelayAccount` grants it; a `ClusterMpuRelayAccount` only through a
+    /// condition with `manage: true` for this namespace (else the task is Stalled
+    /// `ManageNotAllowed` and nothing is called). Switching back to `Observe` changes nothing
+    /// in the cloud.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// With `Manage`: what deleting this object does to the relay. `Delete` (the default)
+    /// stops it, `Orphan` leaves it running. A relay this object did not start (or adopt) is
+    /// never stopped.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// With `Manage`: when a relay the cloud stopped is started again, after a backoff of 10 s
+    /// doubling to 5 min (reset once it has run 10 min). `Never`, `OnFailure` (the default: the
+    /// channel stopped, a CDN or a streaming-URL problem) or `Always` (also a plain stop). A
+    /// relay stopped by a user is never restarted.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+
+    /// With `Manage`: take over a relay that already runs under this TaskId instead of refusing
+    /// it (`TaskExists`). Only where the account allows adoption: always for an
+    /// `MpuRelayAccount`, for a `ClusterMpuRelayAccount` through a condition with
+    /// `adoption: Allowed`.
+    #[serde(default)]
+    pub adopt: bool,
+
+    /// With `Manage`: the relay to run, as StartLiveMPUTask takes it. `channelId`, `region` and
+    /// `maxIdleTime` cannot change; the rest is applied with UpdateLiveMPUTask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySpec>,
+}
+
+impl MpuRelayTaskSpec {
+    /// True when the operator owns the relay's lifecycle.
+    pub fn managed(&self) -> bool {
+        self.management_policy == ManagementPolicy::Manage
+    }
 }
 
 /// Which kind of account a task references.
@@ -179,6 +233,10 @@ pub struct MpuRelayTaskStatus {
         deserialize_with = "super::duration::lenient"
     )]
     pub sync_interval: Option<Duration>,
+
+    /// With `managementPolicy: Manage`: what the operator started, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<ManagementStatus>,
 }
 
 impl MpuRelayTaskStatus {
@@ -343,6 +401,7 @@ mod tests {
                 "App",
                 "Task",
                 "Account",
+                "Policy",
                 "Phase",
                 "Ready",
                 "Last Sync",

@@ -591,6 +591,7 @@ mod tests {
                 }),
                 poll_interval: None,
                 suspend: false,
+                ..Default::default()
             },
         );
         t.metadata.namespace = Some("ns".into());

@@ -109,6 +109,7 @@ impl Fixture {
                 }),
                 poll_interval: None,
                 suspend: false,
+                ..Default::default()
             },
         );
         task.metadata.namespace = Some(NAMESPACE.into());
@@ -157,6 +158,7 @@ fn account() -> ClusterMpuRelayAccount {
             conditions: vec![NamespaceCondition {
                 namespaces: Some(vec![NAMESPACE.into()]),
                 namespace_selector: None,
+                ..Default::default()
             }],
         },
     )

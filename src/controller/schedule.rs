@@ -267,6 +267,7 @@ mod tests {
                 account_ref: None,
                 poll_interval: None,
                 suspend: false,
+                ..Default::default()
             },
         );
         assert_eq!(budget_interval(&task, &config), config.running);

@@ -86,6 +86,7 @@ mod tests {
                 account_ref: None,
                 poll_interval: None,
                 suspend: false,
+                ..Default::default()
             },
         );
         t.metadata.namespace = Some("team-a".into());

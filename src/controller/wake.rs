@@ -90,6 +90,7 @@ mod tests {
                 }),
                 poll_interval: None,
                 suspend: false,
+                ..Default::default()
             },
         );
         t.metadata.namespace = Some(namespace.into());

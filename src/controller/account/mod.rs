@@ -185,6 +185,7 @@ mod tests {
         NamespaceCondition {
             namespaces: Some(names.iter().map(|n| n.to_string()).collect()),
             namespace_selector: None,
+            ..Default::default()
         }
     }
 
@@ -195,6 +196,7 @@ mod tests {
                 match_labels: Some(labels(pairs)),
                 match_expressions: None,
             }),
+            ..Default::default()
         }
     }
 
@@ -240,6 +242,7 @@ mod tests {
         let empty = NamespaceCondition {
             namespaces: None,
             namespace_selector: None,
+            ..Default::default()
         };
         assert!(!admits(&[empty], "team-a", &labels(&[])));
         let bad = NamespaceCondition {
@@ -252,6 +255,7 @@ mod tests {
                     values: None,
                 }]),
             }),
+            ..Default::default()
         };
         assert!(!admits(&[bad], "team-a", &labels(&[("tenant", "x")])));
     }
@@ -261,6 +265,7 @@ mod tests {
         let all = NamespaceCondition {
             namespaces: None,
             namespace_selector: Some(LabelSelector::default()),
+            ..Default::default()
         };
         assert!(admits(&[all], "anything", &labels(&[])));
     }

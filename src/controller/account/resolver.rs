@@ -285,7 +285,7 @@ impl Resolver {
             host: endpoint.authority(),
         };
         let limit = Limit {
-            qps: f64::from(connection.qps.max(1)),
+            qps: f64::from(connection.status_qps().max(1)),
             margin: f64::from(connection.qps_margin_percent.min(90)) / 100.0,
         };
         let budget = self
