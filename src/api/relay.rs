@@ -321,6 +321,10 @@ pub struct RelayEncodeParams {
     /// Relay the audio only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_only: Option<bool>,
+    /// Encoder settings as the cloud's JSON text, e.g. `{"profile":"main","preset":"superfast"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 512))]
+    pub enhanced_param: Option<String>,
 }
 
 /// `Background`.

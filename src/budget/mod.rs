@@ -9,6 +9,7 @@
 //! its membership rules, its limit and its usage figures, so the controller asks one question
 //! (`admit`) and reports one answer (`feedback`).
 
+pub mod actions;
 pub mod pacing;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub use actions::{ActionBudgets, ActionUse};
 pub use pacing::{BudgetConfig, Call, Grant, LATTICE_GROUPS, Lattice, Pacer};
 
 /// What the cloud counts calls against: the Alibaba Cloud account (UID) and the API host it is

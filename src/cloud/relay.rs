@@ -16,12 +16,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api;
+
 /// The operations, by their `Action` names.
 pub mod actions {
     pub const START: &str = "StartLiveMPUTask";
     pub const UPDATE: &str = "UpdateLiveMPUTask";
     pub const STOP: &str = "StopLiveMPUTask";
     pub const LIST_DETAIL: &str = "ListRtcMPUTaskDetail";
+}
+
+/// The `Action` of a relay operation.
+pub fn action(operation: crate::api::RelayOperation) -> &'static str {
+    match operation {
+        crate::api::RelayOperation::Start => actions::START,
+        crate::api::RelayOperation::Update => actions::UPDATE,
+        crate::api::RelayOperation::Stop => actions::STOP,
+    }
 }
 
 /// The API version of all four.
@@ -242,6 +253,113 @@ pub struct Relay {
     pub max_idle_time: Option<u32>,
 }
 
+impl Relay {
+    /// The relay `spec` declares for task `task_id` of app `app_id`, in the wire form: numbers
+    /// as the strings the SDK sends (`0.5` as `"0.5"`, `1` as `"1.0"` for a fraction), enums
+    /// by their wire names.
+    pub fn from_spec(app_id: &str, task_id: &str, spec: &api::RelaySpec) -> Relay {
+        let text = |n: Option<u32>| n.map(|n| n.to_string());
+        let small = |n: Option<u8>| n.map(|n| n.to_string());
+        // As Python's `str(float)` writes it (`1.0`, `0.5`), which is what the SDK's users pass.
+        let fraction = |f: Option<f64>| f.map(|f| format!("{f:?}"));
+        let source = |s: Option<api::RelaySourceType>| s.map(|s| s.as_str().to_owned());
+        let output = match (&spec.stream_url, &spec.multi_stream_url) {
+            (Some(url), _) => Output::Single(url.clone()),
+            (None, urls) => Output::Multi(
+                urls.iter()
+                    .flatten()
+                    .map(|u| StreamUrl {
+                        is_ali_cdn: u.is_ali_cdn,
+                        url: u.url.clone(),
+                    })
+                    .collect(),
+            ),
+        };
+        let transcode_params = spec.transcode_params.as_ref().map(|t| TranscodeParams {
+            background: t.background.as_ref().map(|b| Background {
+                render_mode: small(b.render_mode),
+                url: b.url.clone(),
+            }),
+            encode_params: t.encode_params.as_ref().map(|e| EncodeParams {
+                audio_bitrate: text(e.audio_bitrate),
+                audio_channels: small(e.audio_channels),
+                audio_only: e.audio_only.map(|b| b.to_string()),
+                audio_sample_rate: text(e.audio_sample_rate),
+                enhanced_param: e.enhanced_param.clone(),
+                video_bitrate: text(e.video_bitrate),
+                video_codec: e.video_codec.clone(),
+                video_framerate: text(e.video_framerate),
+                video_gop: text(e.video_gop),
+                video_height: text(e.video_height),
+                video_width: text(e.video_width),
+            }),
+            layout: t.layout.as_ref().map(|l| Layout {
+                user_panes: l
+                    .user_panes
+                    .iter()
+                    .map(|p| UserPane {
+                        background_image_url: p.background_image_url.clone(),
+                        height: fraction(p.height),
+                        render_mode: small(p.render_mode),
+                        user_info: p.user_info.as_ref().map(|u| PaneUser {
+                            channel_id: u.channel_id.clone(),
+                            source_type: source(u.source_type),
+                            user_id: u.user_id.clone(),
+                        }),
+                        width: fraction(p.width),
+                        x: fraction(p.x),
+                        y: fraction(p.y),
+                        z_order: small(p.z_order),
+                    })
+                    .collect(),
+            }),
+            user_infos: t
+                .user_infos
+                .iter()
+                .map(|u| UserInfo {
+                    channel_id: u.channel_id.clone(),
+                    source_type: source(u.source_type),
+                    stream_type: small(u.stream_type),
+                    user_id: u.user_id.clone(),
+                })
+                .collect(),
+        });
+        Relay {
+            app_id: app_id.to_owned(),
+            channel_id: spec.channel_id.clone(),
+            task_id: task_id.to_owned(),
+            mix_mode: match spec.mix_mode {
+                api::RelayMixMode::Single => MixMode::Single,
+                api::RelayMixMode::Mixed => MixMode::Mixed,
+            },
+            output,
+            single_sub_params: spec.single_sub_params.as_ref().map(|p| SingleSubParams {
+                source_type: source(p.source_type),
+                stream_type: small(p.stream_type),
+                user_id: p.user_id.clone(),
+            }),
+            transcode_params,
+            sei_params: None,
+            region: spec.region.map(|r| r.as_str().to_owned()),
+            max_idle_time: spec.max_idle_time,
+        }
+    }
+
+    /// A short digest of everything the relay runs with (StartLiveMPUTask's parameters): two
+    /// specs that would start the same relay have the same hash.
+    pub fn spec_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for (name, value) in self.start_params() {
+            digest.update(name.as_bytes());
+            digest.update([0]);
+            digest.update(value.as_bytes());
+            digest.update([0]);
+        }
+        hex::encode(&digest.finalize()[..8])
+    }
+}
+
 /// A block as the SDK writes it: compact JSON, fields in declaration (= wire-name) order.
 fn block<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| unreachable!("plain structs of strings"))
@@ -444,6 +562,83 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} typed captures checked");
+    }
+
+    /// The manifests a user writes for the relays of the first two captures (the issue's
+    /// example, and a mixed relay with every block): the operator's Start for them is the
+    /// official SDK's request for the same relay, byte for byte.
+    #[test]
+    fn a_manifests_relay_starts_with_the_official_sdks_request() {
+        let single: api::RelaySpec = serde_json::from_value(serde_json::json!({
+            "channelId": "lobby",
+            "mixMode": "Single",
+            "streamURL": "rtmp://push.example.com/live/lobby",
+            "singleSubParams": {"userId": "host-1", "streamType": 0, "sourceType": "camera"},
+            "region": "CN-Shanghai",
+            "maxIdleTime": 600
+        }))
+        .unwrap();
+        let pane = |user: &str, x: f64, render: u8, z: u8| {
+            serde_json::json!({
+                "x": x, "y": 0.0, "width": 0.5, "height": 1.0, "zOrder": z, "renderMode": render,
+                "userInfo": {"userId": user, "sourceType": "camera"}
+            })
+        };
+        let mixed: api::RelaySpec = serde_json::from_value(serde_json::json!({
+            "channelId": "lobby",
+            "mixMode": "Mixed",
+            "multiStreamURL": [
+                {"url": "rtmp://a/x", "isAliCdn": true},
+                {"url": "rtmp://b/y", "isAliCdn": false}
+            ],
+            "transcodeParams": {
+                "background": {"url": "https://img.example.com/bg.png", "renderMode": 1},
+                "encodeParams": {
+                    "audioBitrate": 64, "audioChannels": 2, "audioOnly": false,
+                    "audioSampleRate": 48000,
+                    "enhancedParam": "{\"profile\":\"main\",\"preset\":\"superfast\"}",
+                    "videoBitrate": 1500, "videoCodec": "H.264", "videoFramerate": 25,
+                    "videoGop": 50, "videoHeight": 720, "videoWidth": 1280
+                },
+                "layout": {"userPanes": [pane("host-1", 0.0, 0, 0), pane("guest-2", 0.5, 1, 1)]},
+                "userInfos": [
+                    {"userId": "host-1", "sourceType": "camera", "streamType": 0},
+                    {"userId": "guest-2", "channelId": "lobby", "sourceType": "camera", "streamType": 0}
+                ]
+            },
+            "region": "CN-Shanghai",
+            "maxIdleTime": 600
+        }))
+        .unwrap();
+        let captured = captures();
+        let starts: Vec<&Capture> = captured
+            .iter()
+            .filter(|c| c.action == actions::START)
+            .collect();
+        for (spec, capture) in [(&single, starts[0]), (&mixed, starts[1])] {
+            let relay = Relay::from_spec(&capture.params["AppId"], &capture.params["TaskId"], spec);
+            let ours: BTreeMap<String, String> = relay
+                .start_params()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            assert_eq!(ours, capture.params);
+        }
+    }
+
+    #[test]
+    fn the_spec_hash_follows_what_the_relay_runs_with() {
+        let spec = |user: &str| -> api::RelaySpec {
+            serde_json::from_value(serde_json::json!({
+                "channelId": "lobby", "mixMode": "Single", "streamURL": "rtmp://x/y",
+                "singleSubParams": {"userId": user}
+            }))
+            .unwrap()
+        };
+        let hash = |s: &api::RelaySpec| Relay::from_spec("a", "t", s).spec_hash();
+        assert_eq!(hash(&spec("u1")), hash(&spec("u1")));
+        assert_ne!(hash(&spec("u1")), hash(&spec("u2")));
+        assert_eq!(hash(&spec("u1")).len(), 16);
     }
 
     /// The secret the captures were signed with (fake).

@@ -49,12 +49,15 @@ use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
 use decide::PollConfig;
-use ports::{ApiServer, MpuStatusApi, StatusTarget, StatusWriter};
+use ports::{ApiServer, MpuApi, StatusTarget, StatusWriter};
 use status::{EventSpec, Severity};
 use wake::{TaskRef, Triggers, task_facing};
 
 /// The field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "mpu-relay-operator";
+/// The finalizer on a managed task: its relay is stopped (or left, under `deletionPolicy: Orphan`)
+/// before the object goes.
+pub const FINALIZER: &str = "mpurelay.io/relay";
 /// Written by client-side apply: a copy of the whole object, useless to the controller.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The controller's name in events.
@@ -162,7 +165,7 @@ pub struct Context {
     /// For the account reconcile's `Api`s; every write goes through `writer`.
     pub client: kube::Client,
     /// GetMPUTaskStatus.
-    pub cloud: Arc<dyn MpuStatusApi>,
+    pub cloud: Arc<dyn MpuApi>,
     /// Status writes and events.
     pub writer: Arc<dyn StatusWriter>,
     pub accounts: Accounts,

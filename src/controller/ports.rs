@@ -1,5 +1,6 @@
-//! The two seams of the reconcile shells: the cloud ([`MpuStatusApi`]) and the API server's
-//! writes ([`StatusWriter`]: status patches and events). Each is the few operations the
+//! The two seams of the reconcile shells: the cloud ([`MpuApi`]: GetMPUTaskStatus and the
+//! managed-relay actions) and the API server's writes ([`StatusWriter`]: status patches,
+//! finalizers and events). Each is the few operations the
 //! reconciles call, held in the [`Context`](super::Context) as a trait object; the production
 //! types implement them here, and `#[cfg(test)]` fakes ([`fakes`]) record what the shell did.
 //!
@@ -13,29 +14,45 @@ use kube::runtime::events::{Event, Recorder};
 
 use super::FIELD_MANAGER;
 use crate::cloud::access_key::Credentials;
-use crate::cloud::client::{CloudClient, StatusQuery};
+use crate::cloud::client::{CloudClient, RelayCall, StatusQuery};
 use crate::cloud::{CloudError, MpuTaskStatus};
 
-/// The cloud operation a task's reconcile calls: GetMPUTaskStatus.
+/// The cloud operations a task's reconcile calls: GetMPUTaskStatus, and for a managed relay
+/// Start/Update/StopLiveMPUTask.
 ///
 /// Account resolution (STS GetCallerIdentity, RRSA) stays on the [`CloudClient`] the
 /// resolver owns: its tests run against the simulator.
-pub trait MpuStatusApi: Send + Sync {
+pub trait MpuApi: Send + Sync {
     /// Asks the cloud for the status of one relay task.
     fn get_mpu_task_status<'a>(
         &'a self,
         credentials: &'a Credentials,
         query: &'a StatusQuery<'a>,
     ) -> BoxFuture<'a, Result<MpuTaskStatus, CloudError>>;
+
+    /// Starts, updates or stops a managed relay; the answer's `RequestId`.
+    fn relay_action<'a>(
+        &'a self,
+        credentials: &'a Credentials,
+        call: &'a RelayCall<'a>,
+    ) -> BoxFuture<'a, Result<String, CloudError>>;
 }
 
-impl MpuStatusApi for CloudClient {
+impl MpuApi for CloudClient {
     fn get_mpu_task_status<'a>(
         &'a self,
         credentials: &'a Credentials,
         query: &'a StatusQuery<'a>,
     ) -> BoxFuture<'a, Result<MpuTaskStatus, CloudError>> {
         Box::pin(CloudClient::get_mpu_task_status(self, credentials, query))
+    }
+
+    fn relay_action<'a>(
+        &'a self,
+        credentials: &'a Credentials,
+        call: &'a RelayCall<'a>,
+    ) -> BoxFuture<'a, Result<String, CloudError>> {
+        Box::pin(CloudClient::relay_action(self, credentials, call))
     }
 }
 
@@ -65,6 +82,40 @@ pub trait StatusWriter: Send + Sync {
         event: &'a Event,
         reference: &'a ObjectReference,
     ) -> BoxFuture<'a, Result<(), kube::Error>>;
+
+    /// Adds (`present`) or removes the operator's finalizer on a task whose finalizers are
+    /// `current`, with a JSON patch that fails if they changed meanwhile (never dropping
+    /// anyone else's).
+    fn set_finalizer<'a>(
+        &'a self,
+        target: StatusTarget<'a>,
+        current: &'a [String],
+        present: bool,
+    ) -> BoxFuture<'a, Result<(), kube::Error>>;
+}
+
+/// The JSON patch that adds or removes `finalizer` from `current`; `None` when nothing changes.
+pub fn finalizer_patch(
+    current: &[String],
+    finalizer: &str,
+    present: bool,
+) -> Option<json_patch::Patch> {
+    let patch: serde_json::Value = match (current.iter().position(|f| f == finalizer), present) {
+        (Some(_), true) | (None, false) => return None,
+        (None, true) if current.is_empty() => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
+        ]),
+        (None, true) => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
+        ]),
+        (Some(i), false) => serde_json::json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ]),
+    };
+    serde_json::from_value(patch).ok()
 }
 
 /// The API server, through the operator's client and its event recorder.
@@ -98,6 +149,30 @@ impl StatusWriter for ApiServer {
     ) -> BoxFuture<'a, Result<(), kube::Error>> {
         Box::pin(self.recorder.publish(event, reference))
     }
+
+    fn set_finalizer<'a>(
+        &'a self,
+        target: StatusTarget<'a>,
+        current: &'a [String],
+        present: bool,
+    ) -> BoxFuture<'a, Result<(), kube::Error>> {
+        Box::pin(async move {
+            let Some(patch) = finalizer_patch(current, super::FINALIZER, present) else {
+                return Ok(());
+            };
+            let api: Api<DynamicObject> = match target.namespace {
+                Some(ns) => Api::namespaced_with(self.client.clone(), ns, target.resource),
+                None => Api::all_with(self.client.clone(), target.resource),
+            };
+            api.patch(
+                target.name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .map(drop)
+        })
+    }
 }
 
 /// In-memory doubles of both seams, for the shells' unit tests.
@@ -107,6 +182,7 @@ pub mod fakes {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::api::RelayOperation;
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
@@ -120,6 +196,10 @@ pub mod fakes {
         pub panics_on: Mutex<Vec<String>>,
         /// The task ids called, in order.
         pub calls: Mutex<Vec<String>>,
+        /// The relay actions called: (operation, parameters), in order.
+        pub actions: Mutex<Vec<(RelayOperation, Vec<(&'static str, String)>)>>,
+        /// Answers to the next relay actions (then success).
+        pub action_answers: Mutex<VecDeque<Result<String, CloudError>>>,
     }
 
     impl FakeCloud {
@@ -138,9 +218,19 @@ pub mod fakes {
         pub fn calls(&self) -> Vec<String> {
             lock(&self.calls).clone()
         }
+
+        /// The operations of the relay actions called, in order.
+        pub fn actions(&self) -> Vec<RelayOperation> {
+            lock(&self.actions).iter().map(|(op, _)| *op).collect()
+        }
+
+        /// Answers the next relay action with `answer`.
+        pub fn answer_action(&self, answer: Result<String, CloudError>) {
+            lock(&self.action_answers).push_back(answer);
+        }
     }
 
-    impl MpuStatusApi for FakeCloud {
+    impl MpuApi for FakeCloud {
         fn get_mpu_task_status<'a>(
             &'a self,
             _credentials: &'a Credentials,
@@ -162,6 +252,19 @@ pub mod fakes {
                         status: 1,
                     })
                 })
+            })
+        }
+
+        fn relay_action<'a>(
+            &'a self,
+            _credentials: &'a Credentials,
+            call: &'a RelayCall<'a>,
+        ) -> BoxFuture<'a, Result<String, CloudError>> {
+            Box::pin(async move {
+                lock(&self.actions).push((call.operation, call.params.to_vec()));
+                lock(&self.action_answers)
+                    .pop_front()
+                    .unwrap_or_else(|| Ok("req-action".into()))
             })
         }
     }
@@ -188,6 +291,8 @@ pub mod fakes {
         pub panics_on: Mutex<Vec<String>>,
         /// (object name, event reason) of every event published.
         pub events: Mutex<Vec<(String, String)>>,
+        /// (object name, finalizer present) of every finalizer change.
+        pub finalizers: Mutex<Vec<(String, bool)>>,
     }
 
     impl FakeApiServer {
@@ -261,6 +366,18 @@ pub mod fakes {
             Box::pin(async move {
                 let name = reference.name.clone().unwrap_or_default();
                 lock(&self.events).push((name, event.reason.clone()));
+                Ok(())
+            })
+        }
+
+        fn set_finalizer<'a>(
+            &'a self,
+            target: StatusTarget<'a>,
+            _current: &'a [String],
+            present: bool,
+        ) -> BoxFuture<'a, Result<(), kube::Error>> {
+            Box::pin(async move {
+                lock(&self.finalizers).push((target.name.to_string(), present));
                 Ok(())
             })
         }
