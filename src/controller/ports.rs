@@ -188,6 +188,9 @@ pub mod fakes {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A relay action's parameters, by wire name.
+    pub type Params = Vec<(&'static str, String)>;
+
     /// A cloud whose every relay task answers `status` (1: Running), except those given their
     /// own answers; a task id in `panics_on` makes the call panic (a bug in the shell's path).
     #[derive(Default)]
@@ -197,7 +200,7 @@ pub mod fakes {
         /// The task ids called, in order.
         pub calls: Mutex<Vec<String>>,
         /// The relay actions called: (operation, parameters), in order.
-        pub actions: Mutex<Vec<(RelayOperation, Vec<(&'static str, String)>)>>,
+        pub actions: Mutex<Vec<(RelayOperation, Params)>>,
         /// Answers to the next relay actions (then success).
         pub action_answers: Mutex<VecDeque<Result<String, CloudError>>>,
     }
