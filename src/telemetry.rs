@@ -83,6 +83,14 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `startMPUTask`, `updateMPUTask` or `stopMPUTask`.
+    pub operation: &'static str,
+    /// `ok`, `throttled`, `refused` (the cloud said no) or `error` (no answer).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusWriteLabels {
     pub result: &'static str,
     /// `MpuRelayTask`, `MpuRelayAccount` or `ClusterMpuRelayAccount`.
@@ -113,6 +121,7 @@ pub struct Metrics {
     tasks: Family<PhaseLabels, Gauge>,
     oldest_sync: Gauge,
     status_writes: Family<StatusWriteLabels, Counter>,
+    actions: Family<ActionLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     reconcile_panics: Counter,
@@ -189,6 +198,12 @@ impl Default for Metrics {
             "Status patches by result (ok, error) and kind of object",
             status_writes.clone(),
         );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "actions",
+            "Managed-relay actions sent to the cloud, by operation and result",
+            actions.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -216,6 +231,7 @@ impl Default for Metrics {
             tasks,
             oldest_sync,
             status_writes,
+            actions,
             reconcile_errors,
             reconciles,
             reconcile_panics,
@@ -278,6 +294,12 @@ impl Metrics {
 
     pub fn record_reconcile(&self) {
         self.reconciles.inc();
+    }
+
+    pub fn record_action(&self, operation: &'static str, result: &'static str) {
+        self.actions
+            .get_or_create(&ActionLabels { operation, result })
+            .inc();
     }
 
     pub fn record_panic(&self) {

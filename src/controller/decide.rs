@@ -388,7 +388,7 @@ pub fn decide(
 
 /// The status without what moves at every poll (timestamps of the poll, the request id), so
 /// that an unchanged task causes no write.
-fn significant(status: &MpuRelayTaskStatus) -> MpuRelayTaskStatus {
+pub(crate) fn significant(status: &MpuRelayTaskStatus) -> MpuRelayTaskStatus {
     MpuRelayTaskStatus {
         last_sync_time: None,
         request_id: None,

@@ -81,6 +81,7 @@ impl Fixture {
             cloud: cloud.clone(),
             writer: api.clone(),
             budgets,
+            actions: Default::default(),
             tasks: vec![tasks_reader],
             metrics: Arc::new(Metrics::default()),
             poll: PollConfig::default(),

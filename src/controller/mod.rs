@@ -16,6 +16,7 @@ pub mod account_status;
 pub mod decide;
 #[cfg(test)]
 mod fixtures;
+pub mod managed;
 pub mod ports;
 pub mod schedule;
 pub mod spec_changes;
@@ -44,7 +45,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::api::{ClusterMpuRelayAccount, MpuRelayAccount, MpuRelayTask, Phase};
-use crate::budget::Budgets;
+use crate::budget::{ActionBudgets, Budgets};
 use crate::cloud::client::CloudClient;
 use crate::telemetry::Metrics;
 use account::{AccountKey, AccountObject, Accounts, Resolver, ResolverSettings};
@@ -88,6 +89,10 @@ pub enum Error {
     MissingNamespace,
     #[error("the reconcile panicked (a bug); retried with backoff")]
     Panicked,
+    #[error("changing the finalizer failed: {0}")]
+    Finalizer(#[source] kube::Error),
+    #[error("a managed task without spec.relay (the CRD requires it)")]
+    MissingRelay,
 }
 
 impl Error {
@@ -97,6 +102,8 @@ impl Error {
             Error::StatusWrite(_) => "StatusWriteFailed",
             Error::MissingNamespace => "MissingNamespace",
             Error::Panicked => "Panicked",
+            Error::Finalizer(_) => "FinalizerWriteFailed",
+            Error::MissingRelay => "MissingRelay",
         }
     }
 
@@ -109,6 +116,10 @@ impl Error {
             Error::MissingNamespace => Retry::Never,
             // A bug: try again, slowly, in case it depended on a passing state.
             Error::Panicked => Retry::After(Duration::from_secs(60)),
+            // A conflict (someone else changed the finalizers) or an unavailable API server.
+            Error::Finalizer(_) => Retry::Backoff,
+            // Only an object stored around the CRD's rule: a change fixes it.
+            Error::MissingRelay => Retry::Never,
         }
     }
 }
@@ -170,6 +181,8 @@ pub struct Context {
     pub writer: Arc<dyn StatusWriter>,
     pub accounts: Accounts,
     pub budgets: Arc<Budgets<TaskKey>>,
+    /// The managed-relay actions' budgets, per (cloud account, operation).
+    pub actions: ActionBudgets,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,
@@ -194,7 +207,7 @@ const TASK_COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl Context {
     /// Every cached task.
-    fn all_tasks(&self) -> impl Iterator<Item = Arc<MpuRelayTask>> + '_ {
+    pub(crate) fn all_tasks(&self) -> impl Iterator<Item = Arc<MpuRelayTask>> + '_ {
         self.tasks.iter().flat_map(|s| s.state())
     }
 
@@ -535,6 +548,7 @@ pub fn prepare(
             recorder,
         }),
         budgets,
+        actions: ActionBudgets::default(),
         tasks: tasks.readers.clone(),
         metrics,
         poll: settings.poll.clone(),

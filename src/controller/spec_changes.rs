@@ -1,5 +1,6 @@
-//! Which watch events of a task are worth a reconcile: those that change its spec (generation) or
-//! its annotations (`sync-requested-at`), not the operator's own status writes.
+//! Which watch events of a task are worth a reconcile: those that change its spec (generation),
+//! its annotations (`sync-requested-at`) or its lifecycle (finalizers, deletion: a managed
+//! relay is stopped when its object is deleted), not the operator's own status writes.
 //!
 //! kube-runtime's `predicate_filter` does the same, but keys its cache by the object's name,
 //! namespace and uid, three strings per task (about 180 bytes with the map's entry; 1.8 MB at
@@ -42,6 +43,7 @@ impl SpecChanges {
         }
         let Some(value) = (predicates::generation as fn(&K) -> Option<u64>)
             .combine(predicates::annotations as fn(&K) -> Option<u64>)
+            .combine(lifecycle as fn(&K) -> Option<u64>)
             .hash_property(object)
         else {
             return true;
@@ -54,6 +56,15 @@ impl SpecChanges {
             None => true,
         }
     }
+}
+
+/// A hash of what ends an object's life: its finalizers and whether it is being deleted.
+fn lifecycle<K: Resource>(object: &K) -> Option<u64> {
+    let meta = object.meta();
+    let mut hash = DefaultHasher::new();
+    meta.deletion_timestamp.is_some().hash(&mut hash);
+    meta.finalizers.hash(&mut hash);
+    Some(hash.finish())
 }
 
 /// The objects of `stream` whose spec or annotations changed (see [`SpecChanges`]).
@@ -117,6 +128,21 @@ mod tests {
         let mut elsewhere = task("a", 2);
         elsewhere.metadata.namespace = Some("team-b".into());
         assert!(changes.changed(&elsewhere, t0));
+    }
+
+    #[test]
+    fn a_finalizer_change_and_a_deletion_pass() {
+        let mut changes = SpecChanges::default();
+        let t0 = Instant::now();
+        let mut t = task("a", 1);
+        assert!(changes.changed(&t, t0));
+        t.metadata.finalizers = Some(vec!["mpurelay.io/relay".into()]);
+        assert!(changes.changed(&t, t0), "the operator's finalizer added");
+        assert!(!changes.changed(&t, t0));
+        t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        assert!(changes.changed(&t, t0), "deleted: the finalizer must run");
     }
 
     #[test]

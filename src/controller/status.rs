@@ -26,6 +26,21 @@ pub mod reasons {
     pub const NOT_STALLED: &str = "Polling";
     pub const AUTO_STOP_SOON: &str = "AutoStopSoon";
     pub const INTERNAL_ERROR: &str = "InternalError";
+    // Managed relays.
+    pub const MANAGE_NOT_ALLOWED: &str = "ManageNotAllowed";
+    pub const TASK_CLAIMED: &str = "TaskClaimed";
+    pub const TASK_EXISTS: &str = "TaskExists";
+    pub const STOPPED_BY_USER: &str = "StoppedByUser";
+    pub const NOT_STARTED: &str = "NotStarted";
+    pub const STARTING: &str = "Starting";
+    pub const STARTED: &str = "Started";
+    pub const RESTARTED: &str = "Restarted";
+    pub const ADOPTED: &str = "Adopted";
+    pub const UPDATED: &str = "Updated";
+    pub const STOPPED: &str = "Stopped";
+    pub const START_FAILED: &str = "StartFailed";
+    pub const UPDATE_FAILED: &str = "UpdateFailed";
+    pub const STOP_FAILED: &str = "StopFailed";
     // Accounts, and tasks that cannot use theirs.
     pub const ACCOUNT_REF_MISSING: &str = "AccountRefMissing";
     pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";

@@ -34,6 +34,13 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     if let Some(action) = retry_refused_write(&task, &key, &ctx).await {
         return Ok(action);
     }
+    // A managed task (or one letting go of its relay) goes its own way; `None`: it is
+    // observed like any other.
+    if (task.spec.managed() || !task.finalizers().is_empty())
+        && let Some(action) = super::managed::reconcile(&task, &namespace, &key, &ctx).await?
+    {
+        return Ok(action);
+    }
     let Observed {
         outcome,
         floor,
@@ -43,8 +50,20 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         Err(wait) => return Ok(Action::requeue(coalesced(wait))),
     };
     let decision = decide(&task, &outcome, jiff::Timestamp::now(), &ctx.poll, floor);
+    Ok(conclude(&task, key, decision, served_by, &ctx).await)
+}
+
+/// Carries a decision out: its log line, its events, its status write (only on change, kept
+/// and retried on its own when refused) and the task's next turn.
+pub(super) async fn conclude(
+    task: &MpuRelayTask,
+    key: TaskKey,
+    decision: Decision,
+    served_by: Option<(Arc<Budget<TaskKey>>, Instant)>,
+    ctx: &Context,
+) -> Action {
     log_failure(&key, &decision);
-    ctx.publish(&*task, &decision.events).await;
+    ctx.publish(task, &decision.events).await;
     let plan = schedule::plan(&decision, served_by.as_ref().map(|s| s.1), super::spread());
     let now = Instant::now();
     let next = plan
@@ -54,7 +73,7 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
         ctx.budgets.release_everywhere(&key);
     }
     if plan.write
-        && let Err(e) = ctx.write_status_of(&*task, &decision.status).await
+        && let Err(e) = ctx.write_status_of(task, &decision.status).await
     {
         // What the cloud said is kept and written again on its own: retrying the whole
         // reconcile would call the cloud again at every retry.
@@ -70,11 +89,11 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
                 attempts: 1,
             },
         );
-        return Ok(Action::requeue(retry.after));
+        return Action::requeue(retry.after);
     }
-    Ok(next.map_or_else(Action::await_change, |delay| {
+    next.map_or_else(Action::await_change, |delay| {
         Action::requeue(coalesced(delay))
-    }))
+    })
 }
 
 /// What looking at the task gave, for [`decide`].
@@ -234,7 +253,7 @@ async fn retry_refused_write(task: &MpuRelayTask, key: &TaskKey, ctx: &Context) 
 /// Asks the account's budget for a slot and, when it is this task's turn, calls the cloud:
 /// what the call gave, the budget's floor at the time and when the budget granted it;
 /// `Err(wait)` when there is no slot yet.
-async fn poll(
+pub(super) async fn poll(
     task: &MpuRelayTask,
     key: &TaskKey,
     account: &AccountKey,

@@ -31,7 +31,7 @@ use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{
-    AccountSpec, ClusterMpuRelayAccount, Connection, MpuRelayAccount, MpuRelayTask,
+    AccountSpec, Adoption, ClusterMpuRelayAccount, Connection, MpuRelayAccount, MpuRelayTask,
     NamespaceCondition,
 };
 use crate::controller::status::{Problem, reasons};
@@ -73,28 +73,62 @@ impl AccountObject {
     }
 }
 
+/// What an account lets a namespace's tasks do beyond observing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rights {
+    /// Start, update, restart and stop relays (`managementPolicy: Manage`).
+    pub manage: bool,
+    /// Take over a relay already running under the TaskId (`spec.adopt`).
+    pub adopt: bool,
+}
+
 /// Does a cluster account's `conditions` list admit `namespace` (with these labels)?
 pub fn admits(
     conditions: &[NamespaceCondition],
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    conditions.iter().any(|condition| {
-        let by_name = condition
-            .namespaces
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == namespace));
-        let by_labels = condition
-            .namespace_selector
-            .as_ref()
-            .is_none_or(|selector| {
-                // A selector that does not parse admits nothing.
-                Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
-            });
-        let names_something =
-            condition.namespaces.is_some() || condition.namespace_selector.is_some();
-        names_something && by_name && by_labels
-    })
+    conditions
+        .iter()
+        .any(|condition| admitted_by(condition, namespace, labels))
+}
+
+/// What the conditions admitting `namespace` let its tasks do: manage if one of them says
+/// `manage: true`, adopt if one of those also says `adoption: Allowed`.
+pub fn cluster_rights(
+    conditions: &[NamespaceCondition],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Rights {
+    let managing = || {
+        conditions
+            .iter()
+            .filter(|c| c.manage && admitted_by(c, namespace, labels))
+    };
+    Rights {
+        manage: managing().next().is_some(),
+        adopt: managing().any(|c| c.adoption == Adoption::Allowed),
+    }
+}
+
+fn admitted_by(
+    condition: &NamespaceCondition,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let by_name = condition
+        .namespaces
+        .as_ref()
+        .is_none_or(|names| names.iter().any(|n| n == namespace));
+    let by_labels = condition
+        .namespace_selector
+        .as_ref()
+        .is_none_or(|selector| {
+            // A selector that does not parse admits nothing.
+            Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
+        });
+    let names_something = condition.namespaces.is_some() || condition.namespace_selector.is_some();
+    names_something && by_name && by_labels
 }
 
 /// Finds the account objects tasks reference, and checks that they may.
@@ -166,6 +200,26 @@ impl Accounts {
             }
         };
         Ok((key, object))
+    }
+
+    /// What `account` lets the tasks of `namespace` do beyond observing. An `MpuRelayAccount`
+    /// holds the tenant's own credentials: everything. A `ClusterMpuRelayAccount` is the
+    /// cluster admin's: only what its conditions grant.
+    pub fn rights(&self, account: &AccountObject, namespace: &str) -> Rights {
+        match account {
+            AccountObject::Namespaced(_) => Rights {
+                manage: true,
+                adopt: true,
+            },
+            AccountObject::Cluster(account) => {
+                let labels = self
+                    .namespaces
+                    .get(&ObjectRef::new(namespace))
+                    .map(|ns| ns.labels().clone())
+                    .unwrap_or_default();
+                cluster_rights(&account.spec.conditions, namespace, &labels)
+            }
+        }
     }
 }
 

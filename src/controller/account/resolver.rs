@@ -85,6 +85,9 @@ impl AccountObject {
 /// An account resolved for calls.
 #[derive(Debug)]
 pub struct Resolved {
+    /// The Alibaba Cloud account (UID and host) the credentials call: what budgets and relay
+    /// claims are keyed by.
+    pub cloud_account: CloudAccount,
     pub endpoint: Endpoint,
     pub connection: Connection,
     pub credentials: Credentials,
@@ -292,6 +295,7 @@ impl Resolver {
             .budgets
             .join(&cloud_account, &key.to_string(), limit, Instant::now());
         Ok(Resolved {
+            cloud_account,
             endpoint,
             connection: connection.clone(),
             credentials,

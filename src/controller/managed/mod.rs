@@ -1,0 +1,645 @@
+//! Managed relays (`managementPolicy: Manage`): the thin I/O around [`lifecycle`], in this
+//! order: may this task manage through its account (rights) -> does it hold the claim on the
+//! (cloud account, AppId, TaskId) ([`claims`]) -> finalizer -> one budgeted poll -> the step
+//! -> the step's one budgeted action -> status, events, requeue.
+//!
+//! Nothing here calls the cloud for a task that may not manage, or that another object claims:
+//! such a task is Stalled before any call. An action goes only after its intent is in the
+//! object's status, so that a crash never leaves a Start nobody remembers.
+
+pub mod claims;
+pub mod lifecycle;
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::ApiResource;
+use kube::runtime::controller::Action;
+use tracing::{info, warn};
+
+use self::lifecycle::{Facts, Refusal, Release, Seen, Step};
+use super::account::{AccountKey, AccountObject, Resolved};
+use super::decide::{Decision, NextSync, Outcome, decide};
+use super::ports::StatusTarget;
+use super::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
+use super::{Context, Error, FINALIZER, TaskKey, task};
+use crate::api::{
+    ManagementStatus, MpuRelayTask, MpuRelayTaskStatus, RelayOperation, StartIntent, conditions,
+};
+use crate::cloud::client::RelayCall;
+use crate::cloud::relay::{Relay, stop_params};
+use crate::cloud::response::reasons as cloud_reasons;
+use crate::cloud::{CloudError, ErrorClass};
+
+/// The action of the events about managing.
+const MANAGE_ACTION: &str = "Manage";
+/// How soon a relay just started or updated is polled, to show what it does.
+const AFTER_ACTION: Duration = Duration::from_secs(2);
+/// Retries of a refused action: from this, doubling (by how long the task has been
+/// Reconciling), to [`lifecycle::RESTART_BACKOFF_MAX`].
+const ACTION_RETRY_MIN: Duration = Duration::from_secs(10);
+
+/// A managed task's reconcile, or `None` when the observe path takes it from here (the task
+/// observes, is suspended, or its account cannot be used: the observe path says why).
+pub async fn reconcile(
+    task: &MpuRelayTask,
+    namespace: &str,
+    key: &TaskKey,
+    ctx: &Context,
+) -> Result<Option<Action>, Error> {
+    let has_finalizer = task.finalizers().iter().any(|f| f == FINALIZER);
+    if task.metadata.deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Some(Action::await_change()));
+        }
+        return finalize(task, namespace, key, ctx).await.map(Some);
+    }
+    if !task.spec.managed() {
+        // Manage -> Observe: the object lets go of the relay and nothing is called.
+        if has_finalizer {
+            set_finalizer(task, ctx, false).await?;
+        }
+        return Ok(None);
+    }
+    if task.spec.suspend {
+        return Ok(None);
+    }
+    let Ok((account_key, object)) = ctx.accounts.for_task(task, namespace) else {
+        return Ok(None);
+    };
+    if !ctx.accounts.rights(&object, namespace).manage {
+        let problem = Problem {
+            reason: reasons::MANAGE_NOT_ALLOWED,
+            message: format!(
+                "{account_key} does not let namespace {namespace} manage relays: a ClusterMpuRelayAccount grants it through a condition with manage: true (ask the cluster admin), or use an MpuRelayAccount of this namespace; nothing is called until then"
+            ),
+            permanent: true,
+        };
+        return Ok(Some(refuse(task, key.clone(), problem, ctx).await));
+    }
+    let Ok(resolved) = ctx.accounts.resolver.resolve(&object).await else {
+        return Ok(None);
+    };
+    if !claims::held(task, namespace, &resolved.cloud_account, ctx).await {
+        let problem = Problem {
+            reason: reasons::TASK_CLAIMED,
+            message: "an older MpuRelayTask manages this AppId and TaskId through the same cloud account: this object makes no call while it does".into(),
+            permanent: true,
+        };
+        return Ok(Some(refuse(task, key.clone(), problem, ctx).await));
+    }
+    if !has_finalizer {
+        // Before any action: the object can then not go without the relay being handled.
+        set_finalizer(task, ctx, true).await?;
+    }
+    manage(task, key, &account_key, &object, &resolved, ctx)
+        .await
+        .map(Some)
+}
+
+/// The poll, the step and its action.
+async fn manage(
+    task: &MpuRelayTask,
+    key: &TaskKey,
+    account_key: &AccountKey,
+    object: &AccountObject,
+    resolved: &Resolved,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = task.namespace().unwrap_or_default();
+    let (outcome, floor, granted) = match task::poll(task, key, account_key, resolved, ctx).await
+    {
+        Ok(polled) => polled,
+        Err(wait) => return Ok(Action::requeue(wait)),
+    };
+    let served_by = Some((resolved.budget.clone(), granted));
+    let now = Timestamp::now();
+    let seen = match &outcome {
+        Outcome::Polled(answer) => Some(Seen::Status(answer.status)),
+        Outcome::CloudFailed(e) if e.reason() == cloud_reasons::TASK_NOT_FOUND => {
+            Some(Seen::NotFound)
+        }
+        _ => None,
+    };
+    let mut decision = decide(task, &outcome, now, &ctx.poll, floor);
+    let Some(seen) = seen else {
+        // The poll failed: nothing is decided on a guess.
+        return Ok(task::conclude(task, key.clone(), decision, served_by, ctx).await);
+    };
+    let relay_spec = task.spec.relay.as_ref().ok_or(Error::MissingRelay)?;
+    let relay = Relay::from_spec(&task.spec.app_id, &task.spec.task_id, relay_spec);
+    let spec_hash = relay.spec_hash();
+    let prev = task.status.clone().unwrap_or_default();
+    let phase_since = decision
+        .status
+        .phase_since
+        .as_ref()
+        .map_or(now, |t| t.0);
+    let management = lifecycle::settled(prev.management.as_ref(), seen, phase_since, now);
+    let facts = Facts {
+        spec: &task.spec,
+        management: management.as_ref(),
+        seen,
+        spec_hash: &spec_hash,
+        phase_since,
+        rights: ctx.accounts.rights(object, &namespace),
+        now,
+    };
+    let step = lifecycle::step(&facts);
+    let stamp = Stamp {
+        generation: task.metadata.generation,
+        time: Time(now),
+    };
+    let mut done = Done {
+        management,
+        acted: None,
+        soon: None,
+        events: Vec::new(),
+    };
+    match step {
+        Step::Hold => {}
+        Step::Own => {
+            let mut m = done.management.take().unwrap_or_default();
+            if let Some(intent) = m.starting.take() {
+                m.started_at = Some(intent.since.clone());
+                m.last_start_time = Some(intent.since);
+                m.spec_hash = Some(intent.spec_hash);
+            }
+            done.management = Some(m);
+            done.event(Severity::Normal, reasons::STARTED, "the relay this object started (its answer lost to a restart) runs; it is this object's".into());
+        }
+        Step::Adopt => {
+            done.management = Some(ManagementStatus {
+                started_at: Some(Time(now)),
+                adopted: true,
+                last_start_time: None,
+                ..Default::default()
+            });
+            done.event(Severity::Normal, reasons::ADOPTED, "adopted the relay running under this TaskId (spec.adopt); it is updated to the spec next".into());
+            done.soon = Some(AFTER_ACTION);
+        }
+        Step::Start { restart } => {
+            start(task, &relay, &spec_hash, restart, resolved, ctx, &mut done).await?;
+        }
+        Step::Update => {
+            update(task, &relay, &spec_hash, resolved, ctx, &mut done).await;
+        }
+        Step::Backoff { until } => {
+            done.soon = Some(
+                Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO),
+            );
+        }
+        Step::Refuse(_) => {}
+    }
+    overlay(&mut decision, &prev, step, &done, &stamp, seen);
+    decision.events.extend(done.events);
+    if let Some(soon) = done.soon
+        && decision
+            .next
+            .bounded()
+            .ne(&NextSync::After(soon.min(super::decide::MAX_INTERVAL)))
+    {
+        let sooner = match decision.next {
+            NextSync::After(d) => d.min(soon),
+            NextSync::OnChange => soon,
+        };
+        decision.next = NextSync::After(sooner.max(Duration::from_millis(100)));
+        decision.budget_bound = false;
+    }
+    Ok(task::conclude(task, key.clone(), decision, served_by, ctx).await)
+}
+
+/// What carrying a step out gave: the ownership record to write, what was done, events, and
+/// how soon to look again.
+struct Done {
+    management: Option<ManagementStatus>,
+    acted: Option<Acted>,
+    soon: Option<Duration>,
+    events: Vec<EventSpec>,
+}
+
+/// What an action came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acted {
+    Started { restart: bool },
+    /// Sent without an answer: it may have started.
+    Unconfirmed,
+    Updated,
+    /// The cloud refused it (its warning event says why).
+    Failed(&'static str),
+}
+
+impl Done {
+    fn event(&mut self, severity: Severity, reason: &'static str, note: String) {
+        self.events.push(EventSpec {
+            severity,
+            reason,
+            action: MANAGE_ACTION.to_string(),
+            note,
+        });
+    }
+
+    fn failed(&mut self, reason: &'static str, note: String) {
+        self.acted = Some(Acted::Failed(reason));
+        self.event(Severity::Warning, reason, note);
+    }
+}
+
+/// The conditions and `status.management` after the step: the poll's status, then what
+/// managing adds (kstatus: Reconciling while starting, Stalled while refused or backing off).
+fn overlay(
+    decision: &mut Decision,
+    prev: &MpuRelayTaskStatus,
+    step: Step,
+    done: &Done,
+    stamp: &Stamp,
+    seen: Seen,
+) {
+    let status = &mut decision.status;
+    status.management = done.management.clone();
+    let phase_message = status.message.clone().unwrap_or_default();
+    let conditions = &mut status.conditions;
+    let mut set = |type_: &str, value: &str, reason: &str, message: &str| {
+        stamp.set(conditions, type_, value, reason, message);
+    };
+    if seen == Seen::NotFound {
+        // For a managed task, no relay yet is not an error of the poll.
+        set(conditions::SYNCED, TRUE, reasons::POLLED, "GetMPUTaskStatus answered: no relay runs under this TaskId");
+        set(conditions::READY, FALSE, reasons::NOT_STARTED, "no relay runs under this TaskId yet");
+        set(conditions::STALLED, FALSE, reasons::NOT_STALLED, "the operator starts the relay");
+        set(conditions::RECONCILING, TRUE, reasons::STARTING, "the operator starts the relay");
+        status.message = Some("no relay runs under this TaskId yet".into());
+        status.phase = None;
+        status.status_code = None;
+        status.phase_since = None;
+    }
+    let progressing = |conditions: &mut Vec<_>, reason: &str, message: &str| {
+        stamp.set(conditions, conditions::RECONCILING, TRUE, reason, message);
+        stamp.set(conditions, conditions::STALLED, FALSE, reasons::NOT_STALLED, message);
+    };
+    match (done.acted, step) {
+        (Some(Acted::Started { restart }), _) => {
+            let (reason, message) = if restart {
+                (reasons::RESTARTED, "the relay was started again; waiting for it to run")
+            } else {
+                (reasons::STARTING, "the relay was started; waiting for it to run")
+            };
+            progressing(conditions, reason, message);
+            stamp.set(conditions, conditions::READY, FALSE, reason, message);
+        }
+        (Some(Acted::Unconfirmed), _) => progressing(
+            conditions,
+            reasons::STARTING,
+            "StartLiveMPUTask got no answer; the next poll tells whether the relay started",
+        ),
+        (Some(Acted::Failed(reason)), _) => {
+            let note = done.events.last().map_or("", |e| e.note.as_str()).to_owned();
+            progressing(conditions, reason, &note);
+        }
+        (Some(Acted::Updated), _) => {}
+        (None, Step::Backoff { until }) => {
+            let stalled = conditions
+                .iter()
+                .find(|c| c.type_ == conditions::STALLED && c.status == TRUE)
+                .map(|c| c.reason.clone());
+            match stalled {
+                // Degraded while backing off: the relay is down until the restart.
+                Some(reason) => {
+                    let message = format!("{phase_message}; restarted at {until} (restartPolicy)");
+                    stamp.set(conditions, conditions::STALLED, TRUE, &reason, &message);
+                }
+                None => progressing(
+                    conditions,
+                    reasons::STARTING,
+                    &format!("a Start of this object's got no answer; started again at {until} unless the relay appears"),
+                ),
+            }
+        }
+        (None, Step::Refuse(Refusal::TaskExists)) => {
+            let message = "a relay runs under this TaskId that this object did not start: it is not touched (set spec.adopt: true where the account allows adoption, or use another taskId)";
+            stamp.set(conditions, conditions::STALLED, TRUE, reasons::TASK_EXISTS, message);
+            stamp.set(conditions, conditions::READY, FALSE, reasons::TASK_EXISTS, message);
+        }
+        (None, Step::Refuse(Refusal::StoppedByUser)) => {
+            let message = "a user stopped the relay (StopLiveMPUTask outside this operator): no restartPolicy restarts that; delete and recreate the object to start it again";
+            stamp.set(conditions, conditions::STALLED, TRUE, reasons::STOPPED_BY_USER, message);
+        }
+        (None, Step::Refuse(Refusal::NotRestarted)) => {
+            if let Some(reason) = status.phase.map(|p| p.as_str()) {
+                let message = format!("{phase_message}; restartPolicy does not restart it");
+                stamp.set(conditions, conditions::STALLED, TRUE, reason, &message);
+            }
+        }
+        (None, _) => {}
+    }
+    decision.write = decision.write
+        || super::decide::significant(prev) != super::decide::significant(&decision.status);
+}
+
+/// Reconciling reasons that managing sets (a retry waits longer the longer they last).
+const MANAGING_REASONS: [&str; 4] = [
+    reasons::STARTING,
+    reasons::START_FAILED,
+    reasons::UPDATE_FAILED,
+    reasons::STOP_FAILED,
+];
+
+/// StartLiveMPUTask: in budget, after its intent is written.
+async fn start(
+    task: &MpuRelayTask,
+    relay: &Relay,
+    spec_hash: &str,
+    restart: bool,
+    resolved: &Resolved,
+    ctx: &Context,
+    done: &mut Done,
+) -> Result<(), Error> {
+    let operation = RelayOperation::Start;
+    if let Err(wait) = admit(operation, resolved, ctx) {
+        done.soon = Some(wait);
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    let mut m = done.management.clone().unwrap_or_default();
+    m.starting = Some(StartIntent {
+        spec_hash: spec_hash.to_owned(),
+        since: Time(now),
+    });
+    // The intent first: if this process dies with the Start in flight, the next one finds it
+    // and looks at the cloud before starting again.
+    let mut with_intent = task.status.clone().unwrap_or_default();
+    with_intent.management = Some(m.clone());
+    ctx.write_status_of(task, &with_intent).await?;
+    let params = relay.start_params();
+    let result = call(operation, &params, resolved, ctx).await;
+    match result {
+        Ok(request_id) => {
+            m.starting = None;
+            if m.started_at.is_none() {
+                m.started_at = Some(Time(now));
+            }
+            m.spec_hash = Some(spec_hash.to_owned());
+            m.last_start_time = Some(Time(now));
+            if restart {
+                m.restarts = m.restarts.saturating_add(1);
+            }
+            let (reason, what) = if restart {
+                (reasons::RESTARTED, "started the relay again")
+            } else {
+                (reasons::STARTED, "started the relay")
+            };
+            info!(task = %super::Named(task), %request_id, restart, "{what}");
+            done.acted = Some(Acted::Started { restart });
+            done.event(Severity::Normal, reason, format!("{what} (StartLiveMPUTask, RequestId {request_id})"));
+            done.soon = Some(AFTER_ACTION);
+        }
+        Err(e) if e.class() == ErrorClass::Throttled => {
+            m.starting = None;
+            done.soon = Some(Duration::from_secs(1));
+        }
+        Err(e) if matches!(e, CloudError::Api(_)) => {
+            // The cloud refused it: nothing started, the intent is void.
+            m.starting = None;
+            if already_exists(&e) {
+                done.failed(reasons::START_FAILED, format!("a relay already runs under this TaskId, started by someone else: {e}"));
+            } else {
+                done.failed(reasons::START_FAILED, format!("StartLiveMPUTask failed: {e}"));
+            }
+            done.soon = Some(retry_delay(task));
+        }
+        Err(e) => {
+            // No answer: the Start may have landed. The intent stays; the next poll tells.
+            done.acted = Some(Acted::Unconfirmed);
+            done.event(Severity::Warning, reasons::START_FAILED, format!("StartLiveMPUTask got no answer ({e}); the next poll tells whether it started"));
+            done.soon = Some(lifecycle::START_GRACE);
+        }
+    }
+    done.management = Some(m);
+    Ok(())
+}
+
+/// UpdateLiveMPUTask with what may change.
+async fn update(
+    task: &MpuRelayTask,
+    relay: &Relay,
+    spec_hash: &str,
+    resolved: &Resolved,
+    ctx: &Context,
+    done: &mut Done,
+) {
+    let operation = RelayOperation::Update;
+    if let Err(wait) = admit(operation, resolved, ctx) {
+        done.soon = Some(wait);
+        return;
+    }
+    let params = relay.update_params();
+    match call(operation, &params, resolved, ctx).await {
+        Ok(request_id) => {
+            if let Some(m) = done.management.as_mut() {
+                m.spec_hash = Some(spec_hash.to_owned());
+            }
+            done.acted = Some(Acted::Updated);
+            done.event(Severity::Normal, reasons::UPDATED, format!("updated the relay to generation {} (UpdateLiveMPUTask, RequestId {request_id})", task.metadata.generation.unwrap_or_default()));
+            done.soon = Some(AFTER_ACTION);
+        }
+        Err(e) if e.class() == ErrorClass::Throttled => done.soon = Some(Duration::from_secs(1)),
+        Err(e) => {
+            done.failed(reasons::UPDATE_FAILED, format!("UpdateLiveMPUTask failed: {e}"));
+            done.soon = Some(retry_delay(task));
+        }
+    }
+}
+
+/// The finalizer: stop the relay (or let it be), then let the object go.
+async fn finalize(
+    task: &MpuRelayTask,
+    namespace: &str,
+    key: &TaskKey,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let management = task.status.as_ref().and_then(|s| s.management.as_ref());
+    // Whether it may still stop anything: only through an account that lets it manage, and
+    // only while no older object claims the relay.
+    let usable = match ctx.accounts.for_task(task, namespace) {
+        Ok((_, object)) if ctx.accounts.rights(&object, namespace).manage => {
+            match ctx.accounts.resolver.resolve(&object).await {
+                Ok(resolved) => Ok(resolved),
+                Err(problem) => Err(problem),
+            }
+        }
+        Ok((account_key, _)) => Err(Problem {
+            reason: reasons::MANAGE_NOT_ALLOWED,
+            message: format!("{account_key} no longer lets namespace {namespace} manage relays"),
+            permanent: true,
+        }),
+        Err(problem) => Err(problem),
+    };
+    let claim_held = match &usable {
+        Ok(resolved) => claims::held(task, namespace, &resolved.cloud_account, ctx).await,
+        Err(_) => true,
+    };
+    match lifecycle::release(&task.spec, management, claim_held) {
+        Release::LetGo => {}
+        Release::Stop => {
+            let resolved = match usable {
+                Ok(resolved) => resolved,
+                Err(problem) => {
+                    let message = format!(
+                        "cannot stop the relay before the object goes: {}; fix the account, or set spec.deletionPolicy: Orphan to let the object go and leave the relay running",
+                        problem.message
+                    );
+                    return Ok(hold_deletion(task, key, problem.reason, &message, ctx).await);
+                }
+            };
+            if let Err(wait) = admit(RelayOperation::Stop, &resolved, ctx) {
+                return Ok(Action::requeue(wait));
+            }
+            let params = stop_params(&task.spec.app_id, &task.spec.task_id);
+            match call(RelayOperation::Stop, &params, &resolved, ctx).await {
+                Ok(request_id) => {
+                    ctx.publish(task, &[EventSpec {
+                        severity: Severity::Normal,
+                        reason: reasons::STOPPED,
+                        action: MANAGE_ACTION.into(),
+                        note: format!("stopped the relay (StopLiveMPUTask, RequestId {request_id}) before the object goes"),
+                    }]).await;
+                }
+                Err(e) if gone(&e) => {}
+                Err(e) => {
+                    let message = format!(
+                        "StopLiveMPUTask failed: {e}; retried (set spec.deletionPolicy: Orphan to let the object go and leave the relay running)"
+                    );
+                    return Ok(hold_deletion(task, key, reasons::STOP_FAILED, &message, ctx).await);
+                }
+            }
+        }
+    }
+    set_finalizer(task, ctx, false).await?;
+    ctx.budgets.release_everywhere(key);
+    Ok(Action::await_change())
+}
+
+/// A deletion that waits for its relay to be stopped: says why, and retries.
+async fn hold_deletion(
+    task: &MpuRelayTask,
+    key: &TaskKey,
+    reason: &str,
+    message: &str,
+    ctx: &Context,
+) -> Action {
+    let mut status = task.status.clone().unwrap_or_default();
+    let stamp = Stamp {
+        generation: task.metadata.generation,
+        time: Time(Timestamp::now()),
+    };
+    stamp.set(&mut status.conditions, conditions::RECONCILING, TRUE, reason, message);
+    if task.status.as_ref() != Some(&status)
+        && let Err(e) = ctx.write_status_of(task, &status).await
+    {
+        warn!(task = %key, error = %e, "writing why the deletion waits failed");
+    }
+    Action::requeue(retry_delay(task))
+}
+
+/// A managed task that may not act: Stalled with `problem`, and no call.
+async fn refuse(task: &MpuRelayTask, key: TaskKey, problem: Problem, ctx: &Context) -> Action {
+    let outcome = Outcome::AccountUnusable(problem);
+    let decision = decide(task, &outcome, Timestamp::now(), &ctx.poll, Duration::ZERO);
+    ctx.budgets.release_everywhere(&key);
+    task::conclude(task, key, decision, None, ctx).await
+}
+
+async fn set_finalizer(task: &MpuRelayTask, ctx: &Context, present: bool) -> Result<(), Error> {
+    let resource = ApiResource::erase::<MpuRelayTask>(&());
+    let target = StatusTarget {
+        resource: &resource,
+        namespace: task.metadata.namespace.as_deref(),
+        name: task.metadata.name.as_deref().unwrap_or_default(),
+    };
+    ctx.writer
+        .set_finalizer(target, task.finalizers(), present)
+        .await
+        .map_err(Error::Finalizer)
+}
+
+/// Takes a slot of the cloud account's budget for `operation`; `Err(wait)` when none is free.
+fn admit(operation: RelayOperation, resolved: &Resolved, ctx: &Context) -> Result<(), Duration> {
+    let connection = &resolved.connection;
+    let margin = f64::from(connection.qps_margin_percent.min(90)) / 100.0;
+    ctx.actions.admit(
+        &resolved.cloud_account,
+        operation,
+        connection.action_qps(operation),
+        margin,
+        Instant::now(),
+    )
+}
+
+/// One relay action, counted in metrics; throttling holds the operation back in its budget.
+async fn call(
+    operation: RelayOperation,
+    params: &[(&'static str, String)],
+    resolved: &Resolved,
+    ctx: &Context,
+) -> Result<String, CloudError> {
+    // A leader that cannot prove its Lease makes no call.
+    if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
+        return Err(CloudError::Connect("this replica is not the leader".into()));
+    }
+    let call = RelayCall {
+        endpoint: &resolved.endpoint,
+        signature: resolved.connection.signature,
+        region_id: resolved.connection.region_id.as_deref(),
+        operation,
+        params,
+    };
+    let result = ctx.cloud.relay_action(&resolved.credentials, &call).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.class() == ErrorClass::Throttled => "throttled",
+        Err(CloudError::Api(_)) => "refused",
+        Err(_) => "error",
+    };
+    ctx.metrics.record_action(operation.as_str(), label);
+    if matches!(&result, Err(e) if e.class() == ErrorClass::Throttled) {
+        ctx.actions
+            .throttled(&resolved.cloud_account, operation, Instant::now());
+    }
+    result
+}
+
+/// Alibaba documents no code of its own for "task already exists": `InvalidParam` with that
+/// message.
+fn already_exists(e: &CloudError) -> bool {
+    matches!(e, CloudError::Api(api) if api.message.to_ascii_lowercase().contains("already exists"))
+}
+
+/// A Stop the cloud answers with "no such (running) task": there is nothing left to stop.
+fn gone(e: &CloudError) -> bool {
+    e.reason() == cloud_reasons::TASK_NOT_FOUND
+        || matches!(e, CloudError::Api(api) if api.message.to_ascii_lowercase().contains("does not exist"))
+}
+
+/// How long after a refused action to try again: 10 s, doubling with how long the task has
+/// been Reconciling, at most 5 min.
+fn retry_delay(task: &MpuRelayTask) -> Duration {
+    let failing_for = task
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(conditions::RECONCILING))
+        .filter(|c| c.status == TRUE && MANAGING_REASONS.contains(&c.reason.as_str()))
+        .and_then(|c| Duration::try_from(Timestamp::now().duration_since(c.last_transition_time.0)).ok())
+        .unwrap_or_default();
+    failing_for.clamp(ACTION_RETRY_MIN, lifecycle::RESTART_BACKOFF_MAX)
+}
+
+/// Shared with the claims: the older of two objects (by creation, then UID) wins.
+pub(crate) fn seniority(task: &MpuRelayTask) -> (Option<Timestamp>, String) {
+    (
+        task.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        task.metadata.uid.clone().unwrap_or_default(),
+    )
+}
+
