@@ -685,7 +685,7 @@ fn cluster_rules() -> BTreeSet<String> {
 /// Secrets they name. Never list or watch Secrets.
 fn watch_rules(namespaced_accounts: bool) -> BTreeSet<String> {
     let mut r = rules(&[
-        "mpurelaytasks.mpurelay.io [] [] [get list watch]",
+        "mpurelaytasks.mpurelay.io [] [] [get list patch watch]",
         "mpurelaytasks.mpurelay.io/status [] [] [patch]",
     ]);
     if namespaced_accounts {

@@ -29,6 +29,8 @@ use crate::telemetry::Metrics;
 
 pub const NAMESPACE: &str = "team";
 pub const ACCOUNT: &str = "live";
+/// A second cluster account, which admits `team` but does not let it manage relays.
+pub const OBSERVE_ONLY: &str = "observe-only";
 
 pub struct Fixture {
     pub ctx: Arc<Context>,
@@ -67,6 +69,8 @@ impl Fixture {
         };
         let (cluster, mut cluster_writer) = reflector::store();
         cluster_writer.apply_watcher_event(&watcher::Event::Apply(account()));
+        cluster_writer
+            .apply_watcher_event(&watcher::Event::Apply(cluster_account(OBSERVE_ONLY, false)));
         let (namespaces, _) = reflector::store();
         let (tasks_reader, tasks) = reflector::store();
         let ctx = Arc::new(Context {
@@ -118,6 +122,26 @@ impl Fixture {
         task
     }
 
+    /// A task of [`Fixture::task`] that manages a single-stream relay.
+    pub fn managed_task(name: &str) -> MpuRelayTask {
+        let mut task = Fixture::task(name);
+        task.spec.management_policy = crate::api::ManagementPolicy::Manage;
+        task.spec.relay = Some(
+            serde_json::from_value(serde_json::json!({
+                "channelId": "lobby", "mixMode": "Single",
+                "streamURL": format!("rtmp://push.example.com/live/{name}"),
+                "singleSubParams": {"userId": "host-1"}
+            }))
+            .expect("a valid relay"),
+        );
+        task.metadata.uid = Some(format!("uid-{name}"));
+        task.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_800_000_000).expect("a valid time"),
+            ));
+        task
+    }
+
     /// Lists `tasks` into the task cache, as the watch's initial list would (the cache is
     /// ready after it, which kube-runtime's controller waits for).
     pub fn list(&mut self, tasks: &[MpuRelayTask]) {
@@ -141,10 +165,15 @@ impl Fixture {
 }
 
 /// The account every fixture task uses: a hundred calls a second, so tests do not wait long
-/// for slots.
+/// for slots. It lets namespace `team` manage relays.
 fn account() -> ClusterMpuRelayAccount {
+    cluster_account(ACCOUNT, true)
+}
+
+/// A cluster account admitting namespace `team`, letting it manage relays or not.
+pub fn cluster_account(name: &str, manage: bool) -> ClusterMpuRelayAccount {
     ClusterMpuRelayAccount::new(
-        ACCOUNT,
+        name,
         ClusterMpuRelayAccountSpec {
             connection: Connection {
                 qps: 100,
@@ -159,6 +188,7 @@ fn account() -> ClusterMpuRelayAccount {
             conditions: vec![NamespaceCondition {
                 namespaces: Some(vec![NAMESPACE.into()]),
                 namespace_selector: None,
+                manage,
                 ..Default::default()
             }],
         },

@@ -92,9 +92,10 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 
 {{/* What the operator may do in each watched scope (the cluster, or one namespace). */}}
 {{- define "mpu-relay-operator.watchRules" -}}
+# patch: the finalizer of a managed task (its relay is stopped before the object goes).
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks/status"]
   verbs: ["patch"]

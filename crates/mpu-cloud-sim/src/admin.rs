@@ -187,9 +187,10 @@ async fn set_tasks(AxumState(shared): SharedState, body: Bytes) -> Response {
         Err(e) => return e.into_response(),
     };
     let count = tasks.len();
+    let now = shared.clock();
     let mut state = shared.lock();
     for t in tasks {
-        state.set_task(&t.app_id, &t.task_id, t.status);
+        state.set_task(&t.app_id, &t.task_id, t.status, now);
     }
     axum::Json(json!({ "updated": count })).into_response()
 }
@@ -220,9 +221,10 @@ async fn put_task(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let now = shared.clock().wall.as_millisecond();
+    let clock = shared.clock();
+    let now = clock.wall.as_millisecond();
     let mut state = shared.lock();
-    state.set_task(&app, &task, status);
+    state.set_task(&app, &task, status, clock);
     match state.task(&app, &task, now) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "task vanished"),

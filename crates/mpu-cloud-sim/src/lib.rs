@@ -221,7 +221,8 @@ impl SimulatorHandle {
 
     /// Sets a task's status (creating it), as `PUT /admin/tasks/{app}/{task}` does.
     pub fn set_task_status(&self, app_id: &str, task_id: &str, status: i64) {
-        self.shared.lock().set_task(app_id, task_id, status);
+        let now = self.shared.clock();
+        self.shared.lock().set_task(app_id, task_id, status, now);
     }
 
     /// Sets how many users are in `channel_id` of `app_id`, as

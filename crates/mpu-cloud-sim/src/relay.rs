@@ -329,13 +329,26 @@ impl Relays {
     /// StopLiveMPUTask. Stopping a relay that already stopped answers as Alibaba does for a
     /// task it no longer runs.
     pub fn stop(&mut self, app: &str, task: &str, now_ms: i64) -> Result<(), RelayError> {
+        self.halt(app, task, STOPPED_BY_USER, now_ms)
+    }
+
+    /// The cloud stops a running relay with `status` (2 stopped, 4 channel stopped, 5 a CDN
+    /// problem, 6 a streaming-URL problem; 3 is a user's StopLiveMPUTask): it is cleared, and
+    /// its URLs freed, as after any stop.
+    pub fn halt(
+        &mut self,
+        app: &str,
+        task: &str,
+        status: i64,
+        now_ms: i64,
+    ) -> Result<(), RelayError> {
         self.tick(now_ms);
         let relay = self
             .relays
             .get_mut(&(app.to_owned(), task.to_owned()))
             .filter(|r| r.running())
             .ok_or(RelayError::TaskNotFound)?;
-        relay.status = STOPPED_BY_USER;
+        relay.status = status;
         relay.stopped_at_ms = Some(now_ms);
         for url in &relay.spec.outputs {
             self.urls.insert(url.clone(), Some(now_ms));

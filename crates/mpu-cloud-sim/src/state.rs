@@ -1199,8 +1199,15 @@ impl State {
         self.ids.request_id()
     }
 
-    /// Sets a task's status, creating the task if absent. Call counts are kept.
-    pub fn set_task(&mut self, app_id: &str, task_id: &str, status: i64) {
+    /// Sets a task's status, creating the task if absent. Call counts are kept. A managed relay
+    /// set to a stopped status (2..6) stops in the relay model too, as when the cloud stops it
+    /// (a CDN fault): it can then be started again once cleared.
+    pub fn set_task(&mut self, app_id: &str, task_id: &str, status: i64, now: Clock) {
+        if (2..=6).contains(&status) {
+            let _ = self
+                .relays
+                .halt(app_id, task_id, status, now.wall.as_millisecond());
+        }
         self.tasks
             .entry((app_id.to_owned(), task_id.to_owned()))
             .or_default()

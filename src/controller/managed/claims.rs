@@ -71,7 +71,13 @@ mod tests {
         assert!(older(&at(1, "b"), &at(2, "a")));
         assert!(!older(&at(2, "a"), &at(1, "b")));
         assert!(older(&at(1, "a"), &at(1, "b")));
-        assert!(!older(&at(1, "a"), &at(1, "a")), "nobody is older than itself");
-        assert!(older(&at(1, "z"), &(None, "a".into())), "an unknown age comes last");
+        assert!(
+            !older(&at(1, "a"), &at(1, "a")),
+            "nobody is older than itself"
+        );
+        assert!(
+            older(&at(1, "z"), &(None, "a".into())),
+            "an unknown age comes last"
+        );
     }
 }

@@ -169,10 +169,7 @@ pub fn settled(
     now: Timestamp,
 ) -> Option<ManagementStatus> {
     let mut m = management.cloned()?;
-    if m.restarts > 0
-        && seen == Seen::Status(1)
-        && since(phase_since, now) >= RESTART_RESET_AFTER
-    {
+    if m.restarts > 0 && seen == Seen::Status(1) && since(phase_since, now) >= RESTART_RESET_AFTER {
         m.restarts = 0;
     }
     Some(m)
@@ -189,9 +186,17 @@ pub enum Release {
 
 /// The relay is stopped only when this object manages it, owns it (or had a Start of its own
 /// under way), still holds the claim, and `deletionPolicy` is `Delete`.
-pub fn release(spec: &MpuRelayTaskSpec, management: Option<&ManagementStatus>, claim_held: bool) -> Release {
+pub fn release(
+    spec: &MpuRelayTaskSpec,
+    management: Option<&ManagementStatus>,
+    claim_held: bool,
+) -> Release {
     let ours = owned(management) || management.is_some_and(|m| m.starting.is_some());
-    if spec.managed() && spec.deletion_policy == crate::api::DeletionPolicy::Delete && ours && claim_held {
+    if spec.managed()
+        && spec.deletion_policy == crate::api::DeletionPolicy::Delete
+        && ours
+        && claim_held
+    {
         Release::Stop
     } else {
         Release::LetGo
@@ -395,7 +400,11 @@ mod tests {
         for code in [2, 4, 5, 6] {
             assert_eq!(after(&s, code), Step::Refuse(Refusal::NotRestarted));
         }
-        for policy in [RestartPolicy::Never, RestartPolicy::OnFailure, RestartPolicy::Always] {
+        for policy in [
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ] {
             s.restart_policy = policy;
             assert_eq!(after(&s, 3), Step::Refuse(Refusal::StoppedByUser));
         }
@@ -428,9 +437,17 @@ mod tests {
         let intent = intent_at(0);
         let s = spec();
         assert_eq!(release(&s, Some(&owned), true), Release::Stop);
-        assert_eq!(release(&s, Some(&intent), true), Release::Stop, "a Start was under way");
+        assert_eq!(
+            release(&s, Some(&intent), true),
+            Release::Stop,
+            "a Start was under way"
+        );
         assert_eq!(release(&s, None, true), Release::LetGo, "never started");
-        assert_eq!(release(&s, Some(&owned), false), Release::LetGo, "lost the claim");
+        assert_eq!(
+            release(&s, Some(&owned), false),
+            Release::LetGo,
+            "lost the claim"
+        );
         let mut orphan = spec();
         orphan.deletion_policy = DeletionPolicy::Orphan;
         assert_eq!(release(&orphan, Some(&owned), true), Release::LetGo);

@@ -109,8 +109,7 @@ async fn manage(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let namespace = task.namespace().unwrap_or_default();
-    let (outcome, floor, granted) = match task::poll(task, key, account_key, resolved, ctx).await
-    {
+    let (outcome, floor, granted) = match task::poll(task, key, account_key, resolved, ctx).await {
         Ok(polled) => polled,
         Err(wait) => return Ok(Action::requeue(wait)),
     };
@@ -124,6 +123,11 @@ async fn manage(
         _ => None,
     };
     let mut decision = decide(task, &outcome, now, &ctx.poll, floor);
+    if seen == Some(Seen::NotFound) {
+        // Not an error for a managed task: the events of one (TaskNotFound) are not news.
+        decision.events.clear();
+        decision.class = None;
+    }
     let Some(seen) = seen else {
         // The poll failed: nothing is decided on a guess.
         return Ok(task::conclude(task, key.clone(), decision, served_by, ctx).await);
@@ -132,11 +136,7 @@ async fn manage(
     let relay = Relay::from_spec(&task.spec.app_id, &task.spec.task_id, relay_spec);
     let spec_hash = relay.spec_hash();
     let prev = task.status.clone().unwrap_or_default();
-    let phase_since = decision
-        .status
-        .phase_since
-        .as_ref()
-        .map_or(now, |t| t.0);
+    let phase_since = decision.status.phase_since.as_ref().map_or(now, |t| t.0);
     let management = lifecycle::settled(prev.management.as_ref(), seen, phase_since, now);
     let facts = Facts {
         spec: &task.spec,
@@ -187,9 +187,8 @@ async fn manage(
             update(task, &relay, &spec_hash, resolved, ctx, &mut done).await;
         }
         Step::Backoff { until } => {
-            done.soon = Some(
-                Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO),
-            );
+            done.soon =
+                Some(Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO));
         }
         Step::Refuse(_) => {}
     }
@@ -223,7 +222,9 @@ struct Done {
 /// What an action came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Acted {
-    Started { restart: bool },
+    Started {
+        restart: bool,
+    },
     /// Sent without an answer: it may have started.
     Unconfirmed,
     Updated,
@@ -266,10 +267,30 @@ fn overlay(
     };
     if seen == Seen::NotFound {
         // For a managed task, no relay yet is not an error of the poll.
-        set(conditions::SYNCED, TRUE, reasons::POLLED, "GetMPUTaskStatus answered: no relay runs under this TaskId");
-        set(conditions::READY, FALSE, reasons::NOT_STARTED, "no relay runs under this TaskId yet");
-        set(conditions::STALLED, FALSE, reasons::NOT_STALLED, "the operator starts the relay");
-        set(conditions::RECONCILING, TRUE, reasons::STARTING, "the operator starts the relay");
+        set(
+            conditions::SYNCED,
+            TRUE,
+            reasons::POLLED,
+            "GetMPUTaskStatus answered: no relay runs under this TaskId",
+        );
+        set(
+            conditions::READY,
+            FALSE,
+            reasons::NOT_STARTED,
+            "no relay runs under this TaskId yet",
+        );
+        set(
+            conditions::STALLED,
+            FALSE,
+            reasons::NOT_STALLED,
+            "the operator starts the relay",
+        );
+        set(
+            conditions::RECONCILING,
+            TRUE,
+            reasons::STARTING,
+            "the operator starts the relay",
+        );
         status.message = Some("no relay runs under this TaskId yet".into());
         status.phase = None;
         status.status_code = None;
@@ -277,14 +298,26 @@ fn overlay(
     }
     let progressing = |conditions: &mut Vec<_>, reason: &str, message: &str| {
         stamp.set(conditions, conditions::RECONCILING, TRUE, reason, message);
-        stamp.set(conditions, conditions::STALLED, FALSE, reasons::NOT_STALLED, message);
+        stamp.set(
+            conditions,
+            conditions::STALLED,
+            FALSE,
+            reasons::NOT_STALLED,
+            message,
+        );
     };
     match (done.acted, step) {
         (Some(Acted::Started { restart }), _) => {
             let (reason, message) = if restart {
-                (reasons::RESTARTED, "the relay was started again; waiting for it to run")
+                (
+                    reasons::RESTARTED,
+                    "the relay was started again; waiting for it to run",
+                )
             } else {
-                (reasons::STARTING, "the relay was started; waiting for it to run")
+                (
+                    reasons::STARTING,
+                    "the relay was started; waiting for it to run",
+                )
             };
             progressing(conditions, reason, message);
             stamp.set(conditions, conditions::READY, FALSE, reason, message);
@@ -295,7 +328,11 @@ fn overlay(
             "StartLiveMPUTask got no answer; the next poll tells whether the relay started",
         ),
         (Some(Acted::Failed(reason)), _) => {
-            let note = done.events.last().map_or("", |e| e.note.as_str()).to_owned();
+            let note = done
+                .events
+                .last()
+                .map_or("", |e| e.note.as_str())
+                .to_owned();
             progressing(conditions, reason, &note);
         }
         (Some(Acted::Updated), _) => {}
@@ -313,18 +350,38 @@ fn overlay(
                 None => progressing(
                     conditions,
                     reasons::STARTING,
-                    &format!("a Start of this object's got no answer; started again at {until} unless the relay appears"),
+                    &format!(
+                        "a Start of this object's got no answer; started again at {until} unless the relay appears"
+                    ),
                 ),
             }
         }
         (None, Step::Refuse(Refusal::TaskExists)) => {
             let message = "a relay runs under this TaskId that this object did not start: it is not touched (set spec.adopt: true where the account allows adoption, or use another taskId)";
-            stamp.set(conditions, conditions::STALLED, TRUE, reasons::TASK_EXISTS, message);
-            stamp.set(conditions, conditions::READY, FALSE, reasons::TASK_EXISTS, message);
+            stamp.set(
+                conditions,
+                conditions::STALLED,
+                TRUE,
+                reasons::TASK_EXISTS,
+                message,
+            );
+            stamp.set(
+                conditions,
+                conditions::READY,
+                FALSE,
+                reasons::TASK_EXISTS,
+                message,
+            );
         }
         (None, Step::Refuse(Refusal::StoppedByUser)) => {
             let message = "a user stopped the relay (StopLiveMPUTask outside this operator): no restartPolicy restarts that; delete and recreate the object to start it again";
-            stamp.set(conditions, conditions::STALLED, TRUE, reasons::STOPPED_BY_USER, message);
+            stamp.set(
+                conditions,
+                conditions::STALLED,
+                TRUE,
+                reasons::STOPPED_BY_USER,
+                message,
+            );
         }
         (None, Step::Refuse(Refusal::NotRestarted)) => {
             if let Some(reason) = status.phase.map(|p| p.as_str()) {
@@ -392,7 +449,11 @@ async fn start(
             };
             info!(task = %super::Named(task), %request_id, restart, "{what}");
             done.acted = Some(Acted::Started { restart });
-            done.event(Severity::Normal, reason, format!("{what} (StartLiveMPUTask, RequestId {request_id})"));
+            done.event(
+                Severity::Normal,
+                reason,
+                format!("{what} (StartLiveMPUTask, RequestId {request_id})"),
+            );
             done.soon = Some(AFTER_ACTION);
         }
         Err(e) if e.class() == ErrorClass::Throttled => {
@@ -403,16 +464,28 @@ async fn start(
             // The cloud refused it: nothing started, the intent is void.
             m.starting = None;
             if already_exists(&e) {
-                done.failed(reasons::START_FAILED, format!("a relay already runs under this TaskId, started by someone else: {e}"));
+                done.failed(
+                    reasons::START_FAILED,
+                    format!("a relay already runs under this TaskId, started by someone else: {e}"),
+                );
             } else {
-                done.failed(reasons::START_FAILED, format!("StartLiveMPUTask failed: {e}"));
+                done.failed(
+                    reasons::START_FAILED,
+                    format!("StartLiveMPUTask failed: {e}"),
+                );
             }
             done.soon = Some(retry_delay(task));
         }
         Err(e) => {
             // No answer: the Start may have landed. The intent stays; the next poll tells.
             done.acted = Some(Acted::Unconfirmed);
-            done.event(Severity::Warning, reasons::START_FAILED, format!("StartLiveMPUTask got no answer ({e}); the next poll tells whether it started"));
+            done.event(
+                Severity::Warning,
+                reasons::START_FAILED,
+                format!(
+                    "StartLiveMPUTask got no answer ({e}); the next poll tells whether it started"
+                ),
+            );
             done.soon = Some(lifecycle::START_GRACE);
         }
     }
@@ -446,7 +519,10 @@ async fn update(
         }
         Err(e) if e.class() == ErrorClass::Throttled => done.soon = Some(Duration::from_secs(1)),
         Err(e) => {
-            done.failed(reasons::UPDATE_FAILED, format!("UpdateLiveMPUTask failed: {e}"));
+            done.failed(
+                reasons::UPDATE_FAILED,
+                format!("UpdateLiveMPUTask failed: {e}"),
+            );
             done.soon = Some(retry_delay(task));
         }
     }
@@ -534,7 +610,13 @@ async fn hold_deletion(
         generation: task.metadata.generation,
         time: Time(Timestamp::now()),
     };
-    stamp.set(&mut status.conditions, conditions::RECONCILING, TRUE, reason, message);
+    stamp.set(
+        &mut status.conditions,
+        conditions::RECONCILING,
+        TRUE,
+        reason,
+        message,
+    );
     if task.status.as_ref() != Some(&status)
         && let Err(e) = ctx.write_status_of(task, &status).await
     {
@@ -630,7 +712,9 @@ fn retry_delay(task: &MpuRelayTask) -> Duration {
         .as_ref()
         .and_then(|s| s.condition(conditions::RECONCILING))
         .filter(|c| c.status == TRUE && MANAGING_REASONS.contains(&c.reason.as_str()))
-        .and_then(|c| Duration::try_from(Timestamp::now().duration_since(c.last_transition_time.0)).ok())
+        .and_then(|c| {
+            Duration::try_from(Timestamp::now().duration_since(c.last_transition_time.0)).ok()
+        })
         .unwrap_or_default();
     failing_for.clamp(ACTION_RETRY_MIN, lifecycle::RESTART_BACKOFF_MAX)
 }
@@ -643,3 +727,175 @@ pub(crate) fn seniority(task: &MpuRelayTask) -> (Option<Timestamp>, String) {
     )
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::api::AccountKind;
+    use crate::controller::fixtures::{Fixture, OBSERVE_ONLY, condition_reason};
+    use crate::controller::task::reconcile;
+
+    fn not_found() -> Result<crate::cloud::MpuTaskStatus, CloudError> {
+        Err(CloudError::api_for_test("InvalidTask.NotFound", 404))
+    }
+
+    fn owned(mut task: MpuRelayTask) -> MpuRelayTask {
+        task.status = Some(MpuRelayTaskStatus {
+            management: Some(ManagementStatus {
+                started_at: Some(Time(Timestamp::now())),
+                spec_hash: Some("whatever".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        task.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        task
+    }
+
+    fn deleted(mut task: MpuRelayTask) -> MpuRelayTask {
+        task.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        task.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        task
+    }
+
+    #[tokio::test]
+    async fn a_relay_the_cloud_does_not_know_is_started_once_after_its_intent_is_written() {
+        let fx = Fixture::new();
+        let task = Fixture::managed_task("a");
+        fx.cloud.answer("task-a", not_found());
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+
+        assert_eq!(fx.cloud.actions(), [RelayOperation::Start]);
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), true)]
+        );
+        let writes = fx.api.writes();
+        assert_eq!(writes.len(), 2, "the intent, then the outcome");
+        assert!(writes[0].status["management"]["starting"]["specHash"].is_string());
+        assert!(writes[0].status["management"]["startedAt"].is_null());
+        assert!(writes[1].status["management"]["starting"].is_null());
+        assert!(writes[1].status["management"]["startedAt"].is_string());
+        assert_eq!(
+            condition_reason(&writes[1].status, conditions::RECONCILING).as_deref(),
+            Some("Starting")
+        );
+        let events: Vec<String> = fx.api.event_reasons().into_iter().map(|e| e.1).collect();
+        assert_eq!(events, ["Started"]);
+    }
+
+    #[tokio::test]
+    async fn a_relay_running_under_the_task_id_that_this_object_did_not_start_is_not_touched() {
+        let fx = Fixture::new();
+        let task = Fixture::managed_task("a");
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.actions().is_empty());
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(
+            condition_reason(&last.status, conditions::STALLED).as_deref(),
+            Some("TaskExists")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_account_that_does_not_grant_managing_gets_no_call_at_all() {
+        let fx = Fixture::new();
+        let mut task = Fixture::managed_task("a");
+        task.spec.account_ref = Some(crate::api::AccountRef {
+            kind: AccountKind::ClusterMpuRelayAccount,
+            name: OBSERVE_ONLY.into(),
+        });
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.calls().is_empty(), "not even a poll");
+        assert!(fx.cloud.actions().is_empty());
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(
+            condition_reason(&last.status, conditions::STALLED).as_deref(),
+            Some("ManageNotAllowed")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_younger_of_two_objects_managing_one_relay_makes_no_call() {
+        let mut fx = Fixture::new();
+        let older = Fixture::managed_task("a");
+        let mut younger = Fixture::managed_task("b");
+        younger.spec.task_id = older.spec.task_id.clone();
+        younger.metadata.creation_timestamp =
+            Some(Time(Timestamp::from_second(1_800_000_100).unwrap()));
+        fx.list(&[older, younger.clone()]);
+        reconcile(Arc::new(younger), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.calls().is_empty());
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(
+            condition_reason(&last.status, conditions::STALLED).as_deref(),
+            Some("TaskClaimed")
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_owned_relay_stops_it_then_lets_the_object_go() {
+        let fx = Fixture::new();
+        let task = deleted(owned(Fixture::managed_task("a")));
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert_eq!(fx.cloud.actions(), [RelayOperation::Stop]);
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_object_that_never_started_its_relay_or_orphans_it_sends_no_stop() {
+        let fx = Fixture::new();
+        let never = deleted(Fixture::managed_task("a"));
+        reconcile(Arc::new(never), fx.ctx.clone()).await.unwrap();
+        let mut orphan = deleted(owned(Fixture::managed_task("b")));
+        orphan.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
+        reconcile(Arc::new(orphan), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.actions().is_empty());
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), false), ("b".to_string(), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn switching_to_observe_drops_the_finalizer_and_sends_no_action() {
+        let fx = Fixture::new();
+        let mut task = owned(Fixture::managed_task("a"));
+        task.spec.management_policy = crate::api::ManagementPolicy::Observe;
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.actions().is_empty());
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), false)]
+        );
+        assert_eq!(fx.cloud.calls(), ["task-a"], "observed as any task");
+    }
+
+    #[tokio::test]
+    async fn a_cdn_stop_of_an_owned_relay_is_restarted_after_the_backoff() {
+        let fx = Fixture::new();
+        let mut task = owned(Fixture::managed_task("a"));
+        // The stop was first seen 11 s ago, the last start long before.
+        let status = task.status.as_mut().unwrap();
+        status.phase = Some(crate::api::Phase::CdnError);
+        status.status_code = Some(5);
+        status.phase_since = Some(Time(Timestamp::now() - jiff::SignedDuration::from_secs(11)));
+        fx.cloud.answer(
+            "task-a",
+            Ok(crate::cloud::MpuTaskStatus {
+                request_id: "r".into(),
+                status: 5,
+            }),
+        );
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert_eq!(fx.cloud.actions(), [RelayOperation::Start]);
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(last.status["management"]["restarts"], 1);
+        let events: Vec<String> = fx.api.event_reasons().into_iter().map(|e| e.1).collect();
+        assert!(events.contains(&"Restarted".to_string()), "{events:?}");
+    }
+}
