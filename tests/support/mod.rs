@@ -69,3 +69,17 @@ pub fn ca_bundle(sim: &mpu_cloud_sim::SimulatorHandle) -> Option<String> {
     }
     Some(path.to_string_lossy().into_owned())
 }
+
+/// The reasons of the events published about object `name` in `ns`.
+pub async fn events_of(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}

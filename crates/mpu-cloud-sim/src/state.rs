@@ -558,6 +558,7 @@ impl State {
                     now,
                     request_id,
                     record,
+                    delay_ms,
                 )
                 .map_err(|e| (e, live)),
             None => Err((
@@ -605,6 +606,7 @@ impl State {
         now: Clock,
         request_id: &str,
         record: &mut CallRecord,
+        delay_ms: &mut u64,
     ) -> Result<Reply, ApiError> {
         record.relay = true;
         check_version(version, &[wire::VERSION_LIVE])?;
@@ -629,6 +631,15 @@ impl State {
             .try_acquire(now.mono_micros);
         if !admitted {
             return Err(ApiError::throttled());
+        }
+        // Injected faults for the action (`"actions": ["StartLiveMPUTask"]`): latency answers
+        // late after the action took effect, as a slow cloud does.
+        let keys = [access_key_id.as_str(), budget_account.as_str()];
+        let fault = self.faults.take(action, &keys, now.mono_micros, |k| {
+            !matches!(k, FaultKind::Throttle)
+        });
+        if let Some(reply) = apply_fault(fault, request_id, || 0, record, delay_ms)? {
+            return Ok(reply);
         }
         *self
             .relay_actions

@@ -13,9 +13,19 @@ use crate::api::MpuRelayTask;
 use crate::budget::CloudAccount;
 use crate::controller::Context;
 
-/// Who is older: `(creation time, UID)`, an unknown creation time last.
-pub fn older(a: &(Option<Timestamp>, String), b: &(Option<Timestamp>, String)) -> bool {
-    let key = |s: &(Option<Timestamp>, String)| (s.0.unwrap_or(Timestamp::MAX), s.1.clone());
+/// What decides between two claimants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seniority {
+    pub created: Option<Timestamp>,
+    /// Whether the object started (or is starting) the relay: it wins a tie of creation times.
+    pub owns: bool,
+    pub uid: String,
+}
+
+/// Whether `a` comes before `b`: created earlier (an unknown time last); in the same second,
+/// the owner; then the smaller UID.
+pub fn older(a: &Seniority, b: &Seniority) -> bool {
+    let key = |s: &Seniority| (s.created.unwrap_or(Timestamp::MAX), !s.owns, s.uid.clone());
     key(a) < key(b)
 }
 
@@ -62,12 +72,16 @@ pub async fn held(
 mod tests {
     use super::*;
 
-    fn at(seconds: i64, uid: &str) -> (Option<Timestamp>, String) {
-        (Some(Timestamp::from_second(seconds).unwrap()), uid.into())
+    fn at(seconds: i64, uid: &str) -> Seniority {
+        Seniority {
+            created: Some(Timestamp::from_second(seconds).unwrap()),
+            owns: false,
+            uid: uid.into(),
+        }
     }
 
     #[test]
-    fn the_older_object_wins_and_the_uid_breaks_a_tie() {
+    fn the_older_object_wins_then_the_owner_then_the_smaller_uid() {
         assert!(older(&at(1, "b"), &at(2, "a")));
         assert!(!older(&at(2, "a"), &at(1, "b")));
         assert!(older(&at(1, "a"), &at(1, "b")));
@@ -75,9 +89,19 @@ mod tests {
             !older(&at(1, "a"), &at(1, "a")),
             "nobody is older than itself"
         );
+        let unknown = Seniority {
+            created: None,
+            ..at(0, "a")
+        };
+        assert!(older(&at(1, "z"), &unknown), "an unknown age comes last");
+        let owner = Seniority {
+            owns: true,
+            ..at(1, "z")
+        };
+        assert!(older(&owner, &at(1, "a")), "the owner wins a tie");
         assert!(
-            older(&at(1, "z"), &(None, "a".into())),
-            "an unknown age comes last"
+            !older(&owner, &at(0, "a")),
+            "but not against an older object"
         );
     }
 }

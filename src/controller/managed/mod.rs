@@ -719,12 +719,15 @@ fn retry_delay(task: &MpuRelayTask) -> Duration {
     failing_for.clamp(ACTION_RETRY_MIN, lifecycle::RESTART_BACKOFF_MAX)
 }
 
-/// Shared with the claims: the older of two objects (by creation, then UID) wins.
-pub(crate) fn seniority(task: &MpuRelayTask) -> (Option<Timestamp>, String) {
-    (
-        task.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        task.metadata.uid.clone().unwrap_or_default(),
-    )
+/// Shared with the claims: the older of two objects wins; in the same second (creation times
+/// have no finer grain) the one that already owns the relay, then the smaller UID.
+pub(crate) fn seniority(task: &MpuRelayTask) -> claims::Seniority {
+    let management = task.status.as_ref().and_then(|s| s.management.as_ref());
+    claims::Seniority {
+        created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        owns: lifecycle::owned(management) || management.is_some_and(|m| m.starting.is_some()),
+        uid: task.metadata.uid.clone().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
