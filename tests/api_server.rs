@@ -487,3 +487,134 @@ async fn integration_cluster_account_needs_exactly_one_credential_source_and_san
         "{empty_condition}"
     );
 }
+
+/// A managed task's relay as the user wrote it, with `change` merged into `relay`.
+fn managed_spec(task_id: &str, relay_change: serde_json::Value) -> serde_json::Value {
+    let mut relay = json!({
+        "channelId": "lobby", "mixMode": "Single", "streamURL": "rtmp://push.example.com/live/a",
+        "singleSubParams": {"userId": "host-1"}
+    });
+    if let (Some(relay), serde_json::Value::Object(change)) = (relay.as_object_mut(), relay_change)
+    {
+        for (k, v) in change {
+            if v.is_null() {
+                relay.remove(&k);
+            } else {
+                relay.insert(k, v);
+            }
+        }
+    }
+    json!({"appId": "a", "taskId": task_id, "managementPolicy": "Manage", "relay": relay})
+}
+
+#[tokio::test]
+async fn integration_a_relay_the_cloud_would_refuse_is_refused_at_apply_with_the_reason() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "relay-bounds").await;
+    let pane = |x: f64, width: f64| {
+        json!({"mixMode": "Mixed", "singleSubParams": null,
+               "transcodeParams": {"layout": {"userPanes": [{"x": x, "width": width}]}}})
+    };
+    let cases = [
+        (
+            json!({"appId": "a", "taskId": "t", "managementPolicy": "Manage"}),
+            "needs spec.relay",
+        ),
+        (
+            managed_spec("t", json!({"multiStreamURL": [{"url": "rtmp://b/c"}]})),
+            "exactly one output",
+        ),
+        (
+            managed_spec("t", json!({"streamURL": null})),
+            "exactly one output",
+        ),
+        (
+            managed_spec("t", json!({"singleSubParams": null})),
+            "needs singleSubParams",
+        ),
+        (
+            managed_spec("t", json!({"mixMode": "Mixed"})),
+            "needs transcodeParams",
+        ),
+        (managed_spec("t", pane(0.5, 0.75)), "x + width <= 1"),
+        (
+            managed_spec("t", pane(1.5, 0.1)),
+            "spec.relay.transcodeParams.layout.userPanes[0].x",
+        ),
+        (
+            managed_spec("t", json!({"streamURL": "http://not-rtmp/x"})),
+            "spec.relay.streamURL",
+        ),
+        (
+            managed_spec("t", json!({"maxIdleTime": 5})),
+            "spec.relay.maxIdleTime",
+        ),
+        (
+            managed_spec("t", json!({"region": "US-Nowhere"})),
+            "spec.relay.region",
+        ),
+        (managed_spec(&"x".repeat(56), json!({})), "at most 55"),
+        (managed_spec("dotted.id", json!({})), "at most 55"),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let message = refusal(
+            &client,
+            Some(&ns),
+            json!({"apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+                   "metadata": {"name": format!("t{i}")}, "spec": spec}),
+        )
+        .await;
+        assert!(message.contains(expected), "case {i}: {message}");
+    }
+    // An observed task keeps today's rules: a dotted 64-character taskId is fine.
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let observed = task(
+        "observed",
+        json!({"appId": "a", "taskId": format!("{}.x", "y".repeat(62))}),
+    );
+    tasks
+        .create(&PostParams::default(), &observed)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn integration_a_managed_relays_channel_region_and_idle_time_cannot_change() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "relay-immutable").await;
+    let tasks: Api<MpuRelayTask> = Api::namespaced(client.clone(), &ns);
+    let spec = managed_spec("t", json!({"region": "CN-Shanghai", "maxIdleTime": 600}));
+    tasks
+        .create(&PostParams::default(), &task("relay", spec))
+        .await
+        .unwrap();
+    for change in [
+        json!({"channelId": "stage"}),
+        json!({"region": "AP-Singapore"}),
+        json!({"maxIdleTime": 601}),
+    ] {
+        let refused = tasks
+            .patch(
+                "relay",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"relay": change.clone()}})),
+            )
+            .await
+            .expect_err("an immutable field changed");
+        assert!(
+            refused.to_string().contains("cannot change"),
+            "{change}: {refused}"
+        );
+    }
+    // What may change does.
+    tasks
+        .patch(
+            "relay",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"relay": {"streamURL": "rtmp://push.example.com/live/b"}, "restartPolicy": "Always"}})),
+        )
+        .await
+        .unwrap();
+}

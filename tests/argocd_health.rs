@@ -329,6 +329,7 @@ fn account_health_follows_its_ready_condition() {
         resolution: Ok(()),
         call_failure: None,
         tasks: 3,
+        operations: Vec::new(),
         budget: Some(view.clone()),
     };
     assert_eq!(account_health(&account(&ready)).0, "Healthy");

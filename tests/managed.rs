@@ -218,6 +218,35 @@ async fn integration_a_managed_relay_is_started_once_as_declared_and_stopped_onc
         metrics.contains("mpu_relay_actions_total{operation=\"startMPUTask\",result=\"ok\"} 1"),
         "{metrics}"
     );
+    // The account shows each operation's use of its own budget.
+    let accounts: Api<mpu_relay_operator::api::MpuRelayAccount> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let uses = || async {
+        accounts
+            .get("live")
+            .await
+            .ok()
+            .and_then(|a| a.status)
+            .and_then(|s| s.budget)
+            .map(|b| {
+                b.operations
+                    .iter()
+                    .map(|o| (o.operation.clone(), o.limit, o.calls))
+                    .collect::<Vec<_>>()
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            uses().await
+                == Some(vec![
+                    ("startMPUTask".into(), 500, 1),
+                    ("stopMPUTask".into(), 500, 1),
+                ])
+        })
+        .await,
+        "{:?}",
+        uses().await
+    );
 }
 
 use kube::ResourceExt;

@@ -692,6 +692,7 @@ fn account_status() -> impl Strategy<Value = AccountStatus> {
                         used,
                         throttled,
                         interval,
+                        operations: Vec::new(),
                     }
                 }),
             },
@@ -719,6 +720,7 @@ proptest! {
             resolution: problem.as_ref().map_or(Ok(()), Err),
             call_failure: call_failure.as_ref(),
             tasks,
+            operations: Vec::new(),
             budget: budget.clone(),
         };
         let d = decide_account(previous.as_ref(), &facts, now);
@@ -1303,6 +1305,7 @@ fn regression_huge_budget_figures_are_written_finite() {
         resolution: Ok(()),
         call_failure: None,
         tasks: 0,
+        operations: Vec::new(),
         budget: Some(mpu_relay_operator::budget::BudgetView {
             members: 0,
             limit: f64::MAX,

@@ -513,6 +513,12 @@ pub struct BudgetStatus {
     pub used: f64,
     /// Calls the cloud answered with a throttling error since the operator started.
     pub throttled: u64,
+    /// The managed-relay operations called through the cloud account since the operator
+    /// started, each with its own limit (`spec.limits`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["operation".into()]))]
+    pub operations: Vec<OperationUse>,
     /// The shortest interval every task of the budget can be polled at (max-min fair: tasks
     /// asking for longer intervals keep them, the rest share what remains).
     #[serde(
@@ -521,6 +527,21 @@ pub struct BudgetStatus {
         deserialize_with = "super::duration::lenient"
     )]
     pub interval: Option<Duration>,
+}
+
+/// One managed-relay operation's use of its cloud account's budget.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationUse {
+    /// `startMPUTask`, `updateMPUTask` or `stopMPUTask`.
+    #[schemars(length(max = 32))]
+    pub operation: String,
+    /// Its calls per second (`spec.limits` or the documented default).
+    pub limit: u32,
+    /// Calls made since the operator started.
+    pub calls: u64,
+    /// Of which the cloud throttled.
+    pub throttled: u64,
 }
 
 /// Shared access to both account kinds' specs.

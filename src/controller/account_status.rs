@@ -10,8 +10,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountStatus, BudgetStatus, conditions};
-use crate::budget::BudgetView;
+use crate::api::{AccountStatus, BudgetStatus, OperationUse, conditions};
+use crate::budget::{ActionUse, BudgetView};
 use crate::cloud::CloudError;
 use crate::cloud::response::reasons as cloud_reasons;
 use crate::controller::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
@@ -29,6 +29,8 @@ pub struct AccountFacts<'a> {
     pub tasks: u32,
     /// The budget it joined (when resolved).
     pub budget: Option<BudgetView>,
+    /// The use of its cloud account's managed-relay operations (those called so far).
+    pub operations: Vec<ActionUse>,
 }
 
 /// A failure of calls through an account that belongs to the account (its key, its endpoint's
@@ -162,6 +164,16 @@ pub fn decide_account(
             rate: round2(view.rate),
             used: round2(view.used),
             throttled: view.throttled,
+            operations: facts
+                .operations
+                .iter()
+                .map(|u| OperationUse {
+                    operation: u.operation.as_str().to_owned(),
+                    limit: u.limit,
+                    calls: u.calls,
+                    throttled: u.throttled,
+                })
+                .collect(),
             interval: (!view.floor.is_zero()).then(|| {
                 std::time::Duration::from_millis(
                     u64::try_from(view.floor.as_millis()).unwrap_or(u64::MAX),
@@ -299,6 +311,7 @@ mod tests {
             resolution: Ok(()),
             call_failure: None,
             tasks,
+            operations: Vec::new(),
             budget: Some(budget),
         }
     }
@@ -386,6 +399,7 @@ mod tests {
             resolution: Err(&problem),
             call_failure: None,
             tasks: 1,
+            operations: Vec::new(),
             budget: None,
         };
         let ready = decide_account(None, &facts, at(0))
@@ -412,6 +426,7 @@ mod tests {
             resolution: Err(&problem),
             call_failure: None,
             tasks: 3,
+            operations: Vec::new(),
             budget: None,
         };
         let d = decide_account(None, &facts, at(0));

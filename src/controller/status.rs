@@ -28,6 +28,7 @@ pub mod reasons {
     pub const INTERNAL_ERROR: &str = "InternalError";
     // Managed relays.
     pub const MANAGE_NOT_ALLOWED: &str = "ManageNotAllowed";
+    pub const MANAGE_UNSUPPORTED: &str = "ManageUnsupported";
     pub const TASK_CLAIMED: &str = "TaskClaimed";
     pub const TASK_EXISTS: &str = "TaskExists";
     pub const STOPPED_BY_USER: &str = "StoppedByUser";

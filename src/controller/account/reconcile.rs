@@ -28,6 +28,10 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
             .as_ref()
             .ok()
             .map(|r| r.budget.view(Instant::now())),
+        operations: resolution
+            .as_ref()
+            .map(|r| ctx.actions.view(&r.cloud_account))
+            .unwrap_or_default(),
     };
     let previous = match &account {
         AccountObject::Namespaced(a) => a.status.as_ref(),

@@ -26,7 +26,8 @@ use super::ports::StatusTarget;
 use super::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 use super::{Context, Error, FINALIZER, TaskKey, task};
 use crate::api::{
-    ManagementStatus, MpuRelayTask, MpuRelayTaskStatus, RelayOperation, StartIntent, conditions,
+    CloudApi, ManagementStatus, MpuRelayTask, MpuRelayTaskStatus, RelayOperation, StartIntent,
+    conditions,
 };
 use crate::cloud::client::RelayCall;
 use crate::cloud::relay::{Relay, stop_params};
@@ -74,6 +75,16 @@ pub async fn reconcile(
             reason: reasons::MANAGE_NOT_ALLOWED,
             message: format!(
                 "{account_key} does not let namespace {namespace} manage relays: a ClusterMpuRelayAccount grants it through a condition with manage: true (ask the cluster admin), or use an MpuRelayAccount of this namespace; nothing is called until then"
+            ),
+            permanent: true,
+        };
+        return Ok(Some(refuse(task, key.clone(), problem, ctx).await));
+    }
+    if object.connection().api != CloudApi::Live {
+        let problem = Problem {
+            reason: reasons::MANAGE_UNSUPPORTED,
+            message: format!(
+                "{account_key} calls ApsaraVideo RTC (api: rtc); managed relays are started through ApsaraVideo Live (StartLiveMPUTask): use an account with api: live"
             ),
             permanent: true,
         };
