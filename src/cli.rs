@@ -17,6 +17,7 @@ use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoi
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
+use crate::controller::managed::ownership::{self, OwnershipKey};
 use crate::controller::{self, ControllerSettings};
 use crate::leader::{Fence, LeaseError, LeaseSettings, LeaseTiming, run_as_leader};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -32,8 +33,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the operator: watch MpuRelayTasks and keep their status current.
-    Run(RunArgs),
+    /// Run the operator: watch MpuRelayTasks, keep their status current, and manage the relays
+    /// of those that ask for it.
+    // Boxed: its flags outweigh the other commands' many times over.
+    Run(Box<RunArgs>),
     /// Ask GetMPUTaskStatus once, with credentials from the environment.
     Status(StatusArgs),
     /// Print the CustomResourceDefinitions (MpuRelayTask, MpuRelayAccount,
@@ -127,6 +130,12 @@ pub struct RunArgs {
     /// roots (a private endpoint, a TLS-inspecting proxy); read once at start.
     #[arg(long, env = "MPU_RELAY_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Secret in `--operator-namespace` holding the key (`key`, at least 32 bytes) that signs
+    /// each managed task's `status.management`, so that a record someone else wrote makes no
+    /// object a relay's owner. Created with a random key when absent, then kept: every replica
+    /// and restart uses the same. Unset: the records are trusted as written.
+    #[arg(long, env = "MPU_RELAY_OWNERSHIP_KEY_SECRET")]
+    pub ownership_key_secret: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +174,43 @@ pub struct StatusArgs {
 }
 
 /// The extra CAs of `--ca-bundle` (none when not given); the error names the file.
+/// The ownership key from Secret `name` in `namespace`, created with a random key when absent
+/// (two replicas starting together: the one whose create loses reads the winner's).
+async fn ownership_key(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<OwnershipKey, String> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let read = |secret: Secret| {
+        let bytes = secret
+            .data
+            .and_then(|mut d| d.remove(ownership::SECRET_KEY))
+            .map(|b| b.0)
+            .unwrap_or_default();
+        OwnershipKey::new(&bytes)
+            .map_err(|e| format!("--ownership-key-secret {namespace}/{name}: {e}"))
+    };
+    let failed = |e: kube::Error| format!("--ownership-key-secret {namespace}/{name}: {e}");
+    if let Some(secret) = secrets.get_opt(name).await.map_err(failed)? {
+        return read(secret);
+    }
+    let created = secrets
+        .create(&Default::default(), &ownership::new_secret(name))
+        .await;
+    match created {
+        Ok(secret) => {
+            info!(secret = %format!("{namespace}/{name}"), "created the ownership key");
+            read(secret)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            read(secrets.get(name).await.map_err(failed)?)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 fn load_ca_bundle(path: Option<&std::path::Path>) -> Result<CaBundle, String> {
     let Some(path) = path else {
         return Ok(CaBundle::default());
@@ -219,7 +265,7 @@ pub async fn parse_and_run() -> ExitCode {
         Command::Status(args) => status(args).await,
         Command::Run(args) => {
             telemetry::init_logging(args.log_format);
-            match run(args, shutdown_signal()).await {
+            match run(*args, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %e, "the operator stopped");
@@ -299,6 +345,7 @@ pub async fn run(
         lease_duration,
         log_format: _,
         ca_bundle,
+        ownership_key_secret,
     } = args;
     let extra_roots = load_ca_bundle(ca_bundle.as_deref()).map_err(RunError::Settings)?;
     let extra_roots_count = extra_roots.len();
@@ -341,6 +388,7 @@ pub async fn run(
         .check(&credentials::sts_endpoint_from_env(env))
         .map_err(|e| RunError::Settings(format!("STS endpoint: {e}")))?;
     let settings = ControllerSettings {
+        ownership_key: None,
         namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         poll: PollConfig {
             running: running_interval,
@@ -362,6 +410,20 @@ pub async fn run(
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Kubeconfig)?;
+    let mut settings = settings;
+    settings.ownership_key = match &ownership_key_secret {
+        Some(name) => Some(
+            ownership_key(&client, &operator_namespace, name)
+                .await
+                .map_err(RunError::Settings)?,
+        ),
+        None => {
+            tracing::warn!(
+                "no --ownership-key-secret: status.management is trusted as written, so anyone who may write a managed task's status can make it own a relay (the Helm chart sets one)"
+            );
+            None
+        }
+    };
     let cloud = CloudClient::new(&ClientOptions {
         timeout: cloud_timeout,
         connect_timeout: cloud_timeout.min(ClientOptions::default().connect_timeout),

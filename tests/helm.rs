@@ -441,13 +441,26 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
             BTreeSet::from([ns.as_str()]),
             "{name}"
         );
+        // Secrets are read one by one, never listed or watched; only the ownership key's
+        // Role may create one (its own, in the release namespace).
         for role in find(&objects, "Role") {
+            let ownership = role["metadata"]["name"] == "dry-mpu-relay-operator-ownership";
             for rule in role["rules"].as_array().unwrap() {
                 if rule["resources"] == json!(["secrets"]) {
-                    assert_eq!(rule["verbs"], json!(["get"]), "{name}: {role}");
+                    let allowed = if ownership && rule["resourceNames"].is_null() {
+                        json!(["create"])
+                    } else {
+                        json!(["get"])
+                    };
+                    assert_eq!(rule["verbs"], allowed, "{name}: {role}");
                 }
             }
         }
+        assert_eq!(
+            roles_named("-ownership"),
+            BTreeSet::from([ns.as_str()]),
+            "{name}"
+        );
         // One ClusterRole for the operator, always; two aggregated into the default roles.
         let cluster_roles: BTreeSet<&str> = find(&objects, "ClusterRole")
             .into_iter()
@@ -651,7 +664,19 @@ fn granted(cp: &ControlPlane, as_user: &str, ns: &str) -> BTreeSet<String> {
         .filter(|l| !l.starts_with(' ') && !l.trim().is_empty())
         .filter(|l| !l.starts_with("selfsubject"))
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|l| sorted_verbs(&l))
         .collect()
+}
+
+/// A `can-i --list` line with its verbs in alphabetical order: kubectl merges the verbs of
+/// rules on one resource in whatever order it met the rules.
+fn sorted_verbs(line: &str) -> String {
+    let Some(open) = line.rfind('[') else {
+        return line.to_owned();
+    };
+    let mut verbs: Vec<&str> = line[open + 1..].trim_end_matches(']').split(' ').collect();
+    verbs.sort_unstable();
+    format!("{}[{}]", &line[..open], verbs.join(" "))
 }
 
 fn can_i(cp: &ControlPlane, as_user: &str, args: &[&str]) -> bool {
@@ -706,6 +731,16 @@ fn account_secret_rules() -> BTreeSet<String> {
 
 fn union(sets: &[&BTreeSet<String>]) -> BTreeSet<String> {
     sets.iter().flat_map(|s| s.iter().cloned()).collect()
+}
+
+/// The Secrets of the release namespace: `get` for cluster accounts' credentials, and the
+/// ownership key's Secret created once, then read by name (`kubectl auth can-i --list` merges
+/// the verbs of the first two rules).
+fn home_secret_rules(release: &str) -> BTreeSet<String> {
+    rules(&[
+        "secrets [] [] [create get]",
+        &format!("secrets [] [{}-ownership] [get]", fullname(release)),
+    ])
 }
 
 fn lease_rules(lease: &str) -> BTreeSet<String> {
@@ -801,7 +836,7 @@ async fn integration_helm_install_then_uninstall_leaves_only_the_crd() {
         union(&[
             &everywhere,
             &lease_rules(&fullname(release)),
-            &account_secret_rules()
+            &home_secret_rules(release)
         ])
     );
 
@@ -1032,7 +1067,7 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
         union(&[
             &cluster_rules(),
             &lease_rules(&lease),
-            &account_secret_rules()
+            &home_secret_rules(release)
         ])
     );
     assert_eq!(granted(cp, &sa, &elsewhere), cluster_rules());
@@ -1046,7 +1081,8 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
     assert_eq!(secret_access(cp, &sa, None), NOTHING, "cluster-wide");
 
     // Writes: only the status patches, Events (anywhere: those of cluster accounts go to
-    // `default`) and its own Lease.
+    // `default`), its own Lease, its ownership key's Secret at home, and the finalizer of
+    // managed tasks (a patch of tasks where they are watched).
     let resources = [
         "mpurelaytasks.mpurelay.io",
         "mpurelayaccounts.mpurelay.io",
@@ -1067,8 +1103,11 @@ async fn integration_scoped_service_account_cannot_read_secrets_elsewhere_nor_wr
                 let allowed = (resource == "events.events.k8s.io"
                     && (verb == "create" || verb == "patch"))
                     || (ns == &home
-                        && resource == "leases.coordination.k8s.io"
-                        && verb == "create");
+                        && (resource == "leases.coordination.k8s.io" || resource == "secrets")
+                        && verb == "create")
+                    || (ns == &watched
+                        && resource == "mpurelaytasks.mpurelay.io"
+                        && verb == "patch");
                 assert_eq!(
                     can_i(cp, &sa, &[verb, resource, "-n", ns]),
                     allowed,

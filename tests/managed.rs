@@ -622,3 +622,102 @@ async fn integration_a_layout_change_is_one_update_and_manage_to_observe_lets_go
         "the relay keeps running"
     );
 }
+
+#[tokio::test]
+async fn integration_an_ownership_record_written_by_the_tenant_makes_no_update_and_no_stop() {
+    let w = World::new("managed-forged").await;
+    let sim = simulator().await;
+    w.live_account(&sim).await;
+    // A relay runs that no object owns: its object was deleted with deletionPolicy Orphan.
+    let first = managed(
+        "first",
+        "orphan-1",
+        json!({"name": "live"}),
+        single_relay("rtmp://x/orphan"),
+        json!({"deletionPolicy": "Orphan"}),
+    );
+    accounts::create_task(&w.client, &w.ns, &first).await;
+    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            w.condition("first", conditions::READY).await == Some(running())
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    w.tasks()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || w.gone("first")).await,
+        "{}",
+        op.output()
+    );
+
+    // Someone with status rights writes a record saying their object started it.
+    let second = managed(
+        "second",
+        "orphan-1",
+        json!({"name": "live"}),
+        single_relay("rtmp://x/other"),
+        json!({}),
+    );
+    accounts::create_task(&w.client, &w.ns, &second).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.condition("second", conditions::STALLED).await
+                == Some(("True".into(), "TaskExists".into()))
+        })
+        .await,
+        "{}",
+        op.output()
+    );
+    w.tasks()
+        .patch_status(
+            "second",
+            &PatchParams::apply("tenant-script").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+                "status": {"management": {"startedAt": "2026-01-01T00:00:00Z", "specHash": "0000000000000000"}}
+            })),
+        )
+        .await
+        .unwrap();
+    // A spec change, then the delete: neither may touch the relay.
+    w.patch_spec("second", json!({"relay": single_relay("rtmp://x/changed")}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        w.condition("second", conditions::STALLED).await,
+        Some(("True".into(), "TaskExists".into()))
+    );
+    w.tasks()
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || w.gone("second")).await,
+        "{}",
+        op.output()
+    );
+    assert_eq!(
+        (
+            actions(&sim, START),
+            actions(&sim, UPDATE),
+            actions(&sim, STOP)
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        sim.relay(APP, "orphan-1").unwrap()["Status"],
+        1,
+        "the orphaned relay runs on"
+    );
+    assert!(
+        op.output().contains("does not carry this operator's proof"),
+        "{}",
+        op.output()
+    );
+}

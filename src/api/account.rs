@@ -419,7 +419,7 @@ pub struct NamespaceCondition {
     pub manage: bool,
     /// With `manage: true`: whether their tasks may take over a relay that already runs under
     /// their TaskId (`spec.adopt`), which someone else may have started. `Forbidden` by default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Adoption::is_forbidden")]
     pub adoption: Adoption,
 }
 
@@ -429,6 +429,12 @@ pub enum Adoption {
     #[default]
     Forbidden,
     Allowed,
+}
+
+impl Adoption {
+    fn is_forbidden(&self) -> bool {
+        *self == Adoption::Forbidden
+    }
 }
 
 /// Calls per second the cloud allows each managed-relay operation, per Alibaba Cloud account.

@@ -369,6 +369,11 @@ pub struct ManagementStatus {
     /// When the operator last (re)started the relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_start_time: Option<Time>,
+    /// The operator's signature of this record (over the object's UID, the task and the
+    /// times above): a record without it, or copied from another object, makes no one owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub proof: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -77,6 +77,8 @@ pub struct ControllerSettings {
     /// Whether tasks may use `MpuRelayAccount`s (off: only cluster accounts, which an admin
     /// creates; the operator then reads Secrets only in the namespaces cluster accounts name).
     pub namespaced_accounts: bool,
+    /// The key `status.management` is signed with (`--ownership-key-file`).
+    pub ownership_key: Option<managed::ownership::OwnershipKey>,
 }
 
 /// Why a reconcile failed. Cloud and account problems are not errors here: they are outcomes
@@ -183,6 +185,8 @@ pub struct Context {
     pub budgets: Arc<Budgets<TaskKey>>,
     /// The managed-relay actions' budgets, per (cloud account, operation).
     pub actions: ActionBudgets,
+    /// Signs and checks `status.management` (`None`: records are trusted as written).
+    pub ownership: Option<managed::ownership::OwnershipKey>,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,
@@ -549,6 +553,7 @@ pub fn prepare(
         }),
         budgets,
         actions: ActionBudgets::default(),
+        ownership: settings.ownership_key.clone(),
         tasks: tasks.readers.clone(),
         metrics,
         poll: settings.poll.clone(),

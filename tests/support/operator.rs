@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use super::controlplane::ControlPlane;
 
 /// Poll intervals of a second, so that behaviour over many polls takes seconds to test.
+/// The ownership key's Secret, in the operator's namespace.
+pub const OWNERSHIP_SECRET: &str = "mpu-relay-operator-ownership";
+
 pub const FAST_POLLING: &[&str] = &[
     "--running-interval",
     "1s",
@@ -90,6 +93,9 @@ impl Operator {
     ) -> Self {
         let ca = super::ca_bundle(sim);
         let mut all_args: Vec<&str> = super::accounts::LOOPBACK.to_vec();
+        // As the chart runs it: managed tasks' ownership records signed with a key the
+        // operator keeps in a Secret of its namespace.
+        all_args.extend(["--ownership-key-secret", OWNERSHIP_SECRET]);
         if let Some(ca) = &ca {
             all_args.extend(["--ca-bundle", ca.as_str()]);
         }

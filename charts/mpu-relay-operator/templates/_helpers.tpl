@@ -95,7 +95,7 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 # patch: the finalizer of a managed task (its relay is stopped before the object goes).
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "patch", "watch"]
 - apiGroups: ["mpurelay.io"]
   resources: ["mpurelaytasks/status"]
   verbs: ["patch"]
@@ -134,4 +134,9 @@ namespace and accounts.cluster.secretNamespaces, each once, as a list. */}}
 {{- fail "accounts.operatorAccount.create needs namespaces or a namespaceSelector with matchLabels or matchExpressions: an account without conditions admits no task namespace" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret holding the key that signs managed tasks' status.management. */}}
+{{- define "mpu-relay-operator.ownershipSecret" -}}
+{{ include "mpu-relay-operator.fullname" . }}-ownership
 {{- end }}

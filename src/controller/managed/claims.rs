@@ -36,7 +36,7 @@ pub async fn held(
     cloud_account: &CloudAccount,
     ctx: &Context,
 ) -> bool {
-    let mine = seniority(task);
+    let mine = seniority(task, ctx.ownership.as_ref());
     let rivals: Vec<_> = ctx
         .all_tasks()
         .filter(|other| {
@@ -44,7 +44,7 @@ pub async fn held(
                 && other.spec.app_id == task.spec.app_id
                 && other.spec.task_id == task.spec.task_id
                 && other.metadata.uid != task.metadata.uid
-                && older(&seniority(other), &mine)
+                && older(&seniority(other, ctx.ownership.as_ref()), &mine)
         })
         .collect();
     for rival in rivals {

@@ -9,6 +9,7 @@
 
 pub mod claims;
 pub mod lifecycle;
+pub mod ownership;
 
 use std::time::{Duration, Instant};
 
@@ -147,8 +148,12 @@ async fn manage(
     let relay = Relay::from_spec(&task.spec.app_id, &task.spec.task_id, relay_spec);
     let spec_hash = relay.spec_hash();
     let prev = task.status.clone().unwrap_or_default();
+    let recorded = ownership::trusted(task, ctx.ownership.as_ref());
+    if recorded.is_none() && prev.management.is_some() {
+        warn!(task = %key, "status.management does not carry this operator's proof (written by someone else, or copied): it is ignored");
+    }
     let phase_since = decision.status.phase_since.as_ref().map_or(now, |t| t.0);
-    let management = lifecycle::settled(prev.management.as_ref(), seen, phase_since, now);
+    let management = lifecycle::settled(recorded.as_ref(), seen, phase_since, now);
     let facts = Facts {
         spec: &task.spec,
         management: management.as_ref(),
@@ -203,6 +208,9 @@ async fn manage(
         }
         Step::Refuse(_) => {}
     }
+    done.management = done
+        .management
+        .map(|m| ownership::signed(task, ctx.ownership.as_ref(), m));
     overlay(&mut decision, &prev, step, &done, &stamp, seen);
     decision.events.extend(done.events);
     if let Some(soon) = done.soon
@@ -438,7 +446,7 @@ async fn start(
     // The intent first: if this process dies with the Start in flight, the next one finds it
     // and looks at the cloud before starting again.
     let mut with_intent = task.status.clone().unwrap_or_default();
-    with_intent.management = Some(m.clone());
+    with_intent.management = Some(ownership::signed(task, ctx.ownership.as_ref(), m.clone()));
     ctx.write_status_of(task, &with_intent).await?;
     let params = relay.start_params();
     let result = call(operation, &params, resolved, ctx).await;
@@ -546,7 +554,8 @@ async fn finalize(
     key: &TaskKey,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let management = task.status.as_ref().and_then(|s| s.management.as_ref());
+    let recorded = ownership::trusted(task, ctx.ownership.as_ref());
+    let management = recorded.as_ref();
     // Whether it may still stop anything: only through an account that lets it manage, and
     // only while no older object claims the relay.
     let usable = match ctx.accounts.for_task(task, namespace) {
@@ -732,8 +741,12 @@ fn retry_delay(task: &MpuRelayTask) -> Duration {
 
 /// Shared with the claims: the older of two objects wins; in the same second (creation times
 /// have no finer grain) the one that already owns the relay, then the smaller UID.
-pub(crate) fn seniority(task: &MpuRelayTask) -> claims::Seniority {
-    let management = task.status.as_ref().and_then(|s| s.management.as_ref());
+pub(crate) fn seniority(
+    task: &MpuRelayTask,
+    key: Option<&ownership::OwnershipKey>,
+) -> claims::Seniority {
+    let recorded = ownership::trusted(task, key);
+    let management = recorded.as_ref();
     claims::Seniority {
         created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
         owns: lifecycle::owned(management) || management.is_some_and(|m| m.starting.is_some()),
@@ -754,17 +767,52 @@ mod tests {
         Err(CloudError::api_for_test("InvalidTask.NotFound", 404))
     }
 
-    fn owned(mut task: MpuRelayTask) -> MpuRelayTask {
+    /// `task` with a record of owning its relay as written by someone: signed by the
+    /// fixture's key when `signed`.
+    fn recorded(mut task: MpuRelayTask, fx: &Fixture, signed: bool) -> MpuRelayTask {
+        let management = ManagementStatus {
+            started_at: Some(Time(Timestamp::now())),
+            spec_hash: Some("whatever".into()),
+            ..Default::default()
+        };
+        let management = if signed {
+            ownership::signed(&task, fx.ctx.ownership.as_ref(), management)
+        } else {
+            management
+        };
         task.status = Some(MpuRelayTaskStatus {
-            management: Some(ManagementStatus {
-                started_at: Some(Time(Timestamp::now())),
-                spec_hash: Some("whatever".into()),
-                ..Default::default()
-            }),
+            management: Some(management),
             ..Default::default()
         });
         task.metadata.finalizers = Some(vec![FINALIZER.into()]);
         task
+    }
+
+    fn owned(task: MpuRelayTask, fx: &Fixture) -> MpuRelayTask {
+        recorded(task, fx, true)
+    }
+
+    #[tokio::test]
+    async fn a_record_of_ownership_the_operator_did_not_sign_makes_no_update_and_no_stop() {
+        let fx = Fixture::new();
+        let forged = recorded(Fixture::managed_task("a"), &fx, false);
+        reconcile(Arc::new(forged.clone()), fx.ctx.clone())
+            .await
+            .unwrap();
+        let last = fx.api.writes().pop().unwrap();
+        assert_eq!(
+            condition_reason(&last.status, conditions::STALLED).as_deref(),
+            Some("TaskExists"),
+            "the relay running under the TaskId is not this object's"
+        );
+        reconcile(Arc::new(deleted(forged)), fx.ctx.clone())
+            .await
+            .unwrap();
+        assert!(fx.cloud.actions().is_empty(), "{:?}", fx.cloud.actions());
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), false)]
+        );
     }
 
     fn deleted(mut task: MpuRelayTask) -> MpuRelayTask {
@@ -851,7 +899,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_an_owned_relay_stops_it_then_lets_the_object_go() {
         let fx = Fixture::new();
-        let task = deleted(owned(Fixture::managed_task("a")));
+        let task = deleted(owned(Fixture::managed_task("a"), &fx));
         reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
         assert_eq!(fx.cloud.actions(), [RelayOperation::Stop]);
         assert_eq!(
@@ -865,7 +913,7 @@ mod tests {
         let fx = Fixture::new();
         let never = deleted(Fixture::managed_task("a"));
         reconcile(Arc::new(never), fx.ctx.clone()).await.unwrap();
-        let mut orphan = deleted(owned(Fixture::managed_task("b")));
+        let mut orphan = deleted(owned(Fixture::managed_task("b"), &fx));
         orphan.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
         reconcile(Arc::new(orphan), fx.ctx.clone()).await.unwrap();
         assert!(fx.cloud.actions().is_empty());
@@ -878,7 +926,7 @@ mod tests {
     #[tokio::test]
     async fn switching_to_observe_drops_the_finalizer_and_sends_no_action() {
         let fx = Fixture::new();
-        let mut task = owned(Fixture::managed_task("a"));
+        let mut task = owned(Fixture::managed_task("a"), &fx);
         task.spec.management_policy = crate::api::ManagementPolicy::Observe;
         reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
         assert!(fx.cloud.actions().is_empty());
@@ -892,7 +940,7 @@ mod tests {
     #[tokio::test]
     async fn a_cdn_stop_of_an_owned_relay_is_restarted_after_the_backoff() {
         let fx = Fixture::new();
-        let mut task = owned(Fixture::managed_task("a"));
+        let mut task = owned(Fixture::managed_task("a"), &fx);
         // The stop was first seen 11 s ago, the last start long before.
         let status = task.status.as_mut().unwrap();
         status.phase = Some(crate::api::Phase::CdnError);
