@@ -723,12 +723,6 @@ fn watch_rules(namespaced_accounts: bool) -> BTreeSet<String> {
     r
 }
 
-/// `get` on the Secrets of cluster accounts (in the release namespace and
-/// accounts.cluster.secretNamespaces).
-fn account_secret_rules() -> BTreeSet<String> {
-    rules(&["secrets [] [] [get]"])
-}
-
 fn union(sets: &[&BTreeSet<String>]) -> BTreeSet<String> {
     sets.iter().flat_map(|s| s.iter().cloned()).collect()
 }
