@@ -11,10 +11,13 @@
 
 use std::time::Duration;
 
+use mpu_relay_operator::api::ManagementStatus;
 use mpu_relay_operator::api::MpuRelayTask;
 use mpu_relay_operator::cloud::CloudError;
 use mpu_relay_operator::cloud::response::{ApiError, MpuTaskStatus};
 use mpu_relay_operator::controller::decide::{Outcome, PollConfig, decide};
+use mpu_relay_operator::controller::managed::lifecycle::{Refusal, Seen, Step};
+use mpu_relay_operator::controller::managed::{Acted, Done, managed_decision};
 use mpu_relay_operator::controller::status::Problem;
 use serde_json::json;
 
@@ -80,6 +83,57 @@ fn api_error(code: &str, http_status: u16) -> Outcome {
         recommend: None,
         retry_after: None,
     })))
+}
+
+/// A task that manages its relay.
+pub fn managed_task(name: &str) -> MpuRelayTask {
+    serde_json::from_value(json!({
+        "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+        "metadata": {"name": name, "generation": 1},
+        "spec": {"appId": "app", "taskId": format!("task-{name}"), "managementPolicy": "Manage",
+                 "relay": {"channelId": "lobby", "mixMode": "Single", "streamURL": "rtmp://x/y",
+                           "singleSubParams": {"userId": "host-1"}}},
+    }))
+    .unwrap()
+}
+
+/// The managed `task` after a poll gave `outcome` (the cloud's `seen`) and the operator took
+/// `step`, which came to `acted`.
+fn managed_after(
+    task: &MpuRelayTask,
+    outcome: Outcome,
+    step: Step,
+    acted: Option<Acted>,
+) -> MpuRelayTask {
+    let now = jiff::Timestamp::now();
+    let seen = match &outcome {
+        Outcome::Polled(answer) => Seen::Status(answer.status),
+        _ => Seen::NotFound,
+    };
+    let mut decision = decide(task, &outcome, now, &PollConfig::default(), Duration::ZERO);
+    let prev = task.status.clone().unwrap_or_default();
+    let done = Done {
+        management: Some(ManagementStatus {
+            // A relay it did not start is not its own; every other step is an owner's.
+            started_at: (!matches!(step, Step::Refuse(Refusal::TaskExists)))
+                .then_some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+            ..Default::default()
+        }),
+        acted,
+        ..Default::default()
+    };
+    managed_decision(
+        &mut decision,
+        &prev,
+        step,
+        &done,
+        seen,
+        now,
+        task.metadata.generation,
+    );
+    let mut next = task.clone();
+    next.status = Some(decision.status);
+    next
 }
 
 fn suspended(mut last: MpuRelayTask) -> MpuRelayTask {
@@ -235,6 +289,103 @@ pub fn rows() -> Vec<Row> {
         suspended(after("suspended-while-waiting", 0)),
         "InProgress",
         "Suspended",
+    );
+    let managed = |name| managed_task(name);
+    row(
+        "managed-running",
+        "managed: `Running` as declared",
+        managed_after(&managed("managed-running"), polled(1), Step::Hold, None),
+        "Current",
+        "Healthy",
+    );
+    row(
+        "managed-starting",
+        "managed: started, waiting for its first status",
+        managed_after(
+            &managed("managed-starting"),
+            api_error("InvalidTask.NotFound", 404),
+            Step::Start { restart: false },
+            Some(Acted::Started { restart: false }),
+        ),
+        "InProgress",
+        "Progressing",
+    );
+    row(
+        "managed-restarting",
+        "managed: restarted after `CdnError`, waiting for its first status",
+        managed_after(
+            &reconciled(&managed("managed-restarting"), polled(5)),
+            polled(5),
+            Step::Start { restart: true },
+            Some(Acted::Started { restart: true }),
+        ),
+        "InProgress",
+        "Progressing",
+    );
+    row(
+        "managed-backing-off",
+        "managed: `CdnError`, backing off before the restart",
+        managed_after(
+            &managed("managed-backing-off"),
+            polled(5),
+            Step::Backoff {
+                until: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(10),
+            },
+            None,
+        ),
+        "Failed",
+        "Degraded",
+    );
+    row(
+        "managed-start-refused",
+        "managed: the cloud refused the Start (`StartFailed`, retried)",
+        managed_after(
+            &managed("managed-start-refused"),
+            api_error("InvalidTask.NotFound", 404),
+            Step::Start { restart: false },
+            Some(Acted::Failed("StartFailed")),
+        ),
+        "InProgress",
+        "Progressing",
+    );
+    row(
+        "managed-task-exists",
+        "managed: a relay it did not start runs under the TaskId (`TaskExists`)",
+        managed_after(
+            &managed("managed-task-exists"),
+            polled(1),
+            Step::Refuse(Refusal::TaskExists),
+            None,
+        ),
+        "Failed",
+        "Degraded",
+    );
+    row(
+        "managed-stopped-by-user",
+        "managed: `StoppedByUser` (never restarted)",
+        managed_after(
+            &managed("managed-stopped-by-user"),
+            polled(3),
+            Step::Refuse(Refusal::StoppedByUser),
+            None,
+        ),
+        "Failed",
+        "Degraded",
+    );
+    row(
+        "managed-not-allowed",
+        "managed through an account that does not grant it (`ManageNotAllowed`, `TaskClaimed`)",
+        reconciled(
+            &managed("managed-not-allowed"),
+            Outcome::AccountUnusable(Problem {
+                reason: "ManageNotAllowed",
+                message: "ClusterMpuRelayAccount/shared does not let namespace team manage relays"
+                    .into(),
+                permanent: true,
+            }),
+        ),
+        "Failed",
+        "Degraded",
     );
     row(
         "suspended-before-first-poll",

@@ -164,10 +164,6 @@ async fn manage(
         now,
     };
     let step = lifecycle::step(&facts);
-    let stamp = Stamp {
-        generation: task.metadata.generation,
-        time: Time(now),
-    };
     let mut done = Done {
         management,
         acted: None,
@@ -211,7 +207,15 @@ async fn manage(
     done.management = done
         .management
         .map(|m| ownership::signed(task, ctx.ownership.as_ref(), m));
-    overlay(&mut decision, &prev, step, &done, &stamp, seen);
+    managed_decision(
+        &mut decision,
+        &prev,
+        step,
+        &done,
+        seen,
+        now,
+        task.metadata.generation,
+    );
     decision.events.extend(done.events);
     if let Some(soon) = done.soon
         && decision
@@ -231,16 +235,17 @@ async fn manage(
 
 /// What carrying a step out gave: the ownership record to write, what was done, events, and
 /// how soon to look again.
-struct Done {
-    management: Option<ManagementStatus>,
-    acted: Option<Acted>,
-    soon: Option<Duration>,
-    events: Vec<EventSpec>,
+#[derive(Clone, Debug, Default)]
+pub struct Done {
+    pub management: Option<ManagementStatus>,
+    pub acted: Option<Acted>,
+    pub soon: Option<Duration>,
+    pub events: Vec<EventSpec>,
 }
 
 /// What an action came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Acted {
+pub enum Acted {
     Started {
         restart: bool,
     },
@@ -252,7 +257,7 @@ enum Acted {
 }
 
 impl Done {
-    fn event(&mut self, severity: Severity, reason: &'static str, note: String) {
+    pub fn event(&mut self, severity: Severity, reason: &'static str, note: String) {
         self.events.push(EventSpec {
             severity,
             reason,
@@ -261,10 +266,30 @@ impl Done {
         });
     }
 
-    fn failed(&mut self, reason: &'static str, note: String) {
+    pub fn failed(&mut self, reason: &'static str, note: String) {
         self.acted = Some(Acted::Failed(reason));
         self.event(Severity::Warning, reason, note);
     }
+}
+
+/// The status of a managed task after a poll (`decision`, from [`decide`]) and the step taken
+/// on it: what managing adds to the poll's conditions (kstatus and Argo CD read them:
+/// Reconciling while starting, Stalled while refused or backing off) and `status.management`.
+/// Pure; `prev` is the status before the poll.
+pub fn managed_decision(
+    decision: &mut Decision,
+    prev: &MpuRelayTaskStatus,
+    step: Step,
+    done: &Done,
+    seen: Seen,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let stamp = Stamp {
+        generation,
+        time: Time(now),
+    };
+    overlay(decision, prev, step, done, &stamp, seen);
 }
 
 /// The conditions and `status.management` after the step: the poll's status, then what
@@ -325,21 +350,23 @@ fn overlay(
             message,
         );
     };
+    let mut started = None;
     match (done.acted, step) {
         (Some(Acted::Started { restart }), _) => {
             let (reason, message) = if restart {
                 (
                     reasons::RESTARTED,
-                    "the relay was started again; waiting for it to run",
+                    "the relay was started again; waiting for its first status",
                 )
             } else {
                 (
                     reasons::STARTING,
-                    "the relay was started; waiting for it to run",
+                    "the relay was started; waiting for its first status",
                 )
             };
             progressing(conditions, reason, message);
             stamp.set(conditions, conditions::READY, FALSE, reason, message);
+            started = Some(message);
         }
         (Some(Acted::Unconfirmed), _) => progressing(
             conditions,
@@ -409,6 +436,14 @@ fn overlay(
             }
         }
         (None, _) => {}
+    }
+    if let Some(message) = started {
+        // The phase seen before the start (a stop, or none) no longer says anything.
+        status.phase = None;
+        status.status_code = None;
+        status.phase_since = None;
+        status.auto_stop_time = None;
+        status.message = Some(message.to_owned());
     }
     decision.write = decision.write
         || super::decide::significant(prev) != super::decide::significant(&decision.status);
