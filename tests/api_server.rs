@@ -514,7 +514,7 @@ async fn integration_a_relay_the_cloud_would_refuse_is_refused_at_apply_with_the
     let ns = support::test_namespace(&client, "relay-bounds").await;
     let pane = |x: f64, width: f64| {
         json!({"mixMode": "Mixed", "singleSubParams": null,
-               "transcodeParams": {"layout": {"userPanes": [{"x": x, "width": width}]}}})
+               "transcodeParams": {"layout": {"userPanes": [{"left": x, "width": width}]}}})
     };
     let cases = [
         (
@@ -537,10 +537,10 @@ async fn integration_a_relay_the_cloud_would_refuse_is_refused_at_apply_with_the
             managed_spec("t", json!({"mixMode": "Mixed"})),
             "needs transcodeParams",
         ),
-        (managed_spec("t", pane(0.5, 0.75)), "x + width <= 1"),
+        (managed_spec("t", pane(0.5, 0.75)), "left + width <= 1"),
         (
             managed_spec("t", pane(1.5, 0.1)),
-            "spec.relay.transcodeParams.layout.userPanes[0].x",
+            "spec.relay.transcodeParams.layout.userPanes[0].left",
         ),
         (
             managed_spec("t", json!({"streamURL": "http://not-rtmp/x"})),
@@ -577,6 +577,20 @@ async fn integration_a_relay_the_cloud_would_refuse_is_refused_at_apply_with_the
         .create(&PostParams::default(), &observed)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn integration_the_managed_example_is_accepted() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "managed-example").await;
+    let sample = support::controlplane::repo_root().join("examples/managed-task.yaml");
+    cp.kubectl_run(&["apply", "-n", &ns, "-f", sample.to_str().unwrap()])
+        .expect("kubectl apply of the managed example");
+    let table = cp
+        .kubectl_run(&["get", "mpurelaytasks", "-n", &ns])
+        .unwrap();
+    assert_eq!(table.matches("Manage").count(), 2, "{table}");
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ fn mixed_relay(width: f64) -> Value {
         "multiStreamURL": [{"url": "rtmp://push.example.com/live/mix", "isAliCdn": false}],
         "transcodeParams": {
             "layout": {"userPanes": [
-                {"x": 0.0, "y": 0.0, "width": width, "height": 1.0, "zOrder": 0,
+                {"left": 0.0, "top": 0.0, "width": width, "height": 1.0, "zOrder": 0,
                  "userInfo": {"userId": "host-1", "sourceType": "camera"}}
             ]},
             "encodeParams": {"videoWidth": 1280, "videoHeight": 720}

@@ -205,22 +205,23 @@ pub struct RelayLayout {
 }
 
 /// One pane of the mixed picture. Coordinates and sizes are fractions of the picture (0 to 1)
-/// and a pane stays inside it.
+/// and a pane stays inside it. `left` and `top` are the cloud's `X` and `Y`, named so because
+/// YAML 1.1 (kubectl's) reads a bare `y` or `Y` key as `true`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.x) || !has(self.width) || self.x + self.width <= 1.0").message("a pane must stay inside the picture: x + width <= 1"),
-    validation = Rule::new("!has(self.y) || !has(self.height) || self.y + self.height <= 1.0").message("a pane must stay inside the picture: y + height <= 1")
+    validation = Rule::new("!has(self.left) || !has(self.width) || self.left + self.width <= 1.0").message("a pane must stay inside the picture: left + width <= 1"),
+    validation = Rule::new("!has(self.top) || !has(self.height) || self.top + self.height <= 1.0").message("a pane must stay inside the picture: top + height <= 1")
 )]
 pub struct RelayUserPane {
-    /// Left edge, 0 to 1.
+    /// Left edge (`X`), 0 to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
-    pub x: Option<f64>,
-    /// Top edge, 0 to 1.
+    pub left: Option<f64>,
+    /// Top edge (`Y`), 0 to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
-    pub y: Option<f64>,
+    pub top: Option<f64>,
     /// Width, 0 to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]

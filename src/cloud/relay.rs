@@ -307,8 +307,8 @@ impl Relay {
                             user_id: u.user_id.clone(),
                         }),
                         width: fraction(p.width),
-                        x: fraction(p.x),
-                        y: fraction(p.y),
+                        x: fraction(p.left),
+                        y: fraction(p.top),
                         z_order: small(p.z_order),
                     })
                     .collect(),
@@ -580,7 +580,7 @@ mod tests {
         .unwrap();
         let pane = |user: &str, x: f64, render: u8, z: u8| {
             serde_json::json!({
-                "x": x, "y": 0.0, "width": 0.5, "height": 1.0, "zOrder": z, "renderMode": render,
+                "left": x, "top": 0.0, "width": 0.5, "height": 1.0, "zOrder": z, "renderMode": render,
                 "userInfo": {"userId": user, "sourceType": "camera"}
             })
         };
