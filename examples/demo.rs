@@ -1,6 +1,8 @@
 //! `make demo`: the operator's main job on the embedded default. It starts a local control plane
-//! (kube-apiserver + etcd), the cloud simulator and the operator, creates sample relay tasks,
-//! and then plays a script of cloud-side changes while printing `kubectl get mpurelaytasks`.
+//! (kube-apiserver + etcd), the cloud simulator and the operator, creates sample relay tasks
+//! (three observed, one managed: the operator starts it), and then plays a script of cloud-side
+//! changes while printing `kubectl get mpurelaytasks`: the managed relay, stopped by a CDN
+//! problem, is restarted by the operator after its backoff.
 //!
 //! Stops cleanly on Ctrl-C, or after `DEMO_SECONDS` seconds when that is set (for scripts).
 
@@ -20,8 +22,15 @@ const TASKS: &[(&str, &str, i64)] = &[
     ("stage-relay", "relay-2", 1),
     ("backstage-relay", "relay-3", 0),
 ];
+/// The managed relay: (object name, task id, its channel).
+const MANAGED: (&str, &str, &str) = ("main-stage", "main-1", "main");
 /// What happens in the cloud, one step every few seconds: (task id, new status, what it means).
 const SCRIPT: &[(&str, i64, &str)] = &[
+    (
+        "main-1",
+        5,
+        "main-stage (managed) hits a CDN problem: the operator restarts it after a 10 s backoff",
+    ),
     ("relay-2", 5, "stage-relay hits a CDN problem"),
     ("relay-3", 1, "backstage-relay's channel starts"),
     ("relay-2", 1, "stage-relay recovers"),
@@ -58,6 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (_, task, status) in TASKS {
         sim.set_task_status(APP, task, *status);
     }
+    // Someone streams in the managed relay's channel: the cloud starts relays only there.
+    sim.set_channel_users(APP, MANAGED.2, 2);
     let ca_path = dir.join("simulator-ca.crt");
     std::fs::write(&ca_path, sim.ca_pem().unwrap_or_default())?;
     eprintln!(
@@ -78,6 +89,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayTask\nmetadata:\n  name: {name}\nspec:\n  appId: {APP}\n  taskId: {task}\n  accountRef:\n    name: live-demo\n"
         ));
     }
+    let (name, task, channel) = MANAGED;
+    manifests.push_str(&format!(
+        "---\napiVersion: mpurelay.io/v1alpha1\nkind: MpuRelayTask\nmetadata:\n  name: {name}\nspec:\n  appId: {APP}\n  taskId: {task}\n  accountRef:\n    name: live-demo\n  managementPolicy: Manage\n  restartPolicy: OnFailure\n  relay:\n    channelId: {channel}\n    mixMode: Single\n    streamURL: rtmp://push.example.com/live/{channel}\n    singleSubParams: {{userId: host-1}}\n"
+    ));
     let manifest_path = dir.join("demo-tasks.yaml");
     std::fs::write(&manifest_path, manifests)?;
     print!(
@@ -104,6 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--allowed-endpoints",
             "https://*.aliyuncs.com,https://127.0.0.1:*",
             "--namespaced-accounts",
+            // The key that signs managed tasks' ownership records, kept in this Secret.
+            "--ownership-key-secret",
+            "mpu-relay-operator-ownership",
         ])
         .arg("--ca-bundle")
         .arg(&ca_path)
