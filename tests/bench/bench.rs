@@ -17,7 +17,10 @@
 //!    above the budget;
 //! 3. scale: 1 000 then 10 000 tasks over 100 accounts: memory, CPU per 1 000 polls, polls per
 //!    second, status writes with nothing changing and with 1 % of tasks changing per minute; and
-//!    how fast a fresh operator taking over all 10 000 tasks reaches the budget.
+//!    how fast a fresh operator taking over all 10 000 tasks reaches the budget;
+//! 4. managed: 1 000 managed relays applied at once on one account (10 GetMPUTaskStatus/s, the
+//!    documented 500 StartLiveMPUTask/s): how long until all run, exactly one Start each, nothing
+//!    throttled, the status budget kept.
 //!
 //! Every figure that can flake (rates, staleness, CPU per poll, writes) is measured in
 //! `BENCH_REPEATS` (default 3) consecutive windows of the same length and reported as
@@ -26,7 +29,7 @@
 //! >= 95 % of the limit).
 //!
 //! Environment: `BENCH_QUICK=1` shrinks every phase (for working on the bench itself);
-//! `BENCH_PHASES=peer,budget,scale` runs only the phases named (default: all);
+//! `BENCH_PHASES=peer,budget,scale,managed` runs only the phases named (default: all);
 //! `BENCH_REPEATS=n` measures n windows instead of 3; `BENCH_PEER_RATIO_TARGET=x` replaces the
 //! peer ratio's target (an impossible one shows a miss failing the bench); `BENCH_OUT=path` also writes the Markdown
 //! there; `MPU_RELAY_OPERATOR_BIN` uses that operator binary instead of building the image's
@@ -98,6 +101,7 @@ struct Phases {
     peer: bool,
     budget: bool,
     scale: bool,
+    managed: bool,
 }
 
 impl Phases {
@@ -106,6 +110,7 @@ impl Phases {
             peer: true,
             budget: true,
             scale: true,
+            managed: true,
         };
         let Ok(value) = std::env::var("BENCH_PHASES") else {
             return Ok(all);
@@ -117,15 +122,17 @@ impl Phases {
             peer: false,
             budget: false,
             scale: false,
+            managed: false,
         };
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "peer" => phases.peer = true,
                 "budget" => phases.budget = true,
                 "scale" => phases.scale = true,
+                "managed" => phases.managed = true,
                 other => {
                     return Err(format!(
-                        "BENCH_PHASES: unknown phase {other:?} (known: peer, budget, scale)"
+                        "BENCH_PHASES: unknown phase {other:?} (known: peer, budget, scale, managed)"
                     ));
                 }
             }
@@ -138,6 +145,7 @@ impl Phases {
             (self.peer, "peer"),
             (self.budget, "budget"),
             (self.scale, "scale"),
+            (self.managed, "managed"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -175,6 +183,8 @@ struct Plan {
     change_window: Duration,
     /// Consecutive windows per measurement (`BENCH_REPEATS`).
     repeats: usize,
+    /// Managed relays applied at once.
+    managed: usize,
 }
 
 impl Plan {
@@ -192,6 +202,7 @@ impl Plan {
                 scale_window: Duration::from_secs(8),
                 change_window: Duration::from_secs(20),
                 repeats,
+                managed: 200,
             }
         } else {
             Plan {
@@ -206,6 +217,7 @@ impl Plan {
                 scale_window: Duration::from_secs(30),
                 change_window: Duration::from_secs(60),
                 repeats,
+                managed: 1_000,
             }
         }
     }
@@ -230,6 +242,10 @@ fn budget_prefix(n: usize) -> String {
 }
 
 const SCALE_PREFIX: &str = "s-";
+const MANAGED_ACCOUNT: &str = "LTAIbenchManaged";
+const MANAGED_NAMESPACE: &str = "bench-managed";
+/// The simulator runs at most 200 single-stream relays per AppId, as Alibaba does.
+const RELAYS_PER_APP: usize = 200;
 const SCALE_NAMESPACE: &str = "bench-scale";
 const PEER_TASK: &str = "peer-0";
 
@@ -547,7 +563,7 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
     };
 
     let dir = std::env::temp_dir().join(format!("mpu-relay-bench-{}", std::process::id()));
-    let control_plane = if phases.budget || phases.scale {
+    let control_plane = if phases.budget || phases.scale || phases.managed {
         let _ = std::fs::remove_dir_all(&dir);
         log("starting etcd and kube-apiserver");
         match ControlPlane::start(&dir) {
@@ -586,6 +602,13 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
                 }
                 Err(e) => report.error("scale", "scale phase", e),
             }
+        }
+
+        // 4. Managed relays applied at once.
+        if phases.managed
+            && let Err(e) = managed_phase(&plan, cp, client, &sim, &operator_bin, &mut report).await
+        {
+            report.error("managed", "managed phase", e);
         }
     }
 
@@ -663,6 +686,7 @@ fn simulator_config(plan: &Plan) -> SimulatorConfig {
     accounts.extend((0..plan.accounts).map(|i| account(scale_account(i), LIMIT)));
     // The peer loop calls as fast as it can: a limit it never reaches.
     accounts.push(account(PEER_ACCOUNT.into(), 1_000_000));
+    accounts.push(account(MANAGED_ACCOUNT.into(), LIMIT));
     let set = |prefix: String, count: usize| TaskSetConfig {
         app_id: APP.into(),
         task_id_prefix: prefix,
@@ -2466,4 +2490,150 @@ fn rusage_seconds() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managed relays
+
+/// `plan.managed` managed relays (200 per AppId, the cloud's quota) applied at once on one
+/// account: the time until all run, Starts, throttling and the status budget.
+async fn managed_phase(
+    plan: &Plan,
+    cp: &ControlPlane,
+    client: &kube::Client,
+    sim: &SimulatorHandle,
+    bin: &Path,
+    report: &mut Report,
+) -> Result<(), String> {
+    let n = plan.managed;
+    let ns = MANAGED_NAMESPACE;
+    let apps = n.div_ceil(RELAYS_PER_APP);
+    for app in 0..apps {
+        sim.set_channel_users(&format!("{APP}-m{app}"), "stage", 1);
+    }
+    namespace(client, ns).await?;
+    accounts(client, ns, &[MANAGED_ACCOUNT.to_string()], &sim.base_url()).await?;
+    sim.reset_stats();
+    let mut op = Operator::start(
+        bin,
+        cp,
+        ns,
+        &sim.base_url(),
+        &["--ownership-key-secret", "mpu-relay-operator-ownership"],
+    );
+    log(format!(
+        "managed: applying {n} managed relays over {apps} AppIds at once"
+    ));
+    let api = Api::<MpuRelayTask>::namespaced(client.clone(), ns);
+    let objects: Vec<MpuRelayTask> = (0..n)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayTask",
+                "metadata": {"name": format!("m-{i}")},
+                "spec": {
+                    "appId": format!("{APP}-m{}", i / RELAYS_PER_APP), "taskId": format!("m-{i}"),
+                    "accountRef": {"name": MANAGED_ACCOUNT.to_ascii_lowercase()},
+                    "managementPolicy": "Manage",
+                    "relay": {"channelId": "stage", "mixMode": "Single",
+                              "streamURL": format!("rtmp://push.example.com/live/m-{i}"),
+                              "singleSubParams": {"userId": "host-1"}},
+                },
+            }))
+            .expect("a valid MpuRelayTask")
+        })
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(objects.iter().map(|t| {
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), t).await.map(|_| ()) }
+    }))
+    .buffer_unordered(CREATE_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await
+    .map_err(|e| format!("creating managed tasks: {e}"))?;
+    let applied = started.elapsed();
+    // Two polls per relay at least (none yet, then running) at 10/s, and the Starts between.
+    let deadline = Duration::from_secs_f64(2.0 * n as f64 / f64::from(LIMIT) * 1.5 + 60.0);
+    let all_running = loop {
+        op.check_alive()?;
+        let running = list_tasks(client, ns)
+            .await?
+            .iter()
+            .filter(|t| t.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running))
+            .count();
+        if running == n {
+            break started.elapsed();
+        }
+        if started.elapsed() > deadline {
+            return Err(format!(
+                "{running} of {n} relays running after {:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        log(format!(
+            "managed: {running} of {n} running after {:.0}s",
+            started.elapsed().as_secs_f64()
+        ));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    let stats = sim.stats(false);
+    let starts = stats
+        .relay_actions
+        .get("StartLiveMPUTask")
+        .copied()
+        .unwrap_or(0);
+    let (polls, status_throttled, max_second) =
+        account_calls_of(&stats, &[MANAGED_ACCOUNT.to_string()]);
+    let action_throttled = op
+        .metric("mpu_relay_actions_total{operation=\"startMPUTask\",result=\"throttled\"}")
+        .await?;
+    let started_ok = op
+        .metric("mpu_relay_actions_total{operation=\"startMPUTask\",result=\"ok\"}")
+        .await?;
+    op.check_alive()?;
+    drop(op);
+
+    let floor = 2.0 * n as f64 / f64::from(LIMIT);
+    let label = |m: &str| format!("{n} managed relays applied at once, one account: {m}");
+    report.row(
+        "managed",
+        label("applied (all objects created) in"),
+        format!("{:.1} s", applied.as_secs_f64()),
+    );
+    report.check(
+        "managed",
+        label("all Running after"),
+        format!(
+            "{:.0} s ({:.2} x the floor of 2 polls each at {LIMIT}/s, {floor:.0} s)",
+            all_running.as_secs_f64(),
+            all_running.as_secs_f64() / floor
+        ),
+        format!("<= {:.0} s (1.3 x the floor + 30 s)", floor * 1.3 + 30.0),
+        all_running.as_secs_f64() <= floor * 1.3 + 30.0,
+    );
+    report.check(
+        "managed",
+        label("StartLiveMPUTask calls (the cloud's count; the operator's ok)"),
+        format!("{starts}; {started_ok:.0}"),
+        format!("exactly {n}"),
+        starts == n as u64 && started_ok as u64 == n as u64,
+    );
+    report.check(
+        "managed",
+        label("Starts throttled (the cloud's 500/s per-second limiter)"),
+        format!("{:.0}", action_throttled + 0.0),
+        "0",
+        action_throttled == 0.0,
+    );
+    report.check(
+        "managed",
+        label("GetMPUTaskStatus: max calls in any 1 s; throttled; calls per relay"),
+        format!(
+            "{max_second}; {status_throttled}; {:.2}",
+            polls as f64 / n as f64
+        ),
+        format!("<= {LIMIT}; 0"),
+        max_second <= u64::from(LIMIT) && status_throttled == 0,
+    );
+    Ok(())
 }
