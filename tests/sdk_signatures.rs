@@ -425,3 +425,98 @@ fn hex_sha256(text: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
+
+/// Runs `relay_request.py` on relay cases: the query the official Live SDK builds for each.
+fn sdk_relay_queries(cases: &[Value]) -> Vec<BTreeMap<String, String>> {
+    let script = sdk_dir().join("relay_request.py");
+    let mut child = Command::new(sdk_python())
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}", script.display()));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(&serde_json::to_vec(cases).expect("cases serialise"))
+        .expect("write cases to the SDK script");
+    let out = child.wait_with_output().expect("SDK script runs");
+    assert!(
+        out.status.success(),
+        "the SDK script failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the SDK script prints a JSON list of queries")
+}
+
+/// The relays of a manifest, as users write them: every field of both modes, both outputs,
+/// fractions with and without a fractional part, text beyond ASCII.
+fn manifest_relays() -> Vec<Value> {
+    vec![
+        json!({"channelId": "lobby", "mixMode": "Single", "streamURL": "rtmp://push.example.com/live/lobby",
+               "singleSubParams": {"userId": "host-1", "streamType": 0, "sourceType": "camera"},
+               "region": "CN-Shanghai", "maxIdleTime": 600}),
+        json!({"channelId": "stage", "mixMode": "Single",
+               "streamURL": "rtmps://push.example.com/live/a?auth_key=1-0-0-abc&x=y",
+               "singleSubParams": {"userId": "主持人-1", "streamType": 2, "sourceType": "shareScreen"}}),
+        json!({"channelId": "mix", "mixMode": "Mixed",
+               "multiStreamURL": [{"url": "rtmp://a/x", "isAliCdn": true}, {"url": "rtmp://b/y", "isAliCdn": false}, {"url": "rtmp://c/z"}],
+               "transcodeParams": {
+                   "layout": {"userPanes": [
+                       {"left": 0.0, "top": 0.0, "width": 0.5, "height": 1.0, "zOrder": 0, "renderMode": 0,
+                        "userInfo": {"userId": "host-1", "sourceType": "camera"}},
+                       {"left": 0.5, "top": 0.25, "width": 0.5, "height": 0.75, "zOrder": 1, "renderMode": 2,
+                        "backgroundImageUrl": "https://img.example.com/p.png",
+                        "userInfo": {"userId": "guest-2", "channelId": "other", "sourceType": "shareScreen"}}
+                   ]},
+                   "encodeParams": {"videoWidth": 1280, "videoHeight": 720, "videoFramerate": 25,
+                                    "videoBitrate": 1500, "videoGop": 50, "videoCodec": "H.264",
+                                    "audioSampleRate": 48000, "audioBitrate": 64, "audioChannels": 2,
+                                    "audioOnly": false, "enhancedParam": "{\"profile\":\"main\"}"},
+                   "background": {"url": "https://img.example.com/bg.png", "renderMode": 1},
+                   "userInfos": [{"userId": "host-1", "streamType": 0, "sourceType": "camera"},
+                                 {"userId": "guest-2", "channelId": "other"}]
+               },
+               "region": "AP-Singapore", "maxIdleTime": 86400}),
+        json!({"channelId": "audio", "mixMode": "Mixed", "streamURL": "rtmp://x/audio",
+               "transcodeParams": {"encodeParams": {"audioOnly": true}}}),
+    ]
+}
+
+/// A managed task's Start and Update carry exactly the query the official Live SDK's model
+/// builds for the same relay (single and mixed, every block), so the cloud cannot tell the
+/// operator from the SDK.
+#[test]
+fn managed_relay_requests_are_the_official_sdks_for_the_same_manifest() {
+    use mpu_relay_operator::api::RelaySpec;
+    use mpu_relay_operator::cloud::relay::Relay;
+    let mut cases = Vec::new();
+    let mut ours = Vec::new();
+    for (i, relay) in manifest_relays().into_iter().enumerate() {
+        let spec: RelaySpec = serde_json::from_value(relay.clone()).expect("a manifest's relay");
+        let task_id = format!("relay-{i}");
+        let built = Relay::from_spec("demo-app", &task_id, &spec);
+        for (action, params) in [
+            ("start", built.start_params()),
+            ("update", built.update_params()),
+        ] {
+            cases.push(
+                json!({"action": action, "appId": "demo-app", "taskId": task_id, "relay": relay}),
+            );
+            ours.push(
+                params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect::<BTreeMap<_, _>>(),
+            );
+        }
+    }
+    let sdk = sdk_relay_queries(&cases);
+    for ((case, ours), sdk) in cases.iter().zip(&ours).zip(&sdk) {
+        assert_eq!(ours, sdk, "{case}");
+    }
+    assert_eq!(sdk.len(), 8);
+}
