@@ -115,6 +115,28 @@ impl World {
             .unwrap();
     }
 
+    /// Waits until `name`'s condition `type_` has `want` (status, reason); fails with the
+    /// object's status and the operator's log.
+    async fn wait_for(
+        &self,
+        name: &str,
+        type_: &str,
+        want: (&str, &str),
+        within: Duration,
+        op: &Operator,
+    ) {
+        wait_condition(&self.tasks(), name, type_, want, within, op).await;
+    }
+
+    /// Waits until `name` is gone (its finalizer done); fails with the operator's log.
+    async fn wait_gone(&self, name: &str, op: &Operator) {
+        assert!(
+            eventually(Duration::from_secs(30), || self.gone(name)).await,
+            "{name} is still there\n{}",
+            op.output()
+        );
+    }
+
     async fn gone(&self, name: &str) -> bool {
         self.tasks().get_opt(name).await.unwrap().is_none()
     }
@@ -133,6 +155,27 @@ async fn condition_in(
             s.condition(type_)
                 .map(|c| (c.status.clone(), c.reason.clone()))
         })
+}
+
+/// [`World::wait_for`] in any namespace.
+async fn wait_condition(
+    api: &Api<MpuRelayTask>,
+    name: &str,
+    type_: &str,
+    want: (&str, &str),
+    within: Duration,
+    op: &Operator,
+) {
+    let want = Some((want.0.to_owned(), want.1.to_owned()));
+    assert!(
+        eventually(within, || async {
+            condition_in(api, name, type_).await == want
+        })
+        .await,
+        "{name}: {type_} is not {want:?}: {:?}\n{}",
+        api.get(name).await.ok().and_then(|t| t.status),
+        op.output()
+    );
 }
 
 fn actions(sim: &SimulatorHandle, action: &str) -> u64 {
@@ -167,15 +210,14 @@ async fn integration_a_managed_relay_is_started_once_as_declared_and_stopped_onc
     accounts::create_task(&w.client, &w.ns, &task).await;
     let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
 
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            w.condition("lobby-relay", conditions::READY).await == Some(running())
-        })
-        .await,
-        "{:?}\n{}",
-        w.tasks().get("lobby-relay").await.unwrap().status,
-        op.output()
-    );
+    w.wait_for(
+        "lobby-relay",
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
     assert_eq!(actions(&sim, START), 1, "exactly one Start");
     // The cloud runs what the manifest says (ListRtcMPUTaskDetail's view of the relay).
     let relay = sim.relay(APP, "lobby-relay-1").expect("the relay runs");
@@ -206,11 +248,7 @@ async fn integration_a_managed_relay_is_started_once_as_declared_and_stopped_onc
         .delete("lobby-relay", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(30), || w.gone("lobby-relay")).await,
-        "{}",
-        op.output()
-    );
+    w.wait_gone("lobby-relay", &op).await;
     assert_eq!(actions(&sim, STOP), 1, "exactly one Stop");
     assert_eq!(sim.relay(APP, "lobby-relay-1").unwrap()["Status"], 3);
     let metrics = op.metrics().await;
@@ -265,26 +303,25 @@ async fn integration_a_cdn_stop_is_restarted_after_the_backoff_and_a_user_stop_n
     );
     accounts::create_task(&w.client, &w.ns, &task).await;
     let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            w.condition("relay", conditions::READY).await == Some(running())
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "relay",
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
 
     // The cloud stops it: a CDN problem (5). Degraded while backing off, then restarted.
     sim.set_task_status(APP, "r1", 5);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            w.condition("relay", conditions::STALLED).await
-                == Some(("True".into(), "CdnError".into()))
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "relay",
+        conditions::STALLED,
+        ("True", "CdnError"),
+        Duration::from_secs(10),
+        &op,
+    )
+    .await;
     assert_eq!(actions(&sim, START), 1, "not restarted before the backoff");
     assert!(
         eventually(Duration::from_secs(40), || async {
@@ -311,15 +348,14 @@ async fn integration_a_cdn_stop_is_restarted_after_the_backoff_and_a_user_stop_n
 
     // A user stops it (3): never restarted, and the condition says who stopped it.
     sim.set_task_status(APP, "r1", 3);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            w.condition("relay", conditions::STALLED).await
-                == Some(("True".into(), "StoppedByUser".into()))
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "relay",
+        conditions::STALLED,
+        ("True", "StoppedByUser"),
+        Duration::from_secs(10),
+        &op,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(actions(&sim, START), 2, "a user's stop was undone");
 }
@@ -394,11 +430,7 @@ async fn integration_kill_9_while_a_start_is_in_flight_leaves_exactly_one_start_
         .delete("relay", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(30), || w.gone("relay")).await,
-        "{}",
-        second.output()
-    );
+    w.wait_gone("relay", &second).await;
     assert_eq!(actions(&sim, STOP), 1);
 }
 
@@ -447,14 +479,15 @@ async fn integration_another_tenant_can_neither_take_over_nor_stop_a_relay_and_m
     let in_a: Api<MpuRelayTask> = Api::namespaced(client.clone(), &a);
     let in_b: Api<MpuRelayTask> = Api::namespaced(client.clone(), &b);
     let in_c: Api<MpuRelayTask> = Api::namespaced(client.clone(), &c);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            condition_in(&in_a, "relay", conditions::READY).await == Some(running())
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    wait_condition(
+        &in_a,
+        "relay",
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
     let polls_of_shared = || sim.task(APP, "shared-1").map_or(0, |t| t.calls);
 
     // Tenant B declares the same TaskId (with its own relay) on the same cloud account, later
@@ -472,16 +505,15 @@ async fn integration_another_tenant_can_neither_take_over_nor_stop_a_relay_and_m
         ),
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            condition_in(&in_b, "relay", conditions::STALLED).await
-                == Some(("True".into(), "TaskClaimed".into()))
-        })
-        .await,
-        "{:?}\n{}",
-        in_b.get("relay").await.unwrap().status,
-        op.output()
-    );
+    wait_condition(
+        &in_b,
+        "relay",
+        conditions::STALLED,
+        ("True", "TaskClaimed"),
+        Duration::from_secs(15),
+        &op,
+    )
+    .await;
     // Tenant C, admitted but not allowed to manage.
     accounts::create_task(
         &client,
@@ -495,15 +527,15 @@ async fn integration_another_tenant_can_neither_take_over_nor_stop_a_relay_and_m
         ),
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            condition_in(&in_c, "relay", conditions::STALLED).await
-                == Some(("True".into(), "ManageNotAllowed".into()))
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    wait_condition(
+        &in_c,
+        "relay",
+        conditions::STALLED,
+        ("True", "ManageNotAllowed"),
+        Duration::from_secs(15),
+        &op,
+    )
+    .await;
     assert!(
         sim.task(APP, "c-1").is_none_or(|t| t.calls == 0),
         "tenant C's task was polled"
@@ -563,14 +595,14 @@ async fn integration_a_layout_change_is_one_update_and_manage_to_observe_lets_go
     );
     accounts::create_task(&w.client, &w.ns, &task).await;
     let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            w.condition("mix", conditions::READY).await == Some(running())
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "mix",
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
     let width = |sim: &SimulatorHandle| {
         sim.relay(APP, "mix-1").unwrap()["TranscodeParams"]["Layout"]["UserPanes"][0]["Width"]
             .clone()
@@ -613,7 +645,7 @@ async fn integration_a_layout_change_is_one_update_and_manage_to_observe_lets_go
         .delete("mix", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || w.gone("mix")).await);
+    w.wait_gone("mix", &op).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(actions(&sim, STOP), 0);
     assert_eq!(
@@ -638,23 +670,19 @@ async fn integration_an_ownership_record_written_by_the_tenant_makes_no_update_a
     );
     accounts::create_task(&w.client, &w.ns, &first).await;
     let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            w.condition("first", conditions::READY).await == Some(running())
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "first",
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
     w.tasks()
         .delete("first", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || w.gone("first")).await,
-        "{}",
-        op.output()
-    );
+    w.wait_gone("first", &op).await;
 
     // Someone with status rights writes a record saying their object started it.
     let second = managed(
@@ -665,15 +693,14 @@ async fn integration_an_ownership_record_written_by_the_tenant_makes_no_update_a
         json!({}),
     );
     accounts::create_task(&w.client, &w.ns, &second).await;
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            w.condition("second", conditions::STALLED).await
-                == Some(("True".into(), "TaskExists".into()))
-        })
-        .await,
-        "{}",
-        op.output()
-    );
+    w.wait_for(
+        "second",
+        conditions::STALLED,
+        ("True", "TaskExists"),
+        Duration::from_secs(15),
+        &op,
+    )
+    .await;
     w.tasks()
         .patch_status(
             "second",
@@ -697,11 +724,7 @@ async fn integration_an_ownership_record_written_by_the_tenant_makes_no_update_a
         .delete("second", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || w.gone("second")).await,
-        "{}",
-        op.output()
-    );
+    w.wait_gone("second", &op).await;
     assert_eq!(
         (
             actions(&sim, START),

@@ -64,9 +64,9 @@ fn sdk_python() -> &'static Path {
     })
 }
 
-/// Runs `sign_vectors.py` on a list of cases and returns its list of answers.
-fn sdk(cases: &[Value]) -> Vec<Value> {
-    let script = sdk_dir().join("sign_vectors.py");
+/// Runs `tests/sdk/<script>` on a JSON `input` and returns the JSON it prints.
+fn run_sdk_script(script: &str, input: &Value) -> Value {
+    let script = sdk_dir().join(script);
     let mut child = Command::new(sdk_python())
         .arg(&script)
         .stdin(Stdio::piped())
@@ -74,22 +74,30 @@ fn sdk(cases: &[Value]) -> Vec<Value> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("could not start the SDK script {}: {e}", script.display()));
-    let input = serde_json::to_vec(&Value::Array(cases.to_vec())).expect("cases serialise");
     child
         .stdin
         .take()
         .expect("piped stdin")
-        .write_all(&input)
-        .expect("write cases to the SDK script");
+        .write_all(&serde_json::to_vec(input).expect("the input serialises"))
+        .expect("write the input to the SDK script");
     let out = child.wait_with_output().expect("SDK script runs");
     assert!(
         out.status.success(),
-        "the SDK script failed ({}):\n{}",
+        "the SDK script {} failed ({}):\n{}",
+        script.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let answers: Vec<Value> =
-        serde_json::from_slice(&out.stdout).expect("the SDK script prints a JSON list");
+    serde_json::from_slice(&out.stdout).expect("the SDK script prints JSON")
+}
+
+/// Runs `sign_vectors.py` on a list of cases and returns its list of answers.
+fn sdk(cases: &[Value]) -> Vec<Value> {
+    let answers: Vec<Value> = serde_json::from_value(run_sdk_script(
+        "sign_vectors.py",
+        &Value::Array(cases.to_vec()),
+    ))
+    .expect("the SDK script prints a JSON list");
     assert_eq!(answers.len(), cases.len(), "one answer per case");
     answers
 }
@@ -428,28 +436,11 @@ fn hex_sha256(text: &str) -> String {
 
 /// Runs `relay_request.py` on relay cases: the query the official Live SDK builds for each.
 fn sdk_relay_queries(cases: &[Value]) -> Vec<BTreeMap<String, String>> {
-    let script = sdk_dir().join("relay_request.py");
-    let mut child = Command::new(sdk_python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}", script.display()));
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(&serde_json::to_vec(cases).expect("cases serialise"))
-        .expect("write cases to the SDK script");
-    let out = child.wait_with_output().expect("SDK script runs");
-    assert!(
-        out.status.success(),
-        "the SDK script failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the SDK script prints a JSON list of queries")
+    serde_json::from_value(run_sdk_script(
+        "relay_request.py",
+        &Value::Array(cases.to_vec()),
+    ))
+    .expect("the SDK script prints a JSON list of queries")
 }
 
 /// The relays of a manifest, as users write them: every field of both modes, both outputs,

@@ -1025,6 +1025,12 @@ async fn create_tasks(
             .expect("a valid MpuRelayTask")
         })
         .collect();
+    create_all(&api, &objects).await?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Creates `objects`, [`CREATE_CONCURRENCY`] at a time.
+async fn create_all(api: &Api<MpuRelayTask>, objects: &[MpuRelayTask]) -> Result<(), String> {
     futures::stream::iter(objects.iter().map(|t| {
         let api = api.clone();
         async move { api.create(&PostParams::default(), t).await.map(|_| ()) }
@@ -1032,8 +1038,8 @@ async fn create_tasks(
     .buffer_unordered(CREATE_CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await
-    .map_err(|e| format!("creating tasks: {e}"))?;
-    Ok(count as f64 / started.elapsed().as_secs_f64())
+    .map(drop)
+    .map_err(|e| format!("creating tasks: {e}"))
 }
 
 async fn list_tasks(client: &kube::Client, ns: &str) -> Result<Vec<MpuRelayTask>, String> {
@@ -2543,14 +2549,7 @@ async fn managed_phase(
         })
         .collect();
     let started = Instant::now();
-    futures::stream::iter(objects.iter().map(|t| {
-        let api = api.clone();
-        async move { api.create(&PostParams::default(), t).await.map(|_| ()) }
-    }))
-    .buffer_unordered(CREATE_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await
-    .map_err(|e| format!("creating managed tasks: {e}"))?;
+    create_all(&api, &objects).await?;
     let applied = started.elapsed();
     // Two polls per relay at least (none yet, then running) at 10/s, and the Starts between.
     let deadline = Duration::from_secs_f64(2.0 * n as f64 / f64::from(LIMIT) * 1.5 + 60.0);
