@@ -75,6 +75,32 @@ struct World {
     ns: String,
 }
 
+/// A namespace with the account `live` on a fresh simulator, one managed task `name` (TaskId
+/// `task_id`, `relay`, `extra` merged into its spec) and an operator that got it running.
+async fn running_relay(
+    test: &str,
+    name: &str,
+    task_id: &str,
+    relay: Value,
+    extra: Value,
+) -> (World, SimulatorHandle, Operator) {
+    let w = World::new(test).await;
+    let sim = simulator().await;
+    w.live_account(&sim).await;
+    let task = managed(name, task_id, json!({"name": "live"}), relay, extra);
+    accounts::create_task(&w.client, &w.ns, &task).await;
+    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
+    w.wait_for(
+        name,
+        conditions::READY,
+        ("True", "Running"),
+        Duration::from_secs(30),
+        &op,
+    )
+    .await;
+    (w, sim, op)
+}
+
 impl World {
     async fn new(test: &str) -> World {
         let client = support::shared().client().await;
@@ -196,26 +222,13 @@ fn running() -> (String, String) {
 
 #[tokio::test]
 async fn integration_a_managed_relay_is_started_once_as_declared_and_stopped_once_on_delete() {
-    let w = World::new("managed-lifecycle").await;
-    let sim = simulator().await;
-    w.live_account(&sim).await;
     let url = "rtmp://push.example.com/live/lobby";
-    let task = managed(
+    let (w, sim, op) = running_relay(
+        "managed-lifecycle",
         "lobby-relay",
         "lobby-relay-1",
-        json!({"name": "live"}),
         single_relay(url),
         json!({}),
-    );
-    accounts::create_task(&w.client, &w.ns, &task).await;
-    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-
-    w.wait_for(
-        "lobby-relay",
-        conditions::READY,
-        ("True", "Running"),
-        Duration::from_secs(30),
-        &op,
     )
     .await;
     assert_eq!(actions(&sim, START), 1, "exactly one Start");
@@ -291,24 +304,12 @@ use kube::ResourceExt;
 
 #[tokio::test]
 async fn integration_a_cdn_stop_is_restarted_after_the_backoff_and_a_user_stop_never_is() {
-    let w = World::new("managed-restart").await;
-    let sim = simulator().await;
-    w.live_account(&sim).await;
-    let task = managed(
+    let (w, sim, op) = running_relay(
+        "managed-restart",
         "relay",
         "r1",
-        json!({"name": "live"}),
         single_relay("rtmp://x/cdn"),
         json!({"restartPolicy": "OnFailure"}),
-    );
-    accounts::create_task(&w.client, &w.ns, &task).await;
-    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    w.wait_for(
-        "relay",
-        conditions::READY,
-        ("True", "Running"),
-        Duration::from_secs(30),
-        &op,
     )
     .await;
 
@@ -583,24 +584,12 @@ async fn integration_another_tenant_can_neither_take_over_nor_stop_a_relay_and_m
 
 #[tokio::test]
 async fn integration_a_layout_change_is_one_update_and_manage_to_observe_lets_go_without_a_stop() {
-    let w = World::new("managed-update").await;
-    let sim = simulator().await;
-    w.live_account(&sim).await;
-    let task = managed(
+    let (w, sim, op) = running_relay(
+        "managed-update",
         "mix",
         "mix-1",
-        json!({"name": "live"}),
         mixed_relay(0.5),
         json!({}),
-    );
-    accounts::create_task(&w.client, &w.ns, &task).await;
-    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    w.wait_for(
-        "mix",
-        conditions::READY,
-        ("True", "Running"),
-        Duration::from_secs(30),
-        &op,
     )
     .await;
     let width = |sim: &SimulatorHandle| {
@@ -657,25 +646,13 @@ async fn integration_a_layout_change_is_one_update_and_manage_to_observe_lets_go
 
 #[tokio::test]
 async fn integration_an_ownership_record_written_by_the_tenant_makes_no_update_and_no_stop() {
-    let w = World::new("managed-forged").await;
-    let sim = simulator().await;
-    w.live_account(&sim).await;
     // A relay runs that no object owns: its object was deleted with deletionPolicy Orphan.
-    let first = managed(
+    let (w, sim, op) = running_relay(
+        "managed-forged",
         "first",
         "orphan-1",
-        json!({"name": "live"}),
         single_relay("rtmp://x/orphan"),
         json!({"deletionPolicy": "Orphan"}),
-    );
-    accounts::create_task(&w.client, &w.ns, &first).await;
-    let op = Operator::with_simulator(support::shared(), &w.ns, &sim, FAST_POLLING, &[]);
-    w.wait_for(
-        "first",
-        conditions::READY,
-        ("True", "Running"),
-        Duration::from_secs(30),
-        &op,
     )
     .await;
     w.tasks()
