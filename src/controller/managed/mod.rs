@@ -959,6 +959,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deletion_that_cannot_stop_its_relay_says_why_and_orphan_lets_it_go() {
+        let fx = Fixture::new();
+        let mut task = deleted(owned(Fixture::managed_task("a"), &fx));
+        task.spec.account_ref = Some(crate::api::AccountRef {
+            kind: AccountKind::ClusterMpuRelayAccount,
+            name: "gone".into(),
+        });
+        reconcile(Arc::new(task.clone()), fx.ctx.clone())
+            .await
+            .unwrap();
+        assert!(fx.cloud.actions().is_empty());
+        assert!(
+            fx.api.finalizers.lock().unwrap().is_empty(),
+            "the object stays"
+        );
+        let last = fx.api.writes().pop().unwrap();
+        let reconciling = last.status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == conditions::RECONCILING)
+            .unwrap()
+            .clone();
+        assert_eq!(reconciling["reason"], "AccountNotFound");
+        assert!(
+            reconciling["message"]
+                .as_str()
+                .unwrap()
+                .contains("deletionPolicy: Orphan"),
+            "{reconciling}"
+        );
+
+        task.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
+        reconcile(Arc::new(task), fx.ctx.clone()).await.unwrap();
+        assert!(fx.cloud.actions().is_empty());
+        assert_eq!(
+            *fx.api.finalizers.lock().unwrap(),
+            [("a".to_string(), false)]
+        );
+    }
+
+    #[tokio::test]
     async fn switching_to_observe_drops_the_finalizer_and_sends_no_action() {
         let fx = Fixture::new();
         let mut task = owned(Fixture::managed_task("a"), &fx);
