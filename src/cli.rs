@@ -17,7 +17,7 @@ use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoi
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
-use crate::controller::managed::ownership::{self, OwnershipKey};
+use crate::controller::managed::ownership::{self, Ownership, OwnershipKey};
 use crate::controller::{self, ControllerSettings};
 use crate::leader::{Fence, LeaseError, LeaseSettings, LeaseTiming, run_as_leader};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -211,6 +211,30 @@ async fn ownership_key(
     }
 }
 
+/// Reads (or creates) the ownership key until it succeeds, 1 s doubling to 30 s between tries.
+async fn read_ownership_key(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    into: Arc<Ownership>,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match ownership_key(&client, &namespace, &name).await {
+            Ok(key) => {
+                into.set(key);
+                info!("the ownership key is read: managed tasks proceed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot read the ownership key yet; managed tasks wait for it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 fn load_ca_bundle(path: Option<&std::path::Path>) -> Result<CaBundle, String> {
     let Some(path) = path else {
         return Ok(CaBundle::default());
@@ -388,7 +412,10 @@ pub async fn run(
         .check(&credentials::sts_endpoint_from_env(env))
         .map_err(|e| RunError::Settings(format!("STS endpoint: {e}")))?;
     let settings = ControllerSettings {
-        ownership_key: None,
+        ownership: Arc::new(match &ownership_key_secret {
+            Some(_) => Ownership::awaiting(),
+            None => Ownership::trusting(),
+        }),
         namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         poll: PollConfig {
             running: running_interval,
@@ -410,20 +437,23 @@ pub async fn run(
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Kubeconfig)?;
-    let mut settings = settings;
-    settings.ownership_key = match &ownership_key_secret {
-        Some(name) => Some(
-            ownership_key(&client, &operator_namespace, name)
-                .await
-                .map_err(RunError::Settings)?,
-        ),
+    match &ownership_key_secret {
+        // Read in the background: an API server that is not reachable yet must not stop the
+        // operator (it is alive, not ready), and observed tasks need no key.
+        Some(name) => {
+            tokio::spawn(read_ownership_key(
+                client.clone(),
+                operator_namespace.clone(),
+                name.clone(),
+                settings.ownership.clone(),
+            ));
+        }
         None => {
             tracing::warn!(
                 "no --ownership-key-secret: status.management is trusted as written, so anyone who may write a managed task's status can make it own a relay (the Helm chart sets one)"
             );
-            None
         }
-    };
+    }
     let cloud = CloudClient::new(&ClientOptions {
         timeout: cloud_timeout,
         connect_timeout: cloud_timeout.min(ClientOptions::default().connect_timeout),

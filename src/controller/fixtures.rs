@@ -86,9 +86,9 @@ impl Fixture {
             writer: api.clone(),
             budgets,
             actions: Default::default(),
-            ownership: Some(
+            ownership: Arc::new(super::managed::ownership::Ownership::signed_by(
                 super::managed::ownership::OwnershipKey::new(&[b'k'; 32]).expect("a valid key"),
-            ),
+            )),
             tasks: vec![tasks_reader],
             metrics: Arc::new(Metrics::default()),
             poll: PollConfig::default(),

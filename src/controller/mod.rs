@@ -77,8 +77,8 @@ pub struct ControllerSettings {
     /// Whether tasks may use `MpuRelayAccount`s (off: only cluster accounts, which an admin
     /// creates; the operator then reads Secrets only in the namespaces cluster accounts name).
     pub namespaced_accounts: bool,
-    /// The key `status.management` is signed with (`--ownership-key-file`).
-    pub ownership_key: Option<managed::ownership::OwnershipKey>,
+    /// The key `status.management` is signed with (`--ownership-key-secret`), or its promise.
+    pub ownership: Arc<managed::ownership::Ownership>,
 }
 
 /// Why a reconcile failed. Cloud and account problems are not errors here: they are outcomes
@@ -185,8 +185,8 @@ pub struct Context {
     pub budgets: Arc<Budgets<TaskKey>>,
     /// The managed-relay actions' budgets, per (cloud account, operation).
     pub actions: ActionBudgets,
-    /// Signs and checks `status.management` (`None`: records are trusted as written).
-    pub ownership: Option<managed::ownership::OwnershipKey>,
+    /// Signs and checks `status.management`.
+    pub ownership: Arc<managed::ownership::Ownership>,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,
@@ -553,7 +553,7 @@ pub fn prepare(
         }),
         budgets,
         actions: ActionBudgets::default(),
-        ownership: settings.ownership_key.clone(),
+        ownership: settings.ownership.clone(),
         tasks: tasks.readers.clone(),
         metrics,
         poll: settings.poll.clone(),

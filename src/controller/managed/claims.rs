@@ -8,6 +8,7 @@
 
 use jiff::Timestamp;
 
+use super::ownership::OwnershipKey;
 use super::seniority;
 use crate::api::MpuRelayTask;
 use crate::budget::CloudAccount;
@@ -32,11 +33,11 @@ pub fn older(a: &Seniority, b: &Seniority) -> bool {
 /// Whether `task` (managing through `cloud_account`) holds the claim on its relay.
 pub async fn held(
     task: &MpuRelayTask,
-    _namespace: &str,
     cloud_account: &CloudAccount,
+    key: Option<&OwnershipKey>,
     ctx: &Context,
 ) -> bool {
-    let mine = seniority(task, ctx.ownership.as_ref());
+    let mine = seniority(task, key);
     let rivals: Vec<_> = ctx
         .all_tasks()
         .filter(|other| {
@@ -44,7 +45,7 @@ pub async fn held(
                 && other.spec.app_id == task.spec.app_id
                 && other.spec.task_id == task.spec.task_id
                 && other.metadata.uid != task.metadata.uid
-                && older(&seniority(other, ctx.ownership.as_ref()), &mine)
+                && older(&seniority(other, key), &mine)
         })
         .collect();
     for rival in rivals {

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::ApiResource;
 use kube::runtime::controller::Action;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::lifecycle::{Facts, Refusal, Release, Seen, Step};
 use super::account::{AccountKey, AccountObject, Resolved};
@@ -52,18 +52,24 @@ pub async fn reconcile(
     ctx: &Context,
 ) -> Result<Option<Action>, Error> {
     let has_finalizer = task.finalizers().iter().any(|f| f == FINALIZER);
-    if task.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer {
-            return Ok(Some(Action::await_change()));
-        }
-        return finalize(task, namespace, key, ctx).await.map(Some);
+    let deleting = task.metadata.deletion_timestamp.is_some();
+    if deleting && !has_finalizer {
+        return Ok(Some(Action::await_change()));
     }
-    if !task.spec.managed() {
+    if !deleting && !task.spec.managed() {
         // Manage -> Observe: the object lets go of the relay and nothing is called.
         if has_finalizer {
             set_finalizer(task, ctx, false).await?;
         }
         return Ok(None);
+    }
+    // Nothing is decided about ownership before the key that proves it is read.
+    let Ok(signing) = ctx.ownership.key() else {
+        debug!(task = %key, "waiting for the ownership key");
+        return Ok(Some(Action::requeue(KEY_PENDING_RETRY)));
+    };
+    if deleting {
+        return finalize(task, namespace, key, signing, ctx).await.map(Some);
     }
     if task.spec.suspend {
         return Ok(None);
@@ -94,7 +100,7 @@ pub async fn reconcile(
     let Ok(resolved) = ctx.accounts.resolver.resolve(&object).await else {
         return Ok(None);
     };
-    if !claims::held(task, namespace, &resolved.cloud_account, ctx).await {
+    if !claims::held(task, &resolved.cloud_account, signing, ctx).await {
         let problem = Problem {
             reason: reasons::TASK_CLAIMED,
             message: "an older MpuRelayTask manages this AppId and TaskId through the same cloud account: this object makes no call while it does".into(),
@@ -106,10 +112,13 @@ pub async fn reconcile(
         // Before any action: the object can then not go without the relay being handled.
         set_finalizer(task, ctx, true).await?;
     }
-    manage(task, key, &account_key, &object, &resolved, ctx)
+    manage(task, key, &account_key, &object, &resolved, signing, ctx)
         .await
         .map(Some)
 }
+
+/// How soon a managed task looks again while the ownership key is not read yet.
+const KEY_PENDING_RETRY: Duration = Duration::from_secs(2);
 
 /// The poll, the step and its action.
 async fn manage(
@@ -118,6 +127,7 @@ async fn manage(
     account_key: &AccountKey,
     object: &AccountObject,
     resolved: &Resolved,
+    signing: Option<&ownership::OwnershipKey>,
     ctx: &Context,
 ) -> Result<Action, Error> {
     let namespace = task.namespace().unwrap_or_default();
@@ -148,7 +158,7 @@ async fn manage(
     let relay = Relay::from_spec(&task.spec.app_id, &task.spec.task_id, relay_spec);
     let spec_hash = relay.spec_hash();
     let prev = task.status.clone().unwrap_or_default();
-    let recorded = ownership::trusted(task, ctx.ownership.as_ref());
+    let recorded = ownership::trusted(task, signing);
     if recorded.is_none() && prev.management.is_some() {
         warn!(task = %key, "status.management does not carry this operator's proof (written by someone else, or copied): it is ignored");
     }
@@ -193,7 +203,13 @@ async fn manage(
             done.soon = Some(AFTER_ACTION);
         }
         Step::Start { restart } => {
-            start(task, &relay, &spec_hash, restart, resolved, ctx, &mut done).await?;
+            let to_start = Starting {
+                relay: &relay,
+                spec_hash: &spec_hash,
+                restart,
+                signing,
+            };
+            start(task, &to_start, resolved, ctx, &mut done).await?;
         }
         Step::Update => {
             update(task, &relay, &spec_hash, resolved, ctx, &mut done).await;
@@ -204,9 +220,7 @@ async fn manage(
         }
         Step::Refuse(_) => {}
     }
-    done.management = done
-        .management
-        .map(|m| ownership::signed(task, ctx.ownership.as_ref(), m));
+    done.management = done.management.map(|m| ownership::signed(task, signing, m));
     managed_decision(
         &mut decision,
         &prev,
@@ -457,16 +471,28 @@ const MANAGING_REASONS: [&str; 4] = [
     reasons::STOP_FAILED,
 ];
 
+/// What a Start sends and records.
+struct Starting<'a> {
+    relay: &'a Relay,
+    spec_hash: &'a str,
+    restart: bool,
+    signing: Option<&'a ownership::OwnershipKey>,
+}
+
 /// StartLiveMPUTask: in budget, after its intent is written.
 async fn start(
     task: &MpuRelayTask,
-    relay: &Relay,
-    spec_hash: &str,
-    restart: bool,
+    starting: &Starting<'_>,
     resolved: &Resolved,
     ctx: &Context,
     done: &mut Done,
 ) -> Result<(), Error> {
+    let Starting {
+        relay,
+        spec_hash,
+        restart,
+        signing,
+    } = *starting;
     let operation = RelayOperation::Start;
     if let Err(wait) = admit(operation, resolved, ctx) {
         done.soon = Some(wait);
@@ -481,7 +507,7 @@ async fn start(
     // The intent first: if this process dies with the Start in flight, the next one finds it
     // and looks at the cloud before starting again.
     let mut with_intent = task.status.clone().unwrap_or_default();
-    with_intent.management = Some(ownership::signed(task, ctx.ownership.as_ref(), m.clone()));
+    with_intent.management = Some(ownership::signed(task, signing, m.clone()));
     ctx.write_status_of(task, &with_intent).await?;
     let params = relay.start_params();
     let result = call(operation, &params, resolved, ctx).await;
@@ -587,9 +613,10 @@ async fn finalize(
     task: &MpuRelayTask,
     namespace: &str,
     key: &TaskKey,
+    signing: Option<&ownership::OwnershipKey>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let recorded = ownership::trusted(task, ctx.ownership.as_ref());
+    let recorded = ownership::trusted(task, signing);
     let management = recorded.as_ref();
     // Whether it may still stop anything: only through an account that lets it manage, and
     // only while no older object claims the relay.
@@ -608,7 +635,7 @@ async fn finalize(
         Err(problem) => Err(problem),
     };
     let claim_held = match &usable {
-        Ok(resolved) => claims::held(task, namespace, &resolved.cloud_account, ctx).await,
+        Ok(resolved) => claims::held(task, &resolved.cloud_account, signing, ctx).await,
         Err(_) => true,
     };
     match lifecycle::release(&task.spec, management, claim_held) {
@@ -811,7 +838,7 @@ mod tests {
             ..Default::default()
         };
         let management = if signed {
-            ownership::signed(&task, fx.ctx.ownership.as_ref(), management)
+            ownership::signed(&task, fx.ctx.ownership.key().unwrap(), management)
         } else {
             management
         };
@@ -997,6 +1024,22 @@ mod tests {
         assert_eq!(
             *fx.api.finalizers.lock().unwrap(),
             [("a".to_string(), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn while_the_ownership_key_is_awaited_a_managed_task_makes_no_call_and_comes_back_soon() {
+        let fx = Fixture::new();
+        let mut ctx = Arc::try_unwrap(fx.ctx).ok().expect("the only reference");
+        ctx.ownership = Arc::new(ownership::Ownership::awaiting());
+        let ctx = Arc::new(ctx);
+        let action = reconcile(Arc::new(Fixture::managed_task("a")), ctx.clone())
+            .await
+            .unwrap();
+        assert!(fx.cloud.calls().is_empty() && fx.cloud.actions().is_empty());
+        assert_eq!(
+            crate::controller::fixtures::requeue_after(&action),
+            Some(KEY_PENDING_RETRY)
         );
     }
 

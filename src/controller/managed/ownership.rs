@@ -112,6 +112,55 @@ impl OwnershipKey {
     }
 }
 
+/// Where the operator's key stands: none configured (records trusted as written), known, or
+/// still being read (the API server was not reachable at start): managed tasks wait for it,
+/// observed ones do not.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    required: bool,
+    key: std::sync::OnceLock<OwnershipKey>,
+}
+
+/// The key is configured but not read yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPending;
+
+impl Ownership {
+    /// No key: records are trusted as written.
+    pub fn trusting() -> Ownership {
+        Ownership::default()
+    }
+
+    /// A key that [`Ownership::set`] will bring.
+    pub fn awaiting() -> Ownership {
+        Ownership {
+            required: true,
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A key known now.
+    pub fn signed_by(key: OwnershipKey) -> Ownership {
+        let ownership = Ownership::awaiting();
+        ownership.set(key);
+        ownership
+    }
+
+    /// The key, once read (later calls keep the first).
+    pub fn set(&self, key: OwnershipKey) {
+        let _ = self.key.set(key);
+    }
+
+    /// The key to sign and check with (`None`: trusting), or `KeyPending` while it is awaited.
+    pub fn key(&self) -> Result<Option<&OwnershipKey>, KeyPending> {
+        match (self.key.get(), self.required) {
+            (Some(key), _) => Ok(Some(key)),
+            (None, false) => Ok(None),
+            (None, true) => Err(KeyPending),
+        }
+    }
+}
+
 /// The record of `task` the operator may act on: its own (verified when there is a key).
 pub fn trusted(task: &MpuRelayTask, key: Option<&OwnershipKey>) -> Option<ManagementStatus> {
     let management = task.status.as_ref()?.management.as_ref()?;
@@ -217,6 +266,16 @@ mod tests {
         m.spec_hash = Some("updated".into());
         m.restarts = 3;
         assert!(trusted(&with(t, m), Some(&key())).is_some());
+    }
+
+    #[test]
+    fn managed_tasks_wait_for_a_configured_key_and_trust_without_one() {
+        assert_eq!(Ownership::trusting().key().map(|k| k.is_none()), Ok(true));
+        let awaited = Ownership::awaiting();
+        assert_eq!(awaited.key().map(|_| ()), Err(KeyPending));
+        awaited.set(key());
+        assert!(awaited.key().unwrap().is_some());
+        assert!(Ownership::signed_by(key()).key().unwrap().is_some());
     }
 
     #[test]
