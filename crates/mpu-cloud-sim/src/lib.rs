@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod config;
+pub mod events;
 pub mod faults;
 mod http;
 pub mod limiter;
