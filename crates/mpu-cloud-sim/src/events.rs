@@ -104,6 +104,18 @@ pub struct Record {
     pub time_ms: i64,
 }
 
+/// A relay task's status change, as a callback reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    pub app_id: &'a str,
+    pub task_id: &'a str,
+    /// The relay's channel; unknown for a task the admin API set.
+    pub channel: Option<&'a str>,
+    /// Where the relay pushes (`Payload.DstUrl`).
+    pub dst_url: &'a str,
+    pub status: i64,
+}
+
 /// Why a subscription operation is refused (`InvalidParam` with this text, as Alibaba answers).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventsError {
@@ -246,18 +258,16 @@ impl Events {
         Ok(())
     }
 
-    /// A relay task of `app_id` in account `uid` changed to `status`: queues a callback to the
-    /// app's subscription, when it covers `channel` (unknown for a task the admin API set).
-    pub fn status_changed(
-        &mut self,
-        uid: &str,
-        app_id: &str,
-        task_id: &str,
-        channel: Option<&str>,
-        dst_url: &str,
-        status: i64,
-        now_ms: i64,
-    ) {
+    /// A relay task of account `uid` changed: queues a callback to its app's subscription, when
+    /// that covers the relay's channel.
+    pub fn status_changed(&mut self, uid: &str, change: Change<'_>, now_ms: i64) {
+        let Change {
+            app_id,
+            task_id,
+            channel,
+            dst_url,
+            status,
+        } = change;
         let Some(sub) = self.subscriptions.get(&(uid.to_owned(), app_id.to_owned())) else {
             return;
         };
@@ -283,7 +293,7 @@ impl Events {
             },
         })
         .to_string();
-        let every = |k: u32| k > 0 && n % u64::from(k) == 0;
+        let every = |k: u32| k > 0 && n.is_multiple_of(u64::from(k));
         let late = if every(self.rules.late_every) {
             self.rules.retry_every_ms
         } else {
@@ -383,7 +393,14 @@ mod tests {
     }
 
     fn change(e: &mut Events, task: &str, channel: Option<&str>, status: i64, now: i64) {
-        e.status_changed(UID, "app", task, channel, "rtmp://x/y", status, now);
+        let change = Change {
+            app_id: "app",
+            task_id: task,
+            channel,
+            dst_url: "rtmp://x/y",
+            status,
+        };
+        e.status_changed(UID, change, now);
     }
 
     #[test]
@@ -461,7 +478,14 @@ mod tests {
         let mut e = subscribed(Some("lobby,stage"));
         change(&mut e, "t1", Some("other"), 1, 0);
         change(&mut e, "t2", None, 1, 0);
-        e.status_changed(UID, "no-sub", "t3", None, "rtmp://x", 1, 0);
+        let other_app = Change {
+            app_id: "no-sub",
+            task_id: "t3",
+            channel: None,
+            dst_url: "rtmp://x",
+            status: 1,
+        };
+        e.status_changed(UID, other_app, 0);
         assert!(e.due(0).is_empty());
         change(&mut e, "t4", Some("stage"), 1, 0);
         assert_eq!(e.due(0).len(), 1);
