@@ -17,7 +17,7 @@ use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoi
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
-use crate::controller::managed::ownership::{self, Ownership, OwnershipKey};
+use crate::controller::ownership::{self, Ownership, OwnershipKey};
 use crate::controller::{self, ControllerSettings};
 use crate::leader::{Fence, LeaseError, LeaseSettings, LeaseTiming, run_as_leader};
 use crate::telemetry::{self, Health, LogFormat, Metrics};

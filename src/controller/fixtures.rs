@@ -86,8 +86,8 @@ impl Fixture {
             writer: api.clone(),
             budgets,
             actions: Default::default(),
-            ownership: Arc::new(super::managed::ownership::Ownership::signed_by(
-                super::managed::ownership::OwnershipKey::new(&[b'k'; 32]).expect("a valid key"),
+            ownership: Arc::new(super::ownership::Ownership::signed_by(
+                super::ownership::OwnershipKey::new(&[b'k'; 32]).expect("a valid key"),
             )),
             tasks: vec![tasks_reader],
             metrics: Arc::new(Metrics::default()),

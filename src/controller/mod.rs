@@ -17,6 +17,7 @@ pub mod decide;
 #[cfg(test)]
 mod fixtures;
 pub mod managed;
+pub mod ownership;
 pub mod ports;
 pub mod schedule;
 pub mod spec_changes;
@@ -78,7 +79,7 @@ pub struct ControllerSettings {
     /// creates; the operator then reads Secrets only in the namespaces cluster accounts name).
     pub namespaced_accounts: bool,
     /// The key `status.management` is signed with (`--ownership-key-secret`), or its promise.
-    pub ownership: Arc<managed::ownership::Ownership>,
+    pub ownership: Arc<ownership::Ownership>,
 }
 
 /// Why a reconcile failed. Cloud and account problems are not errors here: they are outcomes
@@ -186,7 +187,7 @@ pub struct Context {
     /// The managed-relay actions' budgets, per (cloud account, operation).
     pub actions: ActionBudgets,
     /// Signs and checks `status.management`.
-    pub ownership: Arc<managed::ownership::Ownership>,
+    pub ownership: Arc<ownership::Ownership>,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,
@@ -378,6 +379,24 @@ impl Context {
 
 /// Runs `fut`, turning a panic inside it into an error that names it: one object's bug must
 /// not take the controller (and every other object's reconciles) down with it.
+/// One task's reconcile: a managed task (or one letting go of its relay) its own way
+/// ([`managed::reconcile`]), any other, and a managed one that is observed for now (suspended,
+/// account unusable), the observe path ([`task::reconcile`]).
+pub async fn reconcile_task(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if task.spec.managed() || !task.finalizers().is_empty() {
+        let namespace = task.namespace().ok_or(Error::MissingNamespace)?;
+        let key = TaskKey::new(
+            &namespace,
+            task.metadata.name.as_deref().unwrap_or_default(),
+        );
+        if let Some(action) = managed::reconcile(&task, &namespace, &key, &ctx).await? {
+            ctx.metrics.record_reconcile();
+            return Ok(action);
+        }
+    }
+    task::reconcile(task, ctx).await
+}
+
 pub async fn guarded<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
     use futures::FutureExt;
     std::panic::AssertUnwindSafe(fut)

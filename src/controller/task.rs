@@ -34,13 +34,6 @@ pub async fn reconcile(task: Arc<MpuRelayTask>, ctx: Arc<Context>) -> Result<Act
     if let Some(action) = retry_refused_write(&task, &key, &ctx).await {
         return Ok(action);
     }
-    // A managed task (or one letting go of its relay) goes its own way; `None`: it is
-    // observed like any other.
-    if (task.spec.managed() || !task.finalizers().is_empty())
-        && let Some(action) = super::managed::reconcile(&task, &namespace, &key, &ctx).await?
-    {
-        return Ok(action);
-    }
     let Observed {
         outcome,
         floor,
@@ -341,7 +334,7 @@ pub fn reconcile_traced(
         name = task.metadata.name.as_deref().unwrap_or_default()
     );
     async move {
-        match super::guarded(reconcile(task.clone(), ctx.clone())).await {
+        match super::guarded(super::reconcile_task(task.clone(), ctx.clone())).await {
             Ok(result) => result,
             Err(panic) => recover_from_panic(&task, &ctx, panic).await,
         }

@@ -8,11 +8,11 @@
 
 use jiff::Timestamp;
 
-use super::ownership::OwnershipKey;
 use super::seniority;
 use crate::api::MpuRelayTask;
 use crate::budget::CloudAccount;
 use crate::controller::Context;
+use crate::controller::ownership::OwnershipKey;
 
 /// What decides between two claimants.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,6 @@
 
 pub mod claims;
 pub mod lifecycle;
-pub mod ownership;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use tracing::{debug, info, warn};
 use self::lifecycle::{Facts, Refusal, Release, Seen, Step};
 use super::account::{AccountKey, AccountObject, Resolved};
 use super::decide::{Decision, NextSync, Outcome, decide};
+use super::ownership;
 use super::ports::StatusTarget;
 use super::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 use super::{Context, Error, FINALIZER, TaskKey, task};
@@ -823,7 +823,7 @@ mod tests {
     use super::*;
     use crate::api::AccountKind;
     use crate::controller::fixtures::{Fixture, OBSERVE_ONLY, condition_reason};
-    use crate::controller::task::reconcile;
+    use crate::controller::reconcile_task as reconcile;
 
     fn not_found() -> Result<crate::cloud::MpuTaskStatus, CloudError> {
         Err(CloudError::api_for_test("InvalidTask.NotFound", 404))
