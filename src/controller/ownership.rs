@@ -166,7 +166,7 @@ pub fn trusted(task: &MpuRelayTask, key: Option<&OwnershipKey>) -> Option<Manage
     let management = task.status.as_ref()?.management.as_ref()?;
     match key {
         Some(key) if !key.verify(task, management) => None,
-        _ => Some(management.clone()),
+        _ => Some(ManagementStatus::clone(management)),
     }
 }
 
@@ -216,7 +216,7 @@ mod tests {
 
     fn with(mut task: MpuRelayTask, management: ManagementStatus) -> MpuRelayTask {
         task.status = Some(MpuRelayTaskStatus {
-            management: Some(management),
+            management: Some(Box::new(management)),
             ..Default::default()
         });
         task

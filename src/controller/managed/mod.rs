@@ -317,7 +317,7 @@ fn overlay(
     seen: Seen,
 ) {
     let status = &mut decision.status;
-    status.management = done.management.clone();
+    status.management = done.management.clone().map(Box::new);
     let phase_message = status.message.clone().unwrap_or_default();
     let conditions = &mut status.conditions;
     let mut set = |type_: &str, value: &str, reason: &str, message: &str| {
@@ -507,7 +507,7 @@ async fn start(
     // The intent first: if this process dies with the Start in flight, the next one finds it
     // and looks at the cloud before starting again.
     let mut with_intent = task.status.clone().unwrap_or_default();
-    with_intent.management = Some(ownership::signed(task, signing, m.clone()));
+    with_intent.management = Some(Box::new(ownership::signed(task, signing, m.clone())));
     ctx.write_status_of(task, &with_intent).await?;
     let params = relay.start_params();
     let result = call(operation, &params, resolved, ctx).await;
@@ -843,7 +843,7 @@ mod tests {
             management
         };
         task.status = Some(MpuRelayTaskStatus {
-            management: Some(management),
+            management: Some(Box::new(management)),
             ..Default::default()
         });
         task.metadata.finalizers = Some(vec![FINALIZER.into()]);
