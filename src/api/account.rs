@@ -155,6 +155,11 @@ impl Default for Connection {
 }
 
 impl Connection {
+    /// The share (0 to 0.9) of every limit left unused: `qpsMarginPercent`.
+    pub fn margin(&self) -> f64 {
+        f64::from(self.qps_margin_percent.min(90)) / 100.0
+    }
+
     /// The GetMPUTaskStatus rate: `limits.getMPUTaskStatus` when set, else `qps`.
     pub fn status_qps(&self) -> u32 {
         self.limits

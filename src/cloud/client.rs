@@ -16,7 +16,8 @@ use crate::cloud::access_key::Credentials;
 use crate::cloud::endpoint::Endpoint;
 use crate::cloud::relay;
 use crate::cloud::response::{
-    CloudError, DecodeProblem, MpuTaskStatus, RETRY_AFTER_HEADER, decode_json, decode_response,
+    CloudError, DecodeProblem, ID_MAX, MpuTaskStatus, RETRY_AFTER_HEADER, decode_json,
+    decode_response, truncate_chars,
 };
 use crate::cloud::sign::{self, Freshness, Method, MpuStatusCall, RpcOperation, SignedRequest};
 use crate::cloud::transport::{transport_error, transport_text};
@@ -246,13 +247,8 @@ impl CloudClient {
         };
         let (status, retry_after, body) = self.send(call.endpoint, signed).await?;
         let value = decode_json(status, retry_after.as_deref(), &body)?;
-        Ok(value
-            .get("RequestId")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .chars()
-            .take(64)
-            .collect())
+        let request_id = value.get("RequestId").and_then(serde_json::Value::as_str);
+        Ok(truncate_chars(request_id.unwrap_or_default(), ID_MAX))
     }
 
     /// STS GetCallerIdentity: which cloud account `credentials` belong to.

@@ -289,7 +289,7 @@ impl Resolver {
         };
         let limit = Limit {
             qps: f64::from(connection.status_qps().max(1)),
-            margin: f64::from(connection.qps_margin_percent.min(90)) / 100.0,
+            margin: connection.margin(),
         };
         let budget = self
             .budgets

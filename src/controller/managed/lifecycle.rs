@@ -98,6 +98,12 @@ pub fn owned(management: Option<&ManagementStatus>) -> bool {
     management.is_some_and(|m| m.started_at.is_some())
 }
 
+/// Whether this object started the relay, or has a Start of its own under way (that may have
+/// landed): what deletion stops and what wins a tie between claimants.
+pub fn ours(management: Option<&ManagementStatus>) -> bool {
+    owned(management) || management.is_some_and(|m| m.starting.is_some())
+}
+
 /// The step for a managed task whose account grants `rights.manage` and whose claim on the
 /// (cloud account, AppId, TaskId) is held.
 pub fn step(facts: &Facts<'_>) -> Step {

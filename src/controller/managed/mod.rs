@@ -231,17 +231,14 @@ async fn manage(
         task.metadata.generation,
     );
     decision.events.extend(done.events);
+    // Sooner than the poll's own next turn: after an action, at a backoff's end.
     if let Some(soon) = done.soon
-        && decision
-            .next
-            .bounded()
-            .ne(&NextSync::After(soon.min(super::decide::MAX_INTERVAL)))
+        && match decision.next.bounded() {
+            NextSync::After(next) => soon < next,
+            NextSync::OnChange => true,
+        }
     {
-        let sooner = match decision.next {
-            NextSync::After(d) => d.min(soon),
-            NextSync::OnChange => soon,
-        };
-        decision.next = NextSync::After(sooner.max(Duration::from_millis(100)));
+        decision.next = NextSync::After(soon.max(Duration::from_millis(100)));
         decision.budget_bound = false;
     }
     Ok(task::conclude(task, key.clone(), decision, served_by, ctx).await)
@@ -299,23 +296,10 @@ pub fn managed_decision(
     now: Timestamp,
     generation: Option<i64>,
 ) {
-    let stamp = Stamp {
+    let stamp = &Stamp {
         generation,
         time: Time(now),
     };
-    overlay(decision, prev, step, done, &stamp, seen);
-}
-
-/// The conditions and `status.management` after the step: the poll's status, then what
-/// managing adds (kstatus: Reconciling while starting, Stalled while refused or backing off).
-fn overlay(
-    decision: &mut Decision,
-    prev: &MpuRelayTaskStatus,
-    step: Step,
-    done: &Done,
-    stamp: &Stamp,
-    seen: Seen,
-) {
     let status = &mut decision.status;
     status.management = done.management.clone().map(Box::new);
     let phase_message = status.message.clone().unwrap_or_default();
@@ -622,10 +606,7 @@ async fn finalize(
     // only while no older object claims the relay.
     let usable = match ctx.accounts.for_task(task, namespace) {
         Ok((_, object)) if ctx.accounts.rights(&object, namespace).manage => {
-            match ctx.accounts.resolver.resolve(&object).await {
-                Ok(resolved) => Ok(resolved),
-                Err(problem) => Err(problem),
-            }
+            ctx.accounts.resolver.resolve(&object).await
         }
         Ok((account_key, _)) => Err(Problem {
             reason: reasons::MANAGE_NOT_ALLOWED,
@@ -731,12 +712,11 @@ async fn set_finalizer(task: &MpuRelayTask, ctx: &Context, present: bool) -> Res
 /// Takes a slot of the cloud account's budget for `operation`; `Err(wait)` when none is free.
 fn admit(operation: RelayOperation, resolved: &Resolved, ctx: &Context) -> Result<(), Duration> {
     let connection = &resolved.connection;
-    let margin = f64::from(connection.qps_margin_percent.min(90)) / 100.0;
     ctx.actions.admit(
         &resolved.cloud_account,
         operation,
         connection.action_qps(operation),
-        margin,
+        connection.margin(),
         Instant::now(),
     )
 }
@@ -811,7 +791,7 @@ pub(crate) fn seniority(
     let management = recorded.as_ref();
     claims::Seniority {
         created: task.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        owns: lifecycle::owned(management) || management.is_some_and(|m| m.starting.is_some()),
+        owns: lifecycle::ours(management),
         uid: task.metadata.uid.clone().unwrap_or_default(),
     }
 }
