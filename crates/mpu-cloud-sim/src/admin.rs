@@ -32,6 +32,7 @@ pub mod paths {
     pub const FAULTS: &str = "/faults";
     pub const CHANNEL: &str = "/channels/{app_id}/{channel_id}";
     pub const RELAY: &str = "/relays/{app_id}/{task_id}";
+    pub const EVENT_RULES: &str = "/events/rules";
 }
 
 type SharedState = AxumState<Arc<Shared>>;
@@ -48,6 +49,10 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(paths::UID_QPS, put(put_uid_qps))
         .route(paths::CHANNEL, put(put_channel))
         .route(paths::RELAY, get(get_relay))
+        .route(
+            paths::EVENT_RULES,
+            get(get_event_rules).put(put_event_rules),
+        )
         .route(
             paths::FAULTS,
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -135,6 +140,21 @@ async fn get_relay(
             format!("no relay {app_id}/{task_id}"),
         ),
     }
+}
+
+/// `PUT /admin/events/rules` ([`crate::events::DeliveryRules`], camelCase): how callbacks are
+/// delivered from now on.
+async fn put_event_rules(AxumState(shared): SharedState, body: Bytes) -> Response {
+    let rules = match parse::<crate::events::DeliveryRules>(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    shared.lock().events.rules = rules.clone();
+    axum::Json(rules).into_response()
+}
+
+async fn get_event_rules(AxumState(shared): SharedState) -> Response {
+    axum::Json(shared.lock().events.rules.clone()).into_response()
 }
 
 async fn health() -> Response {

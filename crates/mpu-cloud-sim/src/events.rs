@@ -22,6 +22,16 @@
 
 use std::collections::BTreeMap;
 
+/// The parameters of the subscription operations, as Alibaba spells them (AppId, PageNo and
+/// PageSize are the relay operations' own, [`crate::relay::params`]).
+pub mod params {
+    pub const CALLBACK_URL: &str = "CallbackUrl";
+    pub const CHANNEL_IDS: &str = "ChannelIds";
+    pub const SUB_ID: &str = "SubId";
+    pub const START_TIME: &str = "StartTime";
+    pub const END_TIME: &str = "EndTime";
+}
+
 /// The most ChannelIds a subscription may name.
 pub const MAX_CHANNELS: usize = 20;
 /// The longest CallbackUrl.
@@ -47,8 +57,10 @@ impl Subscription {
     }
 }
 
-/// How callbacks are delivered (scripted by a test).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How callbacks are delivered (scripted by a test: `PUT /admin/events/rules`, camelCase; a
+/// field left out keeps its default).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliveryRules {
     /// Before the first try.
     pub delay_ms: i64,
@@ -127,12 +139,12 @@ pub enum EventsError {
     Invalid(String),
 }
 
-/// Every subscription (by the Alibaba account's uid and the AppId), the callbacks queued and the
-/// delivery log.
+/// Every subscription (by AppId: the simulator keeps tasks by AppId and TaskId, whoever asks),
+/// the callbacks queued and the delivery log.
 #[derive(Debug, Default)]
 pub struct Events {
     pub rules: DeliveryRules,
-    subscriptions: BTreeMap<(String, String), Subscription>,
+    subscriptions: BTreeMap<String, Subscription>,
     queue: Vec<Callback>,
     log: Vec<Record>,
     /// Callbacks queued so far: MsgIds and the duplicate and late rules count them.
@@ -191,7 +203,6 @@ impl Events {
     /// CreateRtcMPUEventSub: the new subscription's SubId.
     pub fn create(
         &mut self,
-        uid: &str,
         app_id: &str,
         channel_ids: Option<&str>,
         callback_url: &str,
@@ -199,7 +210,7 @@ impl Events {
     ) -> Result<String, EventsError> {
         check_url(callback_url)?;
         let channel_ids = check_channels(channel_ids.unwrap_or_default())?;
-        let key = (uid.to_owned(), app_id.to_owned());
+        let key = app_id.to_owned();
         if self.subscriptions.contains_key(&key) {
             return Err(EventsError::Exists(app_id.to_owned()));
         }
@@ -221,7 +232,6 @@ impl Events {
     /// UpdateRtcMPUEventSub: what is given replaces what was.
     pub fn update(
         &mut self,
-        uid: &str,
         app_id: &str,
         channel_ids: Option<&str>,
         callback_url: Option<&str>,
@@ -232,7 +242,7 @@ impl Events {
         let channels = channel_ids.map(check_channels).transpose()?;
         let sub = self
             .subscriptions
-            .get_mut(&(uid.to_owned(), app_id.to_owned()))
+            .get_mut(app_id)
             .ok_or_else(|| EventsError::NotFound(app_id.to_owned()))?;
         if let Some(url) = callback_url {
             sub.callback_url = url.to_owned();
@@ -244,23 +254,23 @@ impl Events {
     }
 
     /// DescribeRtcMPUEventSub.
-    pub fn describe(&self, uid: &str, app_id: &str) -> Option<&Subscription> {
-        self.subscriptions.get(&(uid.to_owned(), app_id.to_owned()))
+    pub fn describe(&self, app_id: &str) -> Option<&Subscription> {
+        self.subscriptions.get(app_id)
     }
 
     /// DeleteRtcMPUEventSub: its callbacks not yet sent are dropped.
-    pub fn delete(&mut self, uid: &str, app_id: &str) -> Result<(), EventsError> {
+    pub fn delete(&mut self, app_id: &str) -> Result<(), EventsError> {
         let sub = self
             .subscriptions
-            .remove(&(uid.to_owned(), app_id.to_owned()))
+            .remove(app_id)
             .ok_or_else(|| EventsError::NotFound(app_id.to_owned()))?;
         self.queue.retain(|c| c.sub_id != sub.sub_id);
         Ok(())
     }
 
-    /// A relay task of account `uid` changed: queues a callback to its app's subscription, when
+    /// A relay task changed: queues a callback to its app's subscription, when
     /// that covers the relay's channel.
-    pub fn status_changed(&mut self, uid: &str, change: Change<'_>, now_ms: i64) {
+    pub fn status_changed(&mut self, change: Change<'_>, now_ms: i64) {
         let Change {
             app_id,
             task_id,
@@ -268,7 +278,7 @@ impl Events {
             dst_url,
             status,
         } = change;
-        let Some(sub) = self.subscriptions.get(&(uid.to_owned(), app_id.to_owned())) else {
+        let Some(sub) = self.subscriptions.get(app_id) else {
             return;
         };
         if !sub.covers(channel) {
@@ -383,12 +393,11 @@ impl Events {
 mod tests {
     use super::*;
 
-    const UID: &str = "1234567890";
     const URL: &str = "https://operator.example.com/mpu-events/t0ken";
 
     fn subscribed(channels: Option<&str>) -> Events {
         let mut e = Events::default();
-        e.create(UID, "app", channels, URL, 0).unwrap();
+        e.create("app", channels, URL, 0).unwrap();
         e
     }
 
@@ -400,52 +409,42 @@ mod tests {
             dst_url: "rtmp://x/y",
             status,
         };
-        e.status_changed(UID, change, now);
+        e.status_changed(change, now);
     }
 
     #[test]
     fn one_subscription_per_app_with_its_bounds() {
         let mut e = subscribed(None);
         assert_eq!(
-            e.create(UID, "app", None, URL, 1),
+            e.create("app", None, URL, 1),
             Err(EventsError::Exists("app".into()))
         );
-        let other_account = e.create("999", "app", None, URL, 1);
-        assert!(other_account.is_ok(), "AppIds are an account's own");
         let many: Vec<String> = (0..21).map(|i| format!("c{i}")).collect();
         assert!(matches!(
-            e.create(UID, "b", Some(&many.join(",")), URL, 0),
+            e.create("b", Some(&many.join(",")), URL, 0),
             Err(EventsError::Invalid(_))
         ));
         assert!(matches!(
-            e.create(UID, "b", Some("a,a"), URL, 0),
+            e.create("b", Some("a,a"), URL, 0),
             Err(EventsError::Invalid(_))
         ));
         assert!(matches!(
-            e.create(UID, "b", None, "ftp://x", 0),
+            e.create("b", None, "ftp://x", 0),
             Err(EventsError::Invalid(_))
         ));
         let long = format!("https://x/{}", "a".repeat(2100));
         assert!(matches!(
-            e.create(UID, "b", None, &long, 0),
+            e.create("b", None, &long, 0),
             Err(EventsError::Invalid(_))
         ));
-        e.update(
-            UID,
-            "app",
-            Some("lobby"),
-            Some("https://new.example.com/cb"),
-        )
-        .unwrap();
-        let sub = e.describe(UID, "app").unwrap();
+        e.update("app", Some("lobby"), Some("https://new.example.com/cb"))
+            .unwrap();
+        let sub = e.describe("app").unwrap();
         assert_eq!(sub.channel_ids, ["lobby"]);
         assert_eq!(sub.callback_url, "https://new.example.com/cb");
-        e.delete(UID, "app").unwrap();
-        assert_eq!(
-            e.delete(UID, "app"),
-            Err(EventsError::NotFound("app".into()))
-        );
-        assert!(e.describe(UID, "app").is_none());
+        e.delete("app").unwrap();
+        assert_eq!(e.delete("app"), Err(EventsError::NotFound("app".into())));
+        assert!(e.describe("app").is_none());
     }
 
     #[test]
@@ -485,7 +484,7 @@ mod tests {
             dst_url: "rtmp://x",
             status: 1,
         };
-        e.status_changed(UID, other_app, 0);
+        e.status_changed(other_app, 0);
         assert!(e.due(0).is_empty());
         change(&mut e, "t4", Some("stage"), 1, 0);
         assert_eq!(e.due(0).len(), 1);
@@ -555,7 +554,7 @@ mod tests {
         assert!(!more);
         let (window, _) = e.records("app", None, 1000, 2000, 1, 100);
         assert_eq!(window.len(), 2);
-        let sub = e.describe(UID, "app").unwrap().sub_id.clone();
+        let sub = e.describe("app").unwrap().sub_id.clone();
         assert_eq!(e.records("app", Some(&sub), 0, 10_000, 1, 100).0.len(), 5);
         assert!(
             e.records("app", Some("Sub-other"), 0, 10_000, 1, 100)
@@ -568,7 +567,7 @@ mod tests {
     fn deleting_a_subscription_drops_its_queued_callbacks() {
         let mut e = subscribed(None);
         change(&mut e, "t1", None, 1, 0);
-        e.delete(UID, "app").unwrap();
+        e.delete("app").unwrap();
         assert!(e.due(100).is_empty());
     }
 }

@@ -8,11 +8,13 @@
 //!
 //! Submodules: [`config`] (the file), [`limiter`] (sliding windows), [`state`] (the request logic,
 //! pure), [`relay`] (the rules of managed relays: start, update, stop, idle stop; pure),
+//! [`events`] (subscriptions and callbacks; pure), [`delivery`] (POSTs the callbacks),
 //! [`faults`], [`stats`], [`wire`] (codes and bodies), [`tls`] (certificates), `http`
 //! (server) and `admin` (routes).
 
 mod admin;
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod faults;
 mod http;
@@ -120,6 +122,7 @@ impl Simulator {
             shared.clone(),
             watcher,
         ));
+        tokio::spawn(delivery::run(shared.clone(), shutdown.subscribe()));
         tracing::info!(%addr, https = tls.is_some(), "simulator listening");
         Ok(SimulatorHandle {
             addr,
@@ -241,6 +244,26 @@ impl SimulatorHandle {
     pub fn relay(&self, app_id: &str, task_id: &str) -> Option<serde_json::Value> {
         let now = self.shared.clock();
         self.shared.lock().relay(app_id, task_id, now)
+    }
+
+    /// Scripts how event callbacks are delivered (delay, retries, duplicates, late arrivals),
+    /// as `PUT /admin/events/rules` does.
+    pub fn set_delivery_rules(&self, rules: events::DeliveryRules) {
+        self.shared.lock().events.rules = rules;
+    }
+
+    /// The delivery log of `app_id`'s callbacks (every try), oldest first.
+    pub fn event_records(&self, app_id: &str) -> Vec<events::Record> {
+        let state = self.shared.lock();
+        let (records, _) = state
+            .events
+            .records(app_id, None, 0, i64::MAX, 1, usize::MAX);
+        records.into_iter().cloned().collect()
+    }
+
+    /// `app_id`'s event subscription, if any.
+    pub fn subscription(&self, app_id: &str) -> Option<events::Subscription> {
+        self.shared.lock().events.describe(app_id).cloned()
     }
 
     pub fn remove_task(&self, app_id: &str, task_id: &str) -> bool {

@@ -16,6 +16,7 @@ use mpu_relay_sign::verify;
 use mpu_relay_sign::{self as sign, Method, params};
 
 use super::config::{self, RoleConfig, SimulatorConfig};
+use super::events::{self, Change, Events};
 use super::faults::{DEFAULT_HUGE_BYTES, FaultKind, FaultRule, FaultSet, FaultSpec};
 use super::limiter::SlidingWindowLimiter;
 use super::relay::{self, RelayRules, Relays};
@@ -313,6 +314,8 @@ pub struct State {
     relay_qps: BTreeMap<Action, u32>,
     /// Admitted relay calls by action, since the stats were reset.
     relay_actions: BTreeMap<String, u64>,
+    /// MPU event subscriptions, the callbacks they queue and the delivery log.
+    pub(crate) events: Events,
     nonces: NonceCache,
     faults: FaultSet,
     unattributed: CallStats,
@@ -385,6 +388,7 @@ impl State {
             relay_limiters: HashMap::new(),
             relay_qps: config.relay_qps.clone(),
             relay_actions: BTreeMap::new(),
+            events: Events::default(),
             nonces: NonceCache::default(),
             faults: FaultSet::default(),
             unattributed: CallStats::default(),
@@ -656,7 +660,7 @@ impl State {
                 self.relays
                     .start(&app, &task, spec, at)
                     .map_err(relay_error)?;
-                self.tasks.entry((app, task)).or_default().status = relay::RUNNING;
+                self.set_status(&app, &task, relay::RUNNING, at);
                 serde_json::json!({"RequestId": request_id})
             }
             Action::UpdateLiveMpuTask => {
@@ -670,8 +674,17 @@ impl State {
             Action::StopLiveMpuTask => {
                 let task = required(params, relay::params::TASK_ID)?.to_owned();
                 self.relays.stop(&app, &task, at).map_err(relay_error)?;
-                self.tasks.entry((app, task)).or_default().status = relay::STOPPED_BY_USER;
+                self.set_status(&app, &task, relay::STOPPED_BY_USER, at);
                 serde_json::json!({"RequestId": request_id})
+            }
+            Action::CreateRtcMpuEventSub
+            | Action::UpdateRtcMpuEventSub
+            | Action::DescribeRtcMpuEventSub
+            | Action::DeleteRtcMpuEventSub
+            | Action::ListRtcMpuEventSubRecord => {
+                let mut body = self.events_call(action, &app, params, at)?;
+                body["RequestId"] = request_id.into();
+                body
             }
             _ => {
                 let tasks: Vec<serde_json::Value> = match task_id {
@@ -712,11 +725,144 @@ impl State {
         Ok(Reply::Json { body })
     }
 
+    /// The four subscription operations and the delivery log, on `app`'s subscription
+    /// ([`crate::events`]); the answer without its `RequestId`.
+    fn events_call(
+        &mut self,
+        action: Action,
+        app: &str,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<serde_json::Value, ApiError> {
+        let param = |name: &str| params.get(name).map(String::as_str);
+        let iso = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default()
+        };
+        Ok(match action {
+            Action::CreateRtcMpuEventSub => {
+                let url = required(params, events::params::CALLBACK_URL)?;
+                let sub_id = self
+                    .events
+                    .create(app, param(events::params::CHANNEL_IDS), url, now_ms)
+                    .map_err(events_error)?;
+                serde_json::json!({ "SubId": sub_id })
+            }
+            Action::UpdateRtcMpuEventSub => {
+                self.events
+                    .update(
+                        app,
+                        param(events::params::CHANNEL_IDS),
+                        param(events::params::CALLBACK_URL),
+                    )
+                    .map_err(events_error)?;
+                serde_json::json!({})
+            }
+            Action::DescribeRtcMpuEventSub => {
+                let sub = self
+                    .events
+                    .describe(app)
+                    .ok_or_else(|| events_error(events::EventsError::NotFound(app.to_owned())))?;
+                let mut info = serde_json::json!({
+                    "SubId": sub.sub_id,
+                    "AppId": sub.app_id,
+                    "CreateTime": iso(sub.created_ms),
+                    "CallbackUrl": sub.callback_url,
+                });
+                if !sub.channel_ids.is_empty() {
+                    info["ChannelIds"] = sub.channel_ids.join(",").into();
+                }
+                serde_json::json!({ "SubInfo": info })
+            }
+            Action::DeleteRtcMpuEventSub => {
+                self.events.delete(app).map_err(events_error)?;
+                serde_json::json!({})
+            }
+            _ => {
+                let time = |name: &str| -> Result<i64, ApiError> {
+                    let value = required(params, name)?;
+                    value
+                        .parse::<jiff::Timestamp>()
+                        .map(|t| t.as_millisecond())
+                        .map_err(|_| {
+                            events_error(events::EventsError::Invalid(format!(
+                                "{name} {value:?} is not yyyy-MM-ddTHH:mm:ssZ"
+                            )))
+                        })
+                };
+                let number = |name: &str| -> Result<usize, ApiError> {
+                    let value = required(params, name)?;
+                    value.parse().map_err(|_| {
+                        events_error(events::EventsError::Invalid(format!(
+                            "{name} {value:?} is not a number"
+                        )))
+                    })
+                };
+                let (start, end) = (
+                    time(events::params::START_TIME)?,
+                    time(events::params::END_TIME)?,
+                );
+                let (page, size) = (
+                    number(relay::params::PAGE_NO)?,
+                    number(relay::params::PAGE_SIZE)?,
+                );
+                if !(1..=100).contains(&size) || page == 0 {
+                    return Err(events_error(events::EventsError::Invalid(
+                        "PageNo starts at 1; PageSize is 1 to 100".into(),
+                    )));
+                }
+                let (records, more) =
+                    self.events
+                        .records(app, param(events::params::SUB_ID), start, end, page, size);
+                let logs: Vec<serde_json::Value> = records
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "AppId": r.app_id,
+                            "SubId": r.sub_id,
+                            "CallbackUrl": r.callback_url,
+                            "Cost": r.cost_ms,
+                            "Data": r.data,
+                            "HTTPCode": r.http_code,
+                            "MsgId": r.msg_id,
+                            "Time": iso(r.time_ms),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "Count": logs.len(), "HasMore": more, "Logs": logs })
+            }
+        })
+    }
+
     /// Relays whose channel has been empty for their idle time stop, and their tasks answer so.
     fn apply_relay_stops(&mut self, now_ms: i64) {
         for (app, task, status) in self.relays.tick(now_ms) {
-            self.tasks.entry((app, task)).or_default().status = status;
+            self.set_status(&app, &task, status, now_ms);
         }
+    }
+
+    /// Every change of a task's status goes through here: a change (not a repeat) queues a
+    /// callback to its app's event subscription, as the cloud's do.
+    fn set_status(&mut self, app: &str, task: &str, status: i64, now_ms: i64) {
+        let entry = self
+            .tasks
+            .entry((app.to_owned(), task.to_owned()))
+            .or_default();
+        if std::mem::replace(&mut entry.status, status) == status {
+            return;
+        }
+        let relay = self.relays.get(app, task);
+        let change = Change {
+            app_id: app,
+            task_id: task,
+            channel: relay.map(|r| r.spec.channel_id.as_str()),
+            dst_url: relay
+                .and_then(|r| r.spec.outputs.first())
+                .map_or("", String::as_str),
+            status,
+        };
+        self.events.status_changed(change, now_ms);
     }
 
     /// Sets how many users are in a channel, as scripted from the admin API: who streams is not
@@ -1214,15 +1360,11 @@ impl State {
     /// set to a stopped status (2..6) stops in the relay model too, as when the cloud stops it
     /// (a CDN fault): it can then be started again once cleared.
     pub fn set_task(&mut self, app_id: &str, task_id: &str, status: i64, now: Clock) {
+        let at = now.wall.as_millisecond();
         if (2..=6).contains(&status) {
-            let _ = self
-                .relays
-                .halt(app_id, task_id, status, now.wall.as_millisecond());
+            let _ = self.relays.halt(app_id, task_id, status, at);
         }
-        self.tasks
-            .entry((app_id.to_owned(), task_id.to_owned()))
-            .or_default()
-            .status = status;
+        self.set_status(app_id, task_id, status, at);
     }
 
     /// Removes a task; true when it existed. Later calls get `InvalidTask.NotFound`.
@@ -1570,6 +1712,12 @@ fn check_version(version: Option<&str>, served: &[&str]) -> Result<(), ApiError>
 }
 
 /// The cloud's answer to a refused relay operation (the codes of its documented tables).
+/// A refused subscription operation: `InvalidParam` with its reason, as the documented error
+/// tables answer (`%s`).
+fn events_error(error: events::EventsError) -> ApiError {
+    ApiError::new(400, codes::INVALID_PARAM, error.to_string())
+}
+
 fn relay_error(error: relay::RelayError) -> ApiError {
     use relay::RelayError as E;
     match &error {

@@ -102,10 +102,20 @@ pub enum Action {
     StopLiveMpuTask,
     #[serde(rename = "ListRtcMPUTaskDetail")]
     ListRtcMpuTaskDetail,
+    #[serde(rename = "CreateRtcMPUEventSub")]
+    CreateRtcMpuEventSub,
+    #[serde(rename = "UpdateRtcMPUEventSub")]
+    UpdateRtcMpuEventSub,
+    #[serde(rename = "DescribeRtcMPUEventSub")]
+    DescribeRtcMpuEventSub,
+    #[serde(rename = "DeleteRtcMPUEventSub")]
+    DeleteRtcMpuEventSub,
+    #[serde(rename = "ListRtcMPUEventSubRecord")]
+    ListRtcMpuEventSubRecord,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 12] = [
         Action::GetMpuTaskStatus,
         Action::AssumeRoleWithOidc,
         Action::GetCallerIdentity,
@@ -113,6 +123,11 @@ impl Action {
         Action::UpdateLiveMpuTask,
         Action::StopLiveMpuTask,
         Action::ListRtcMpuTaskDetail,
+        Action::CreateRtcMpuEventSub,
+        Action::UpdateRtcMpuEventSub,
+        Action::DescribeRtcMpuEventSub,
+        Action::DeleteRtcMpuEventSub,
+        Action::ListRtcMpuEventSubRecord,
     ];
     /// The STS actions.
     pub const STS: [Action; 2] = [Action::AssumeRoleWithOidc, Action::GetCallerIdentity];
@@ -124,16 +139,24 @@ impl Action {
         Action::ListRtcMpuTaskDetail,
     ];
 
-    /// Alibaba's documented calls per second per account of a relay action: 500 for Start,
-    /// Update and Stop, 50 for ListRtcMPUTaskDetail; `None` for the others (GetMPUTaskStatus
+    /// Alibaba's documented calls per second per account of a relay or event action: 500 for
+    /// Start, Update and Stop, 50 for ListRtcMPUTaskDetail and the four subscription
+    /// operations, 100 for ListRtcMPUEventSubRecord; `None` for the others (GetMPUTaskStatus
     /// uses the uid's configured QPS, STS is not limited here).
     pub fn default_qps(self) -> Option<u32> {
         match self {
             Action::StartLiveMpuTask | Action::UpdateLiveMpuTask | Action::StopLiveMpuTask => {
                 Some(500)
             }
-            Action::ListRtcMpuTaskDetail => Some(50),
-            _ => None,
+            Action::ListRtcMpuTaskDetail
+            | Action::CreateRtcMpuEventSub
+            | Action::UpdateRtcMpuEventSub
+            | Action::DescribeRtcMpuEventSub
+            | Action::DeleteRtcMpuEventSub => Some(50),
+            Action::ListRtcMpuEventSubRecord => Some(100),
+            Action::GetMpuTaskStatus | Action::AssumeRoleWithOidc | Action::GetCallerIdentity => {
+                None
+            }
         }
     }
 
@@ -147,6 +170,11 @@ impl Action {
             Action::UpdateLiveMpuTask => "UpdateLiveMPUTask",
             Action::StopLiveMpuTask => "StopLiveMPUTask",
             Action::ListRtcMpuTaskDetail => "ListRtcMPUTaskDetail",
+            Action::CreateRtcMpuEventSub => "CreateRtcMPUEventSub",
+            Action::UpdateRtcMpuEventSub => "UpdateRtcMPUEventSub",
+            Action::DescribeRtcMpuEventSub => "DescribeRtcMPUEventSub",
+            Action::DeleteRtcMpuEventSub => "DeleteRtcMPUEventSub",
+            Action::ListRtcMpuEventSubRecord => "ListRtcMPUEventSubRecord",
         }
     }
 

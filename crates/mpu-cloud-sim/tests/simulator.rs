@@ -1946,3 +1946,147 @@ async fn a_relay_whose_channel_empties_is_reported_channel_stopped_after_its_max
     // Nothing but GetMPUTaskStatus has looked since: it sees the stop itself.
     assert_eq!(v1(&sim, &KEY1, "idle").await.1["Status"], 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// MPU event subscriptions and their callbacks
+// ---------------------------------------------------------------------------------------------
+
+/// A callback receiver on a loopback port: what it was sent (body and headers), answering each
+/// POST with the next of `answers` (200 once they run out).
+struct Receiver {
+    url: String,
+    got: tokio::sync::mpsc::UnboundedReceiver<(Value, Vec<String>)>,
+}
+
+async fn receiver(answers: &[u16]) -> Receiver {
+    use axum::http::{HeaderMap, StatusCode};
+    let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(answers.to_vec()));
+    let app = axum::Router::new().route(
+        "/cb/{token}",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (tx, answers) = (tx.clone(), answers.clone());
+            async move {
+                let names = ["ali-rtc-timestamp", "ali-rtc-signature"]
+                    .iter()
+                    .filter(|h| headers.contains_key(**h))
+                    .map(|h| h.to_string())
+                    .collect();
+                let _ = tx.send((serde_json::from_slice(&body).unwrap_or(Value::Null), names));
+                let mut answers = answers.lock().unwrap();
+                let code = if answers.is_empty() {
+                    200
+                } else {
+                    answers.remove(0)
+                };
+                StatusCode::from_u16(code).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb/t0ken", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got }
+}
+
+impl Receiver {
+    async fn next(&mut self) -> (Value, Vec<String>) {
+        tokio::time::timeout(Duration::from_secs(10), self.got.recv())
+            .await
+            .expect("a callback within 10 s")
+            .expect("the receiver runs")
+    }
+}
+
+#[tokio::test]
+async fn one_subscription_per_app_is_created_described_updated_and_deleted_over_the_wire() {
+    let sim = start().await;
+    let url = "https://operator.example.com/mpu-events/abc";
+    let (status, body) = relay_action(
+        &sim,
+        "CreateRtcMPUEventSub",
+        &[("AppId", APP), ("CallbackUrl", url)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sub_id = body["SubId"].as_str().unwrap().to_owned();
+    assert!(sub_id.starts_with("Sub-"), "{body}");
+
+    let again = [("AppId", APP), ("CallbackUrl", url)];
+    let (status, body) = relay_action(&sim, "CreateRtcMPUEventSub", &again).await;
+    assert_eq!((status, code(&body)), (400, "InvalidParam"), "{body}");
+
+    let (status, body) = relay_action(&sim, "DescribeRtcMPUEventSub", &[("AppId", APP)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["SubInfo"]["SubId"], sub_id.as_str());
+    assert_eq!(body["SubInfo"]["CallbackUrl"], url);
+    assert!(body["SubInfo"].get("ChannelIds").is_none(), "every channel");
+
+    let update = [("AppId", APP), ("ChannelIds", "lobby,stage")];
+    let (status, body) = relay_action(&sim, "UpdateRtcMPUEventSub", &update).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        sim.subscription(APP).unwrap().channel_ids,
+        ["lobby", "stage"]
+    );
+
+    let (status, _) = relay_action(&sim, "DeleteRtcMPUEventSub", &[("AppId", APP)]).await;
+    assert_eq!(status, 200);
+    let (status, body) = relay_action(&sim, "DescribeRtcMPUEventSub", &[("AppId", APP)]).await;
+    assert_eq!((status, code(&body)), (400, "InvalidParam"), "{body}");
+    assert!(sim.stats(false).relay_actions["CreateRtcMPUEventSub"] >= 2);
+}
+
+#[tokio::test]
+async fn a_status_change_is_posted_to_the_subscription_retried_on_refusal_and_logged() {
+    let sim = start().await;
+    let mut rx = receiver(&[503]).await;
+    sim.set_delivery_rules(mpu_cloud_sim::events::DeliveryRules {
+        retry_every_ms: 200,
+        ..Default::default()
+    });
+    let create = [("AppId", APP), ("CallbackUrl", rx.url.as_str())];
+    let (status, body) = relay_action(&sim, "CreateRtcMPUEventSub", &create).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The same status again is no change: only the change to 5 is sent.
+    sim.set_task_status(APP, TASK, 1);
+    sim.set_task_status(APP, TASK, 5);
+    let (first, headers) = rx.next().await;
+    assert_eq!(headers, ["ali-rtc-timestamp", "ali-rtc-signature"]);
+    assert_eq!(first["TaskId"], TASK);
+    assert_eq!(first["AppId"], APP);
+    assert_eq!(first["Payload"]["EventCode"], 5);
+    // Refused with 503: tried again, the same message.
+    let (second, _) = rx.next().await;
+    assert_eq!(second["MsgId"], first["MsgId"]);
+
+    let start = "2000-01-01T00:00:00Z";
+    let end = "2100-01-01T00:00:00Z";
+    let list = [
+        ("AppId", APP),
+        ("StartTime", start),
+        ("EndTime", end),
+        ("PageNo", "1"),
+        ("PageSize", "10"),
+    ];
+    let mut logs = Value::Null;
+    for _ in 0..MAX_ATTEMPTS {
+        let (status, body) = relay_action(&sim, "ListRtcMPUEventSubRecord", &list).await;
+        assert_eq!(status, 200, "{body}");
+        if body["Count"] == 2 {
+            logs = body["Logs"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let codes: Vec<&str> = logs
+        .as_array()
+        .expect("two tries logged")
+        .iter()
+        .map(|l| l["HTTPCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["503", "200"]);
+    let data: Value = serde_json::from_str(logs[1]["Data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["MsgId"], first["MsgId"]);
+}
