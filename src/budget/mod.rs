@@ -121,6 +121,21 @@ struct State<K> {
     throttled: u64,
 }
 
+impl<K: Clone + Eq + Hash> State<K> {
+    /// What a grant means for the task: a wait, or a call that renews its membership.
+    fn admitted(&mut self, task: &K, grant: Grant, desired: Duration, now: Instant) -> Admission {
+        match grant {
+            Grant::At(at) => Admission::Wait(at.saturating_duration_since(now)),
+            Grant::Now(call) => {
+                self.usage.record(now);
+                let until = now.checked_add(membership(desired)).unwrap_or(now);
+                let floor = self.pacing.floor(task, desired, now, until);
+                Admission::Go { floor, call }
+            }
+        }
+    }
+}
+
 /// Calls per one-second bucket over the last few seconds.
 #[derive(Debug)]
 struct Usage {
@@ -203,15 +218,16 @@ impl<K: Clone + Eq + Hash> Budget<K> {
     /// to call renews its membership (so it counts in the floor); one that waits changes nothing.
     pub fn admit(&self, task: &K, desired: Duration, now: Instant) -> Admission {
         let mut state = self.lock();
-        match state.pacing.acquire(task, now) {
-            Grant::At(at) => Admission::Wait(at.saturating_duration_since(now)),
-            Grant::Now(call) => {
-                state.usage.record(now);
-                let until = now.checked_add(membership(desired)).unwrap_or(now);
-                let floor = state.pacing.floor(task, desired, now, until);
-                Admission::Go { floor, call }
-            }
-        }
+        let grant = state.pacing.acquire(task, now);
+        state.admitted(task, grant, desired, now)
+    }
+
+    /// Asks for a hinted call for `task` (a callback said it changed), in the account's lane
+    /// of hinted calls at `share` of its rate ([`Pacer::expedite`]); otherwise as [`Budget::admit`].
+    pub fn expedite(&self, task: &K, desired: Duration, share: f64, now: Instant) -> Admission {
+        let mut state = self.lock();
+        let grant = state.pacing.expedite(task, share, now);
+        state.admitted(task, grant, desired, now)
     }
 
     /// When `task`, whose call was granted at `granted` and is done at `now`, comes back, as

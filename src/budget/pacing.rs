@@ -169,7 +169,36 @@ pub struct Pacer<K> {
     demand: BTreeMap<Duration, usize>,
     /// When expired members and forgotten reservations were last swept out.
     swept: Option<Instant>,
+    /// Hinted polls ([`Pacer::expedite`]).
+    hints: HintLane<K>,
 }
+
+/// The lane of hinted polls: calls moved ahead of the line because a callback said a task
+/// changed (issue 27). Paced on its own at a share of the rate, and at most one per task per
+/// [`HINT_EVERY`].
+#[derive(Debug)]
+struct HintLane<K> {
+    /// The lane's next free slot.
+    next: Option<Instant>,
+    /// Lane slots handed out and not yet used, by task.
+    waiting: HashMap<K, Instant>,
+    /// When each task last made a hinted call (kept for [`HINT_EVERY`]).
+    last: HashMap<K, Instant>,
+}
+
+impl<K> Default for HintLane<K> {
+    fn default() -> Self {
+        HintLane {
+            next: None,
+            waiting: HashMap::new(),
+            last: HashMap::new(),
+        }
+    }
+}
+
+/// A task makes at most one hinted call in this long: a flood of callbacks about one task
+/// (valid or replayed) is one poll a second.
+pub const HINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How far one slot may be moved toward the shared lattice, in parts of a spacing: 1/32
 /// (3.2 ms at 9.7 calls/s) makes a line off it reach it within 32 slots, each gap at most
@@ -203,6 +232,7 @@ impl<K: Clone + Eq + Hash> Pacer<K> {
             members: HashMap::new(),
             demand: BTreeMap::new(),
             swept: None,
+            hints: HintLane::default(),
         }
     }
 
@@ -265,6 +295,57 @@ impl<K: Clone + Eq + Hash> Pacer<K> {
             self.reservations.insert(task.clone(), slot);
             Grant::At(slot)
         }
+    }
+
+    /// Asks for a hinted call for `task` at `now`: a call ahead of its turn in the line,
+    /// because a callback said it changed. Hinted calls are paced in a lane of their own at
+    /// `share` (0..1) of the rate, a task at most once per [`HINT_EVERY`]; a task whose lane
+    /// slot is later is told when (and keeps it).
+    ///
+    /// The call *moves* the task's next slot in the line forward: it gives up the slot it
+    /// holds, or, holding none, pushes the line back by one slot. So hinted calls never add to
+    /// the account's rate, and ordinary polling loses to them at most `share` of it. The few
+    /// calls that move ahead of slots already handed out for the next second are what the
+    /// window guard is for: it holds back whichever call would be one too many.
+    pub fn expedite(&mut self, task: &K, share: f64, now: Instant) -> Grant {
+        if self.held_back.iter().any(|(t, _)| t == task) {
+            // Its hinted call is waiting for a place in the cloud's window already.
+            return self.acquire(task, now);
+        }
+        match self.hints.waiting.get(task) {
+            Some(&at) if at > now => return Grant::At(at),
+            Some(_) => {
+                self.hints.waiting.remove(task);
+            }
+            None => {
+                // A task hinted again within the second comes back when it may be, and only
+                // then takes a slot in the lane (holding one meanwhile would keep it from
+                // the other tasks).
+                if let Some(&last) = self.hints.last.get(task)
+                    && last + HINT_EVERY > now
+                {
+                    return Grant::At(last + HINT_EVERY);
+                }
+                let share = if share.is_finite() {
+                    share.clamp(0.01, 1.0)
+                } else {
+                    0.5
+                };
+                let slot = self.hints.next.map_or(now, |next| next.max(now));
+                self.hints.next = Some(slot + self.spacing().div_f64(share));
+                if slot > now {
+                    self.hints.waiting.insert(task.clone(), slot);
+                    return Grant::At(slot);
+                }
+            }
+        }
+        if self.reservations.remove(task).is_none() {
+            let free = self.next_free.map_or(now, |free| free.max(now));
+            self.next_free = Some(free + self.spacing());
+        }
+        self.hints.last.retain(|_, last| *last + HINT_EVERY > now);
+        self.hints.last.insert(task.clone(), now);
+        self.grant_now(task, now)
     }
 
     /// Right after `task`'s call, granted at `granted`, takes its next turn in the account's
@@ -442,6 +523,7 @@ impl<K: Clone + Eq + Hash> Pacer<K> {
     /// Gives up `task`'s reservation, if any (the task was deleted or suspended).
     pub fn release(&mut self, task: &K) {
         self.reservations.remove(task);
+        self.hints.waiting.remove(task);
         self.held_back.retain(|(t, _)| t != task);
         if let Some((desired, _)) = self.members.remove(task) {
             self.forget_demand(desired);
@@ -476,6 +558,9 @@ impl<K: Clone + Eq + Hash> Pacer<K> {
             self.forget_demand(desired);
         }
         self.reservations
+            .retain(|_, at| *at + FORGET_RESERVATION > now);
+        self.hints
+            .waiting
             .retain(|_, at| *at + FORGET_RESERVATION > now);
     }
 
@@ -615,6 +700,100 @@ mod tests {
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
+    }
+
+    /// 100 tasks in line at 10 calls/s (a round of 10 s), hints at half the rate: one task
+    /// hinted every 10 ms (a flood), another one every 100 ms. Calls are answered at once.
+    #[test]
+    fn hinted_calls_keep_to_their_share_one_a_second_per_task_and_starve_no_one() {
+        let t0 = Instant::now();
+        let mut pacer = ten_per_second(t0);
+        let round = secs(10.0);
+        let tasks = 100u32;
+        let mut next: Vec<Instant> = (0..tasks).map(|_| t0).collect();
+        let mut hinted = vec![false; tasks as usize];
+        let mut calls: Vec<(Duration, u32, bool)> = Vec::new();
+        let step = secs(0.001);
+        let mut now = t0;
+        for tick in 0..60_000u32 {
+            if tick % 10 == 0 {
+                hinted[7] = true;
+                next[7] = next[7].min(now);
+            }
+            if tick % 100 == 50 {
+                let other = (tick / 100 * 37) % tasks;
+                hinted[other as usize] = true;
+                next[other as usize] = next[other as usize].min(now);
+            }
+            for task in 0..tasks {
+                let i = task as usize;
+                if next[i] > now {
+                    continue;
+                }
+                let grant = if hinted[i] {
+                    pacer.expedite(&task, 0.5, now)
+                } else {
+                    pacer.acquire(&task, now)
+                };
+                match grant {
+                    Grant::At(at) => next[i] = at,
+                    Grant::Now(call) => {
+                        calls.push((now - t0, task, hinted[i]));
+                        hinted[i] = false;
+                        pacer.answered(call, true, now);
+                        next[i] = pacer.take_turn(&task, round, now, now);
+                    }
+                }
+            }
+            now += step;
+        }
+        for second in 0..60 {
+            let window = |c: &&(Duration, u32, bool)| c.0.as_secs() == second;
+            let all = calls.iter().filter(window).count();
+            let hints = calls.iter().filter(window).filter(|c| c.2).count();
+            let hot = calls
+                .iter()
+                .filter(window)
+                .filter(|c| c.2 && c.1 == 7)
+                .count();
+            assert!(all <= 10, "second {second}: {all} calls");
+            assert!(hints <= 5, "second {second}: {hints} hinted calls");
+            assert!(hot <= 1, "second {second}: the hot task {hot} times");
+        }
+        let total_hinted = calls.iter().filter(|c| c.2).count();
+        assert!(
+            total_hinted >= 240,
+            "the lane is used: {total_hinted} in 60 s"
+        );
+        // Every task still takes its turns: the line runs at half the rate at worst.
+        for task in 0..tasks {
+            let mut times: Vec<Duration> =
+                calls.iter().filter(|c| c.1 == task).map(|c| c.0).collect();
+            times.push(secs(60.0));
+            let worst = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+            assert!(worst <= secs(21.0), "task {task} waited {worst:?}");
+        }
+    }
+
+    #[test]
+    fn a_hinted_call_moves_the_tasks_slot_forward_and_adds_none() {
+        let t0 = Instant::now();
+        let mut pacer = ten_per_second(t0);
+        for task in 0..10 {
+            let _ = pacer.acquire(&task, t0);
+        }
+        // Task 9 holds the slot at 0.9 s; hinted at 0.05 s it calls then, and gives it up.
+        let hinted_at = t0 + secs(0.05);
+        assert!(pacer.expedite(&9, 0.5, hinted_at).is_now());
+        assert!(!pacer.reservations.contains_key(&9));
+        // The line's next free slot did not move: the call took task 9's place.
+        assert_eq!(pacer.acquire(&10, hinted_at), Grant::At(t0 + secs(1.0)));
+        // A task holding no slot pushes the line back one slot instead.
+        assert!(pacer.expedite(&11, 1.0, t0 + secs(0.3)).is_now());
+        assert_eq!(
+            pacer.acquire(&12, t0 + secs(0.3)),
+            Grant::At(t0 + secs(1.2))
+        );
     }
 
     #[test]
