@@ -131,6 +131,13 @@ pub struct Connection {
     /// cloud account; `qpsMarginPercent` applies to each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<OperationLimits>,
+
+    /// Event callbacks as hints: the operator subscribes to the cloud's MPU task events for
+    /// each AppId this account's tasks use, and polls a task as soon as a callback names it.
+    /// Polling stays the source of truth and the backstop. Needs the operator's events endpoint
+    /// (`--events-bind-address`, chart `events.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::EventsSpec>,
 }
 
 fn default_qps() -> u32 {
@@ -150,6 +157,7 @@ impl Default for Connection {
             qps: DEFAULT_QPS,
             qps_margin_percent: DEFAULT_QPS_MARGIN_PERCENT,
             limits: None,
+            events: None,
         }
     }
 }
@@ -175,6 +183,8 @@ impl Connection {
             RelayOperation::Start => limits.and_then(|l| l.start_mpu_task),
             RelayOperation::Update => limits.and_then(|l| l.update_mpu_task),
             RelayOperation::Stop => limits.and_then(|l| l.stop_mpu_task),
+            RelayOperation::Subscribe => Some(DEFAULT_SUBSCRIBE_QPS),
+            RelayOperation::EventRecords => Some(DEFAULT_EVENT_RECORDS_QPS),
         }
         .unwrap_or(DEFAULT_RELAY_ACTION_QPS)
     }
@@ -187,19 +197,27 @@ impl Connection {
     }
 }
 
-/// The operations that change a managed relay, each with its own rate per cloud account.
+/// The operations other than GetMPUTaskStatus, each with its own rate per cloud account: those
+/// that change a managed relay, and those of event subscriptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RelayOperation {
     Start,
     Update,
     Stop,
+    /// Create/Update/Describe/DeleteRtcMPUEventSub (50 calls/s each, documented; one budget
+    /// for the four keeps them all under it).
+    Subscribe,
+    /// ListRtcMPUEventSubRecord (100 calls/s, documented).
+    EventRecords,
 }
 
 impl RelayOperation {
-    pub const ALL: [RelayOperation; 3] = [
+    pub const ALL: [RelayOperation; 5] = [
         RelayOperation::Start,
         RelayOperation::Update,
         RelayOperation::Stop,
+        RelayOperation::Subscribe,
+        RelayOperation::EventRecords,
     ];
 
     /// The name used in `spec.limits`, in metrics (`operation`) and in the account's status.
@@ -208,6 +226,8 @@ impl RelayOperation {
             RelayOperation::Start => "startMPUTask",
             RelayOperation::Update => "updateMPUTask",
             RelayOperation::Stop => "stopMPUTask",
+            RelayOperation::Subscribe => "eventSubscription",
+            RelayOperation::EventRecords => "eventRecords",
         }
     }
 }
@@ -483,6 +503,10 @@ pub struct OperationLimits {
 
 /// Alibaba's documented limit of StartLiveMPUTask, UpdateLiveMPUTask and StopLiveMPUTask.
 pub const DEFAULT_RELAY_ACTION_QPS: u32 = 500;
+/// Alibaba's documented limit of each event subscription operation, per account.
+pub const DEFAULT_SUBSCRIBE_QPS: u32 = 50;
+/// Alibaba's documented limit of ListRtcMPUEventSubRecord, per account.
+pub const DEFAULT_EVENT_RECORDS_QPS: u32 = 100;
 
 /// What the operator knows of an account: whether tasks can use it, and its budget.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -507,6 +531,10 @@ pub struct AccountStatus {
     /// account object that uses the same cloud account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetStatus>,
+
+    /// Its event subscriptions and callbacks (with `spec.events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::EventsStatus>,
 }
 
 /// A cloud account's budget as the operator runs it.

@@ -7,10 +7,12 @@
 
 mod account;
 pub mod duration;
+mod events;
 mod relay;
 mod task;
 
 pub use account::*;
+pub use events::*;
 pub use relay::*;
 pub use task::*;
 
@@ -30,6 +32,9 @@ pub mod conditions {
     pub const THROTTLED: &str = "Throttled";
     /// Task: True while the operator retries a passing error (kstatus reads it as in progress).
     pub const RECONCILING: &str = "Reconciling";
+    /// Account with `spec.events`: True while its subscriptions are in place and the
+    /// operator's events endpoint serves them.
+    pub const EVENTS_READY: &str = "EventsReady";
 }
 
 /// One generated CRD: its file name under `crds/` and its YAML.

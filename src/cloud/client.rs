@@ -101,14 +101,17 @@ pub struct StatusQuery<'a> {
     pub task_id: &'a str,
 }
 
-/// A call that changes a managed relay (StartLiveMPUTask, UpdateLiveMPUTask, StopLiveMPUTask),
-/// its parameters as [`crate::cloud::relay`] builds them.
+/// A Live 2016-11-01 operation other than GetMPUTaskStatus: a managed relay's Start, Update or
+/// Stop, its parameters as [`crate::cloud::relay`] builds them, or an event subscription's
+/// ([`crate::cloud::events`]). `operation` is the budget it draws on.
 #[derive(Clone, Copy, Debug)]
 pub struct RelayCall<'a> {
     pub endpoint: &'a Endpoint,
     pub signature: SignatureVersion,
     pub region_id: Option<&'a str>,
     pub operation: RelayOperation,
+    /// The `Action`.
+    pub action: &'static str,
     pub params: &'a [(&'static str, String)],
 }
 
@@ -143,6 +146,12 @@ pub struct StsCredentials {
 #[derive(Clone)]
 pub struct CloudClient {
     http: reqwest::Client,
+}
+
+/// The `RequestId` of an answer, bounded as every id the operator keeps.
+pub fn request_id(answer: &serde_json::Value) -> String {
+    let id = answer.get("RequestId").and_then(serde_json::Value::as_str);
+    truncate_chars(id.unwrap_or_default(), ID_MAX)
 }
 
 /// Installs ring as rustls' process-wide crypto provider (the same one kube uses), once.
@@ -207,7 +216,8 @@ impl CloudClient {
         decode_response(status, retry_after.as_deref(), &body)
     }
 
-    /// Starts, updates or stops a managed relay (Live 2016-11-01); the answer's `RequestId`.
+    /// Calls a Live 2016-11-01 operation (a relay's Start, Update or Stop, an event
+    /// subscription's); the answer's JSON.
     ///
     /// Every parameter goes in the query string of a `POST /`, as both official SDKs send
     /// them: V3 exactly as the Tea SDK signs it, V1 with the core SDK's common parameters
@@ -216,7 +226,7 @@ impl CloudClient {
         &self,
         credentials: &Credentials,
         call: &RelayCall<'_>,
-    ) -> Result<String, CloudError> {
+    ) -> Result<serde_json::Value, CloudError> {
         let mut params: Vec<(&str, &str)> =
             call.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if call.signature == SignatureVersion::V1
@@ -225,7 +235,7 @@ impl CloudClient {
             params.push((sign::params::REGION_ID, region));
         }
         let operation = RpcOperation {
-            action: relay::action(call.operation),
+            action: call.action,
             version: relay::VERSION,
             params: &params,
         };
@@ -246,9 +256,7 @@ impl CloudClient {
             ),
         };
         let (status, retry_after, body) = self.send(call.endpoint, signed).await?;
-        let value = decode_json(status, retry_after.as_deref(), &body)?;
-        let request_id = value.get("RequestId").and_then(serde_json::Value::as_str);
-        Ok(truncate_chars(request_id.unwrap_or_default(), ID_MAX))
+        decode_json(status, retry_after.as_deref(), &body)
     }
 
     /// STS GetCallerIdentity: which cloud account `credentials` belong to.

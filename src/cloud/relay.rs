@@ -26,15 +26,6 @@ pub mod actions {
     pub const LIST_DETAIL: &str = "ListRtcMPUTaskDetail";
 }
 
-/// The `Action` of a relay operation.
-pub fn action(operation: crate::api::RelayOperation) -> &'static str {
-    match operation {
-        crate::api::RelayOperation::Start => actions::START,
-        crate::api::RelayOperation::Update => actions::UPDATE,
-        crate::api::RelayOperation::Stop => actions::STOP,
-    }
-}
-
 /// The API version of all four.
 pub const VERSION: &str = "2016-11-01";
 

@@ -30,12 +30,13 @@ pub trait MpuApi: Send + Sync {
         query: &'a StatusQuery<'a>,
     ) -> BoxFuture<'a, Result<MpuTaskStatus, CloudError>>;
 
-    /// Starts, updates or stops a managed relay; the answer's `RequestId`.
+    /// Any other Live operation: a managed relay's Start, Update or Stop, an event
+    /// subscription's; the answer's JSON.
     fn relay_action<'a>(
         &'a self,
         credentials: &'a Credentials,
         call: &'a RelayCall<'a>,
-    ) -> BoxFuture<'a, Result<String, CloudError>>;
+    ) -> BoxFuture<'a, Result<serde_json::Value, CloudError>>;
 }
 
 impl MpuApi for CloudClient {
@@ -51,7 +52,7 @@ impl MpuApi for CloudClient {
         &'a self,
         credentials: &'a Credentials,
         call: &'a RelayCall<'a>,
-    ) -> BoxFuture<'a, Result<String, CloudError>> {
+    ) -> BoxFuture<'a, Result<serde_json::Value, CloudError>> {
         Box::pin(CloudClient::relay_action(self, credentials, call))
     }
 }
@@ -262,12 +263,13 @@ pub mod fakes {
             &'a self,
             _credentials: &'a Credentials,
             call: &'a RelayCall<'a>,
-        ) -> BoxFuture<'a, Result<String, CloudError>> {
+        ) -> BoxFuture<'a, Result<serde_json::Value, CloudError>> {
             Box::pin(async move {
                 lock(&self.actions).push((call.operation, call.params.to_vec()));
-                lock(&self.action_answers)
+                let answer = lock(&self.action_answers)
                     .pop_front()
-                    .unwrap_or_else(|| Ok("req-action".into()))
+                    .unwrap_or_else(|| Ok("req-action".into()));
+                answer.map(|id| serde_json::json!({ "RequestId": id }))
             })
         }
     }

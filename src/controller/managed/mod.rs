@@ -31,6 +31,7 @@ use crate::api::{
     conditions,
 };
 use crate::cloud::client::RelayCall;
+use crate::cloud::relay::actions;
 use crate::cloud::relay::{Relay, stop_params};
 use crate::cloud::response::reasons as cloud_reasons;
 use crate::cloud::{CloudError, ErrorClass};
@@ -494,7 +495,7 @@ async fn start(
     with_intent.management = Some(Box::new(ownership::signed(task, signing, m.clone())));
     ctx.write_status_of(task, &with_intent).await?;
     let params = relay.start_params();
-    let result = call(operation, &params, resolved, ctx).await;
+    let result = call(operation, actions::START, &params, resolved, ctx).await;
     match result {
         Ok(request_id) => {
             m.starting = None;
@@ -572,7 +573,7 @@ async fn update(
         return;
     }
     let params = relay.update_params();
-    match call(operation, &params, resolved, ctx).await {
+    match call(operation, actions::UPDATE, &params, resolved, ctx).await {
         Ok(request_id) => {
             if let Some(m) = done.management.as_mut() {
                 m.spec_hash = Some(spec_hash.to_owned());
@@ -636,7 +637,7 @@ async fn finalize(
                 return Ok(Action::requeue(wait));
             }
             let params = stop_params(&task.spec.app_id, &task.spec.task_id);
-            match call(RelayOperation::Stop, &params, &resolved, ctx).await {
+            match call(RelayOperation::Stop, actions::STOP, &params, &resolved, ctx).await {
                 Ok(request_id) => {
                     ctx.publish(task, &[EventSpec {
                         severity: Severity::Normal,
@@ -724,6 +725,7 @@ fn admit(operation: RelayOperation, resolved: &Resolved, ctx: &Context) -> Resul
 /// One relay action, counted in metrics; throttling holds the operation back in its budget.
 async fn call(
     operation: RelayOperation,
+    action: &'static str,
     params: &[(&'static str, String)],
     resolved: &Resolved,
     ctx: &Context,
@@ -737,9 +739,14 @@ async fn call(
         signature: resolved.connection.signature,
         region_id: resolved.connection.region_id.as_deref(),
         operation,
+        action,
         params,
     };
-    let result = ctx.cloud.relay_action(&resolved.credentials, &call).await;
+    let result = ctx
+        .cloud
+        .relay_action(&resolved.credentials, &call)
+        .await
+        .map(|answer| crate::cloud::client::request_id(&answer));
     let label = match &result {
         Ok(_) => "ok",
         Err(e) if e.class() == ErrorClass::Throttled => "throttled",
