@@ -17,6 +17,7 @@ use crate::cloud::endpoint::{AllowedEndpoints, DEFAULT_ALLOWED_ENDPOINTS, Endpoi
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::account::ResolverSettings;
 use crate::controller::decide::PollConfig;
+use crate::controller::events::receiver::{self, ReceiverSettings};
 use crate::controller::ownership::{self, Ownership, OwnershipKey};
 use crate::controller::{self, ControllerSettings};
 use crate::leader::{Fence, LeaseError, LeaseSettings, LeaseTiming, run_as_leader};
@@ -136,6 +137,20 @@ pub struct RunArgs {
     /// and restart uses the same. Unset: the records are trusted as written.
     #[arg(long, env = "MPU_RELAY_OWNERSHIP_KEY_SECRET")]
     pub ownership_key_secret: Option<String>,
+    /// Address of the events endpoint, where the cloud POSTs MPU event callbacks for accounts
+    /// with `spec.events` (e.g. `0.0.0.0:9443`): a port of its own, exposed on its own Service.
+    /// Unset: no endpoint, and such accounts say `EventsReady: False` (tasks are polled as
+    /// usual). The callback tokens are made with the `--ownership-key-secret` key.
+    #[arg(long, env = "MPU_RELAY_EVENTS_BIND_ADDRESS")]
+    pub events_bind_address: Option<SocketAddr>,
+    /// PEM certificate chain of the events endpoint (with `--events-tls-key`; e.g. a
+    /// cert-manager Secret's `tls.crt`, read again every 5 minutes). Without both: plain HTTP,
+    /// for an Ingress that terminates TLS.
+    #[arg(long, env = "MPU_RELAY_EVENTS_TLS_CERT", requires = "events_tls_key")]
+    pub events_tls_cert: Option<PathBuf>,
+    /// PEM private key of the events endpoint (with `--events-tls-cert`).
+    #[arg(long, env = "MPU_RELAY_EVENTS_TLS_KEY", requires = "events_tls_cert")]
+    pub events_tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +385,9 @@ pub async fn run(
         log_format: _,
         ca_bundle,
         ownership_key_secret,
+        events_bind_address,
+        events_tls_cert,
+        events_tls_key,
     } = args;
     let extra_roots = load_ca_bundle(ca_bundle.as_deref()).map_err(RunError::Settings)?;
     let extra_roots_count = extra_roots.len();
@@ -496,6 +514,10 @@ pub async fn run(
         gate,
     );
     let ctx = prepared.context.clone();
+    let events = events_bind_address.map(|bind| ReceiverSettings {
+        bind,
+        tls: events_tls_cert.zip(events_tls_key),
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = || {
@@ -527,6 +549,12 @@ pub async fn run(
         stopped(),
     ));
     tokio::spawn(health.clone().tick());
+    if let Some(events) = &events {
+        let serving = receiver::bind(events, prepared.context.clone(), stopped())
+            .await
+            .map_err(|e| RunError::Settings(e.to_string()))?;
+        tokio::spawn(serving);
+    }
     // A standby is ready (it serves metrics and waits for the Lease); a leader, and a single
     // operator, only once its caches have synced.
     health.set_ready(leader_election);

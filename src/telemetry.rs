@@ -91,6 +91,14 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// `hinted` (a task was woken), `duplicate` (its MsgId seen), `unknown_task` (no task
+    /// watches it), `bad_token`, `bad_body` (unreadable or over 64 KiB), `wrong_app`; and
+    /// `replayed` (a task hinted from the delivery log: a callback that did not get through).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusWriteLabels {
     pub result: &'static str,
     /// `MpuRelayTask`, `MpuRelayAccount` or `ClusterMpuRelayAccount`.
@@ -122,6 +130,8 @@ pub struct Metrics {
     oldest_sync: Gauge,
     status_writes: Family<StatusWriteLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
+    callbacks: Family<CallbackLabels, Counter>,
+    change_detected_seconds: Histogram,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     reconcile_panics: Counter,
@@ -204,6 +214,20 @@ impl Default for Metrics {
             "Managed-relay actions sent to the cloud, by operation and result",
             actions.clone(),
         );
+        let callbacks = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "callbacks",
+            "Event callbacks received, by what came of them",
+            callbacks.clone(),
+        );
+        let change_detected_seconds = Histogram::new([
+            0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]);
+        registry.register(
+            "change_detected_seconds",
+            "From a change's event (its callback's EventTs, or its arrival) to the status write it led to",
+            change_detected_seconds.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -232,6 +256,8 @@ impl Default for Metrics {
             oldest_sync,
             status_writes,
             actions,
+            callbacks,
+            change_detected_seconds,
             reconcile_errors,
             reconciles,
             reconcile_panics,
@@ -300,6 +326,16 @@ impl Metrics {
         self.actions
             .get_or_create(&ActionLabels { operation, result })
             .inc();
+    }
+
+    pub fn record_callback(&self, result: &'static str) {
+        self.callbacks
+            .get_or_create(&CallbackLabels { result })
+            .inc();
+    }
+
+    pub fn record_change_detected(&self, seconds: f64) {
+        self.change_detected_seconds.observe(seconds);
     }
 
     pub fn record_panic(&self) {

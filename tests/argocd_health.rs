@@ -330,6 +330,7 @@ fn account_health_follows_its_ready_condition() {
         call_failure: None,
         tasks: 3,
         operations: Vec::new(),
+        events: None,
         budget: Some(view.clone()),
     };
     assert_eq!(account_health(&account(&ready)).0, "Healthy");

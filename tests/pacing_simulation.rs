@@ -347,7 +347,7 @@ impl Sim {
         let start = self.now;
         self.reconciles.push(start);
         let desired = schedule::budget_interval(&self.objects[i].task, &self.poll);
-        let gate = schedule::gate(true, &self.budget, &i, desired, self.instant());
+        let gate = schedule::gate(true, &self.budget, &i, desired, None, self.instant());
         let (done, requeue) = match gate {
             Gate::Wait(delay) => (start + self.millis(0.05, 0.5), Some(us(delay))),
             Gate::Call {

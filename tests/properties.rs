@@ -695,6 +695,7 @@ fn account_status() -> impl Strategy<Value = AccountStatus> {
                         operations: Vec::new(),
                     }
                 }),
+                events: None,
             },
         )
 }
@@ -721,6 +722,7 @@ proptest! {
             call_failure: call_failure.as_ref(),
             tasks,
             operations: Vec::new(),
+            events: None,
             budget: budget.clone(),
         };
         let d = decide_account(previous.as_ref(), &facts, now);
@@ -1306,6 +1308,7 @@ fn regression_huge_budget_figures_are_written_finite() {
         call_failure: None,
         tasks: 0,
         operations: Vec::new(),
+        events: None,
         budget: Some(mpu_relay_operator::budget::BudgetView {
             members: 0,
             limit: f64::MAX,

@@ -190,7 +190,7 @@ mod tests {
                 .is_err()
         );
         let view = budgets.view(&account());
-        assert_eq!(view.len(), 3);
+        assert_eq!(view.len(), RelayOperation::ALL.len());
         assert!(view.iter().all(|u| u.calls == 1 && u.limit == 1));
     }
 

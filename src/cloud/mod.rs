@@ -5,6 +5,7 @@ pub mod access_key;
 pub mod client;
 pub mod credentials;
 pub mod endpoint;
+pub mod events;
 pub mod relay;
 pub mod response;
 pub mod transport;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountStatus, BudgetStatus, OperationUse, conditions};
+use crate::api::{AccountStatus, BudgetStatus, EventsStatus, OperationUse, conditions};
 use crate::budget::{ActionUse, BudgetView};
 use crate::cloud::CloudError;
 use crate::cloud::response::reasons as cloud_reasons;
+use crate::controller::events::subscriptions::Readiness;
 use crate::controller::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 
 /// Everything an account's status is made of.
@@ -31,6 +32,9 @@ pub struct AccountFacts<'a> {
     pub budget: Option<BudgetView>,
     /// The use of its cloud account's managed-relay operations (those called so far).
     pub operations: Vec<ActionUse>,
+    /// Its event subscriptions (with `spec.events`): the EventsReady condition and
+    /// `status.events`.
+    pub events: Option<(Readiness, EventsStatus)>,
 }
 
 /// A failure of calls through an account that belongs to the account (its key, its endpoint's
@@ -224,6 +228,43 @@ pub fn decide_account(
         }
     }
 
+    match &facts.events {
+        Some((readiness, fresh)) => {
+            let (status, reason) = if readiness.ready {
+                (TRUE, readiness.reason)
+            } else {
+                (FALSE, readiness.reason)
+            };
+            let was = prev
+                .condition(conditions::EVENTS_READY)
+                .map(|c| (c.status.clone(), c.reason.clone()));
+            if status == FALSE && was != Some((FALSE.to_string(), reason.to_string())) {
+                events.push(EventSpec {
+                    severity: Severity::Warning,
+                    reason,
+                    action: RESOLVE_ACTION.to_string(),
+                    note: readiness.message.clone(),
+                });
+            }
+            stamp.set(
+                &mut next.conditions,
+                conditions::EVENTS_READY,
+                status,
+                reason,
+                &readiness.message,
+            );
+            next.events = Some(match &prev.events {
+                Some(old) => steady_events(old, fresh.clone()),
+                None => fresh.clone(),
+            });
+        }
+        None => {
+            next.conditions
+                .retain(|c| c.type_ != conditions::EVENTS_READY);
+            next.events = None;
+        }
+    }
+
     let write = next != prev;
     AccountDecision {
         status: next,
@@ -280,6 +321,27 @@ fn steady(old: &BudgetStatus, fresh: BudgetStatus) -> BudgetStatus {
     }
 }
 
+/// Keeps the old counts and the old time of the last event unless they moved by more than a
+/// tenth or a minute: callbacks arrive all the time, and each must not be a status write.
+fn steady_events(old: &EventsStatus, fresh: EventsStatus) -> EventsStatus {
+    let near = |a: u64, b: u64| a.abs_diff(b) <= a.max(b) / 10;
+    let recent = match (&old.last_event_at, &fresh.last_event_at) {
+        (Some(a), Some(b)) => b.0.duration_since(a.0) < jiff::SignedDuration::from_secs(60),
+        (a, b) => a == b,
+    };
+    let counts_near = near(old.delivered, fresh.delivered) && near(old.refused, fresh.refused);
+    if counts_near && recent {
+        EventsStatus {
+            delivered: old.delivered,
+            refused: old.refused,
+            last_event_at: old.last_event_at.clone(),
+            ..fresh
+        }
+    } else {
+        fresh
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +374,7 @@ mod tests {
             call_failure: None,
             tasks,
             operations: Vec::new(),
+            events: None,
             budget: Some(budget),
         }
     }
@@ -400,6 +463,7 @@ mod tests {
             call_failure: None,
             tasks: 1,
             operations: Vec::new(),
+            events: None,
             budget: None,
         };
         let ready = decide_account(None, &facts, at(0))
@@ -427,6 +491,7 @@ mod tests {
             call_failure: None,
             tasks: 3,
             operations: Vec::new(),
+            events: None,
             budget: None,
         };
         let d = decide_account(None, &facts, at(0));

@@ -89,6 +89,7 @@ impl Fixture {
             ownership: Arc::new(super::ownership::Ownership::signed_by(
                 super::ownership::OwnershipKey::new(&[b'k'; 32]).expect("a valid key"),
             )),
+            events: Default::default(),
             tasks: vec![tasks_reader],
             metrics: Arc::new(Metrics::default()),
             poll: PollConfig::default(),

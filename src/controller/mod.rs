@@ -14,6 +14,7 @@
 pub mod account;
 pub mod account_status;
 pub mod decide;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod managed;
@@ -186,8 +187,10 @@ pub struct Context {
     pub budgets: Arc<Budgets<TaskKey>>,
     /// The managed-relay actions' budgets, per (cloud account, operation).
     pub actions: ActionBudgets,
-    /// Signs and checks `status.management`.
+    /// Signs and checks `status.management`, and makes the event callbacks' tokens.
     pub ownership: Arc<ownership::Ownership>,
+    /// Event callbacks: accounts' subscriptions and the hints waiting.
+    pub events: events::EventsHub,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,
@@ -573,6 +576,7 @@ pub fn prepare(
         budgets,
         actions: ActionBudgets::default(),
         ownership: settings.ownership.clone(),
+        events: Default::default(),
         tasks: tasks.readers.clone(),
         metrics,
         poll: settings.poll.clone(),
@@ -581,6 +585,7 @@ pub fn prepare(
         fence,
     });
 
+    context.events.set_triggers(triggers.clone());
     let config = ControllerConfig::default().concurrency(settings.concurrency);
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     for ((api, writer, reader), trigger) in tasks.each().zip(trigger_streams) {
@@ -758,6 +763,7 @@ fn account_watch<K: AccountResource>(
                     let key = a.account_key();
                     seen.remove(&key);
                     ctx.accounts.resolver.forget(&key);
+                    ctx.events.set_account(&key, None);
                     ctx.metrics.forget_account_object(key.label());
                     triggers.send(ctx.tasks_of(&key));
                 }

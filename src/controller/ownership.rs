@@ -91,6 +91,52 @@ impl OwnershipKey {
         mac
     }
 
+    fn callback_mac(&self, account_uid: &str, app_id: &str, rotation: u32) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("any key size"));
+        for part in [
+            "mpurelay.io/events/v1",
+            account_uid,
+            app_id,
+            &rotation.to_string(),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac
+    }
+
+    /// The token in the callback URL of the subscription of `app_id` for the account object
+    /// `account_uid`: only this operator can make it, so a subscription carrying it is this
+    /// operator's, and a callback carrying it was sent to the URL the operator registered.
+    pub fn callback_token(&self, account_uid: &str, app_id: &str, rotation: u32) -> String {
+        hex::encode(
+            self.callback_mac(account_uid, app_id, rotation)
+                .finalize()
+                .into_bytes(),
+        )
+    }
+
+    /// Whether `token` is [`OwnershipKey::callback_token`]'s, compared in constant time.
+    pub fn verify_callback_token(
+        &self,
+        account_uid: &str,
+        app_id: &str,
+        rotation: u32,
+        token: &str,
+    ) -> bool {
+        // 32 bytes as 64 hex digits: anything else is refused before any MAC is computed.
+        if token.len() != 64 {
+            return false;
+        }
+        let Ok(tag) = hex::decode(token) else {
+            return false;
+        };
+        self.callback_mac(account_uid, app_id, rotation)
+            .verify_slice(&tag)
+            .is_ok()
+    }
+
     /// `management` with its proof for `task`.
     pub fn sign(&self, task: &MpuRelayTask, mut management: ManagementStatus) -> ManagementStatus {
         management.proof = None;
@@ -204,6 +250,25 @@ mod tests {
         );
         t.metadata.uid = Some(uid.into());
         t
+    }
+
+    #[test]
+    fn a_callback_token_is_its_accounts_apps_and_rotations_own() {
+        let token = key().callback_token("uid-a", "app", 0);
+        assert_eq!(token.len(), 64);
+        assert!(key().verify_callback_token("uid-a", "app", 0, &token));
+        for (uid, app, rotation) in [
+            ("uid-b", "app", 0),
+            ("uid-a", "other", 0),
+            ("uid-a", "app", 1),
+        ] {
+            assert!(!key().verify_callback_token(uid, app, rotation, &token));
+        }
+        let other_key = OwnershipKey::new(b"ffffffffffffffffffffffffffffffff").unwrap();
+        assert!(!other_key.verify_callback_token("uid-a", "app", 0, &token));
+        for bad in ["", "zz", &token[..63], &format!("{token}0")] {
+            assert!(!key().verify_callback_token("uid-a", "app", 0, bad));
+        }
     }
 
     fn owner() -> ManagementStatus {

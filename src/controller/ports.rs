@@ -84,12 +84,13 @@ pub trait StatusWriter: Send + Sync {
         reference: &'a ObjectReference,
     ) -> BoxFuture<'a, Result<(), kube::Error>>;
 
-    /// Adds (`present`) or removes the operator's finalizer on a task whose finalizers are
-    /// `current`, with a JSON patch that fails if they changed meanwhile (never dropping
-    /// anyone else's).
+    /// Adds (`present`) or removes one of the operator's finalizers on an object whose
+    /// finalizers are `current`, with a JSON patch that fails if they changed meanwhile (never
+    /// dropping anyone else's).
     fn set_finalizer<'a>(
         &'a self,
         target: StatusTarget<'a>,
+        finalizer: &'static str,
         current: &'a [String],
         present: bool,
     ) -> BoxFuture<'a, Result<(), kube::Error>>;
@@ -154,11 +155,12 @@ impl StatusWriter for ApiServer {
     fn set_finalizer<'a>(
         &'a self,
         target: StatusTarget<'a>,
+        finalizer: &'static str,
         current: &'a [String],
         present: bool,
     ) -> BoxFuture<'a, Result<(), kube::Error>> {
         Box::pin(async move {
-            let Some(patch) = finalizer_patch(current, super::FINALIZER, present) else {
+            let Some(patch) = finalizer_patch(current, finalizer, present) else {
                 return Ok(());
             };
             let api: Api<DynamicObject> = match target.namespace {
@@ -378,6 +380,7 @@ pub mod fakes {
         fn set_finalizer<'a>(
             &'a self,
             target: StatusTarget<'a>,
+            _finalizer: &'static str,
             _current: &'a [String],
             present: bool,
         ) -> BoxFuture<'a, Result<(), kube::Error>> {

@@ -41,19 +41,25 @@ pub enum Gate {
     },
 }
 
-/// Asks `budget` for a call for `task` at `now`, unless the leader's fence is closed
-/// (`may_call` false): then no slot is spent and the task looks again after [`FENCE_WAIT`].
+/// Asks `budget` for a call for `task` at `now` (`hinted`: in the lane of hinted calls, at that
+/// share of the rate), unless the leader's fence is closed (`may_call` false): then no slot is
+/// spent and the task looks again after [`FENCE_WAIT`].
 pub fn gate<K: Clone + Eq + std::hash::Hash>(
     may_call: bool,
     budget: &Budget<K>,
     task: &K,
     desired: Duration,
+    hinted: Option<f64>,
     now: Instant,
 ) -> Gate {
     if !may_call {
         return Gate::Wait(FENCE_WAIT);
     }
-    match budget.admit(task, desired, now) {
+    let admission = match hinted {
+        Some(share) => budget.expedite(task, desired, share, now),
+        None => budget.admit(task, desired, now),
+    };
+    match admission {
         Admission::Wait(delay) => Gate::Wait(delay),
         Admission::Go { floor, call } => Gate::Call {
             floor,
@@ -241,16 +247,16 @@ mod tests {
         let budget = budget(now);
         let second = Duration::from_secs(1);
         assert_eq!(
-            gate(false, &budget, &1, second, now),
+            gate(false, &budget, &1, second, None, now),
             Gate::Wait(FENCE_WAIT)
         );
         assert_eq!(budget.view(now).members, 0);
-        let Gate::Call { granted, .. } = gate(true, &budget, &1, second, now) else {
+        let Gate::Call { granted, .. } = gate(true, &budget, &1, second, None, now) else {
             panic!("the first call of an idle budget goes at once");
         };
         assert_eq!(granted, now);
         // The next task waits for its slot, a tenth of a second (less the margin) on.
-        let Gate::Wait(wait) = gate(true, &budget, &2, second, now) else {
+        let Gate::Wait(wait) = gate(true, &budget, &2, second, None, now) else {
             panic!("a second call at the same instant waits");
         };
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(110));
@@ -347,7 +353,7 @@ mod tests {
         );
         // An idle budget: its line is empty, the task comes back after its own interval.
         let b = budget(now);
-        let _ = gate(true, &b, &1, second, now);
+        let _ = gate(true, &b, &1, second, None, now);
         let back = own.next.requeue(Some(&*b), &1, now).unwrap();
         assert_eq!(back, jittered(second, 0.0));
     }

@@ -20,6 +20,16 @@ pub const MESSAGE_MAX_CHARS: usize = 1024;
 /// Condition and event reasons of the operator's own, for tasks and accounts (PascalCase, as
 /// Kubernetes asks).
 pub mod reasons {
+    // Accounts' events (EventsReady).
+    pub const SUBSCRIBED: &str = "Subscribed";
+    pub const SUBSCRIBING: &str = "Subscribing";
+    pub const SUBSCRIBE_FAILED: &str = "SubscribeFailed";
+    pub const SUBSCRIPTION_EXISTS: &str = "SubscriptionExists";
+    pub const TOO_MANY_APPS: &str = "TooManyApps";
+    pub const TOKEN_KEY_PENDING: &str = "TokenKeyPending";
+    pub const NO_TOKEN_KEY: &str = "NoTokenKey";
+    pub const EVENTS_ENDPOINT_DISABLED: &str = "EventsEndpointDisabled";
+    pub const ACCOUNT_NOT_READY: &str = "AccountNotReady";
     // Tasks.
     pub const POLLED: &str = "Polled";
     pub const SUSPENDED: &str = "Suspended";

@@ -65,6 +65,7 @@ pub(super) async fn conclude(
     if plan.next == Next::Release {
         ctx.budgets.release_everywhere(&key);
     }
+    let detected = ctx.events.concluded(&key, plan.write);
     if plan.write
         && let Err(e) = ctx.write_status_of(task, &decision.status).await
     {
@@ -83,6 +84,9 @@ pub(super) async fn conclude(
             },
         );
         return Action::requeue(retry.after);
+    }
+    if let Some(detected) = detected {
+        ctx.metrics.record_change_detected(detected.as_secs_f64());
     }
     next.map_or_else(Action::await_change, |delay| {
         Action::requeue(coalesced(delay))
@@ -253,25 +257,44 @@ pub(super) async fn poll(
     resolved: &Resolved,
     ctx: &Context,
 ) -> Result<(Outcome, Duration, Instant), Duration> {
-    let desired = schedule::budget_interval(task, &ctx.poll);
+    let mut desired = schedule::budget_interval(task, &ctx.poll);
+    // With the account's events healthy for the task's app, a callback brings a change in:
+    // the task may be polled less often (the backstop), and a hint has it polled now.
+    let events = ctx.events.healthy(account, &task.spec.app_id);
+    let backstop = events.and_then(|(_, backstop)| backstop);
+    if let Some(backstop) = backstop {
+        desired = desired.max(backstop);
+    }
+    let hinted = events
+        .map(|(share, _)| share)
+        .filter(|_| ctx.events.hinted(key));
     // A leader that cannot prove its Lease any more makes no call (nothing awaits between
     // here and the call; checked before the budget so that no slot is spent on it).
     let may_call = ctx.fence.as_ref().is_none_or(|may_call| may_call());
-    let (floor, call, granted) =
-        match schedule::gate(may_call, &resolved.budget, key, desired, Instant::now()) {
-            Gate::Wait(delay) => {
-                debug!(
-                    wait_ms = delay.as_millis() as u64,
-                    "waiting for a budget slot"
-                );
-                return Err(delay);
-            }
-            Gate::Call {
-                floor,
-                call,
-                granted,
-            } => (floor, call, granted),
-        };
+    let gate = schedule::gate(
+        may_call,
+        &resolved.budget,
+        key,
+        desired,
+        hinted,
+        Instant::now(),
+    );
+    let (floor, call, granted) = match gate {
+        Gate::Wait(delay) => {
+            debug!(
+                wait_ms = delay.as_millis() as u64,
+                "waiting for a budget slot"
+            );
+            return Err(delay);
+        }
+        Gate::Call {
+            floor,
+            call,
+            granted,
+        } => (floor, call, granted),
+    };
+    ctx.events.polled(key);
+    let floor = backstop.map_or(floor, |backstop| floor.max(backstop));
     let connection = &resolved.connection;
     let query = StatusQuery {
         endpoint: &resolved.endpoint,

@@ -46,7 +46,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
         let now = shared.clock().wall.as_millisecond();
-        let due = shared.lock().events.due(now);
+        let mut state = shared.lock();
+        let due = state.events.due(now);
+        if state.events.rules.unreachable {
+            for callback in due {
+                state.events.tried(callback, 0, 0, now);
+            }
+            continue;
+        }
+        drop(state);
         for callback in due {
             tokio::spawn(deliver(client.clone(), shared.clone(), callback));
         }

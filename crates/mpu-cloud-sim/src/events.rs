@@ -73,6 +73,9 @@ pub struct DeliveryRules {
     /// Every n-th callback is held back one retry interval, so it arrives after later ones
     /// (0: never).
     pub late_every: u32,
+    /// The receiver cannot be reached (the network between the cloud and it is down): every
+    /// try fails at once, logged with HTTP code 0, and retried as any failure is.
+    pub unreachable: bool,
 }
 
 impl Default for DeliveryRules {
@@ -83,6 +86,7 @@ impl Default for DeliveryRules {
             retries: 3,
             duplicate_every: 0,
             late_every: 0,
+            unreachable: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 
 use super::{AccountKey, AccountObject};
 use crate::controller::account_status::{AccountFacts, decide_account};
+use crate::controller::events::subscriptions;
 use crate::controller::{Context, Error, guarded, jitter};
 
 /// One reconcile of one account: resolve it, and publish what that gave and its budget.
@@ -19,6 +20,22 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
     let key = account.key();
     let resolution = ctx.accounts.resolver.resolve(&account).await;
     let call_failure = ctx.accounts.resolver.call_failure(&key);
+    let synced = subscriptions::sync(&account, resolution.as_deref(), &ctx).await?;
+    let previous = match &account {
+        AccountObject::Namespaced(a) => a.status.as_ref(),
+        AccountObject::Cluster(a) => a.status.as_ref(),
+    };
+    // What this process knows of the subscriptions, or (before it knows any) what the status
+    // recorded: a restart must not forget which subscriptions are the operator's to delete.
+    let events = synced.readiness.map(|r| {
+        let status = ctx.events.status(&key);
+        (
+            r,
+            status
+                .or_else(|| previous.and_then(|p| p.events.clone()))
+                .unwrap_or_default(),
+        )
+    });
     let facts = AccountFacts {
         generation: account.generation(),
         resolution: resolution.as_ref().map(|_| ()),
@@ -32,10 +49,7 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
             .as_ref()
             .map(|r| ctx.actions.view(&r.cloud_account))
             .unwrap_or_default(),
-    };
-    let previous = match &account {
-        AccountObject::Namespaced(a) => a.status.as_ref(),
-        AccountObject::Cluster(a) => a.status.as_ref(),
+        events,
     };
     let decision = decide_account(previous, &facts, jiff::Timestamp::now());
     ctx.metrics
@@ -56,7 +70,10 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
         AccountObject::Namespaced(a) => ctx.publish(&**a, &decision.events).await,
         AccountObject::Cluster(a) => ctx.publish(&**a, &decision.events).await,
     }
-    Ok(Action::requeue(jitter(decision.next)))
+    let next = synced
+        .soon
+        .map_or(decision.next, |soon| soon.min(decision.next));
+    Ok(Action::requeue(jitter(next)))
 }
 
 /// [`reconcile`] inside a span naming the account.

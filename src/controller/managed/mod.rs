@@ -705,7 +705,7 @@ async fn set_finalizer(task: &MpuRelayTask, ctx: &Context, present: bool) -> Res
         name: task.metadata.name.as_deref().unwrap_or_default(),
     };
     ctx.writer
-        .set_finalizer(target, task.finalizers(), present)
+        .set_finalizer(target, FINALIZER, task.finalizers(), present)
         .await
         .map_err(Error::Finalizer)
 }
