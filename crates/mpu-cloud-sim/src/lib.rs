@@ -261,6 +261,17 @@ impl SimulatorHandle {
         records.into_iter().cloned().collect()
     }
 
+    /// Subscribes `app_id`'s events to `callback_url`, as someone with the account's keys
+    /// might outside the operator; `false` when the app has a subscription already.
+    pub fn create_subscription(&self, app_id: &str, callback_url: &str) -> bool {
+        let now = self.shared.clock().wall.as_millisecond();
+        self.shared
+            .lock()
+            .events
+            .create(app_id, None, callback_url, now)
+            .is_ok()
+    }
+
     /// `app_id`'s event subscription, if any.
     pub fn subscription(&self, app_id: &str) -> Option<events::Subscription> {
         self.shared.lock().events.describe(app_id).cloned()

@@ -35,6 +35,8 @@ pub const FINALIZER: &str = "mpurelay.io/events";
 
 /// How far back a replay looks at most (the delivery log keeps 7 days).
 const REPLAY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// A budget's wait the account reconcile waits out rather than coming back.
+const SHORT_WAIT: Duration = Duration::from_millis(250);
 /// Pages of the delivery log read per app and replay.
 const REPLAY_PAGES: u32 = 10;
 
@@ -114,7 +116,8 @@ struct Parts<'a> {
     spec: Option<&'a EventsSpec>,
     deleting: bool,
     finalizers: &'a [String],
-    recorded: Vec<String>,
+    /// The subscriptions the status recorded (what a restart knows of them), by AppId.
+    recorded: BTreeMap<String, String>,
     last_event_at: Option<jiff::Timestamp>,
     resource: ApiResource,
     namespace: Option<String>,
@@ -148,10 +151,15 @@ fn parts(account: &AccountObject) -> Parts<'_> {
     }
 }
 
-fn recorded(status: Option<&crate::api::AccountStatus>) -> Vec<String> {
+fn recorded(status: Option<&crate::api::AccountStatus>) -> BTreeMap<String, String> {
     status
         .and_then(|s| s.events.as_ref())
-        .map(|e| e.subscriptions.iter().map(|s| s.app_id.clone()).collect())
+        .map(|e| {
+            e.subscriptions
+                .iter()
+                .map(|s| (s.app_id.clone(), s.sub_id.clone()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -268,23 +276,21 @@ pub async fn sync(
     }
     // Subscriptions no task needs any more: ours (known to this process, or recorded in the
     // status before a restart) are deleted.
-    let unwanted: BTreeSet<String> = known
-        .apps
-        .keys()
-        .cloned()
-        .chain(p.recorded.iter().cloned())
-        .filter(|app| !wanted.contains(app))
-        .collect();
-    for app in &unwanted {
-        if calls.wait.is_some() {
-            break;
-        }
-        if let Err(e) = remove(&mut calls, app, &prefix(app)).await {
-            failed.get_or_insert(e);
+    let mut unwanted: BTreeMap<String, String> = p.recorded.clone();
+    unwanted.extend(known.apps.clone());
+    unwanted.retain(|app, _| !wanted.contains(app));
+    for (app, sub_id) in &unwanted {
+        let removed = if calls.wait.is_some() {
+            Ok(false)
+        } else {
+            remove(&mut calls, app, &prefix(app)).await
+        };
+        if !matches!(removed, Ok(true)) {
             // Kept on record, to be tried again.
-            if let Some(sub_id) = known.apps.get(app) {
-                apps.insert(app.clone(), sub_id.clone());
-            }
+            apps.insert(app.clone(), sub_id.clone());
+        }
+        if let Err(e) = removed {
+            failed.get_or_insert(e);
         }
     }
     let complete = calls.wait.is_none() && failed.is_none() && others.is_empty() && !over;
@@ -354,13 +360,25 @@ impl Calls<'_> {
     ) -> Result<Option<serde_json::Value>, CloudError> {
         let Calls { resolved, ctx, .. } = *self;
         let connection = &resolved.connection;
-        if let Err(wait) = ctx.actions.admit(
-            &resolved.cloud_account,
-            operation,
-            connection.action_qps(operation),
-            connection.margin(),
-            Instant::now(),
-        ) {
+        let admit = || {
+            ctx.actions.admit(
+                &resolved.cloud_account,
+                operation,
+                connection.action_qps(operation),
+                connection.margin(),
+                Instant::now(),
+            )
+        };
+        // Calls of one reconcile follow each other a budget's interval apart (20 ms at 50/s):
+        // a short wait is waited here, a long one ends the round.
+        let admitted = match admit() {
+            Err(wait) if wait <= SHORT_WAIT => {
+                tokio::time::sleep(wait).await;
+                admit()
+            }
+            other => other,
+        };
+        if let Err(wait) = admitted {
             self.wait = Some(wait);
             return Ok(None);
         }
@@ -475,18 +493,19 @@ async fn ensure(
     }
 }
 
-/// Deletes `app`'s subscription if it is this operator's for this account object.
-async fn remove(calls: &mut Calls<'_>, app: &str, ours_prefix: &str) -> Result<(), String> {
+/// Deletes `app`'s subscription if it is this operator's for this account object: whether
+/// it is gone (deleted, or not this operator's to delete); `false` when the budget said later.
+async fn remove(calls: &mut Calls<'_>, app: &str, ours_prefix: &str) -> Result<bool, String> {
     let described = match calls.describe(app).await {
         Ok(d) => d,
-        Err(None) => return Ok(()),
+        Err(None) => return Ok(false),
         Err(Some(e)) => return Err(e),
     };
     if !matches!(
         classify(described.as_ref(), "", ours_prefix),
         Found::Ours { .. }
     ) {
-        return Ok(());
+        return Ok(true);
     }
     match calls
         .call(
@@ -496,11 +515,12 @@ async fn remove(calls: &mut Calls<'_>, app: &str, ours_prefix: &str) -> Result<(
         )
         .await
     {
-        Ok(_) => {
+        Ok(Some(_)) => {
             info!(app, "event subscription deleted");
-            Ok(())
+            Ok(true)
         }
-        Err(CloudError::Api(e)) if e.code == "InvalidParam" => Ok(()),
+        Ok(None) => Ok(false),
+        Err(CloudError::Api(e)) if e.code == "InvalidParam" => Ok(true),
         Err(e) => Err(format!("DeleteRtcMPUEventSub for {app}: {e}")),
     }
 }
@@ -519,8 +539,8 @@ async fn release(
     let apps: BTreeSet<String> = known
         .apps
         .keys()
+        .chain(p.recorded.keys())
         .cloned()
-        .chain(p.recorded.iter().cloned())
         .collect();
     match (resolution, p.spec) {
         (Ok(resolved), spec) => {
@@ -542,12 +562,14 @@ async fn release(
                 } else {
                     remove(&mut calls, app, &prefix).await
                 };
-                if let Err(e) = result {
-                    warn!(account = %key, app, error = %e, "an event subscription could not be deleted; it is tried again");
-                    return Ok(());
-                }
-                if calls.wait.is_some() {
-                    return Ok(());
+                match result {
+                    Ok(true) => {}
+                    // The budget said later: the next reconcile goes on.
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        warn!(account = %key, app, error = %e, "an event subscription could not be deleted; it is tried again");
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -559,15 +581,16 @@ async fn release(
 }
 
 /// [`remove`] for a subscription whose URL has `path` in it (the base URL is not known).
-async fn remove_by_path(calls: &mut Calls<'_>, app: &str, path: &str) -> Result<(), String> {
+async fn remove_by_path(calls: &mut Calls<'_>, app: &str, path: &str) -> Result<bool, String> {
     let described = match calls.describe(app).await {
         Ok(Some(d)) => d,
-        Ok(None) | Err(None) => return Ok(()),
+        Ok(None) => return Ok(true),
+        Err(None) => return Ok(false),
         Err(Some(e)) => return Err(e),
     };
     let prefix = match described.callback_url.find(path) {
         Some(at) => described.callback_url[..at + path.len()].to_owned(),
-        None => return Ok(()),
+        None => return Ok(true),
     };
     remove(calls, app, &prefix).await
 }
