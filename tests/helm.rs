@@ -228,6 +228,7 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
         &["examples/values/high-availability.yaml"],
     ),
     ("access-key", &["examples/values/access-key.yaml"]),
+    ("events", &["examples/values/events.yaml"]),
     ("rrsa", &["examples/values/rrsa.yaml"]),
     (
         "private-endpoint",
@@ -240,6 +241,7 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
             "examples/namespace-scoped/values.yaml",
             "examples/values/rrsa.yaml",
             "examples/values/private-endpoint.yaml",
+            "examples/values/events.yaml",
         ],
     ),
 ];
@@ -563,6 +565,34 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
             assert!(ca_volume.is_none(), "{name}");
             assert_eq!(env_value(d, "MPU_RELAY_CA_BUNDLE"), None, "{name}");
         }
+        let services: Vec<&str> = find(&objects, "Service")
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        let events_service = services.iter().any(|s| s.ends_with("-events"));
+        if files.contains(&"examples/values/events.yaml") {
+            // Its own port, Service and Ingress; HTTPS with the mounted Secret's files.
+            assert_eq!(
+                env_value(d, "MPU_RELAY_EVENTS_BIND_ADDRESS").as_deref(),
+                Some("0.0.0.0:9443"),
+                "{name}"
+            );
+            assert_eq!(
+                env_value(d, "MPU_RELAY_EVENTS_TLS_CERT").as_deref(),
+                Some("/etc/mpu-relay/events-tls/tls.crt"),
+                "{name}"
+            );
+            assert!(events_service, "{name}: {services:?}");
+            assert_eq!(find(&objects, "Ingress").len(), 1, "{name}");
+        } else {
+            assert_eq!(
+                env_value(d, "MPU_RELAY_EVENTS_BIND_ADDRESS"),
+                None,
+                "{name}"
+            );
+            assert!(!events_service, "{name}: {services:?}");
+            assert!(find(&objects, "Ingress").is_empty(), "{name}");
+        }
         if files.contains(&"examples/values/access-key.yaml") {
             let id = env_of(d)
                 .into_iter()
@@ -586,8 +616,15 @@ async fn integration_every_documented_value_set_renders_objects_the_api_server_a
                 assert!(text.contains(expr), "{name}: no {expr} in {text}");
             }
         }
-        let service = find(&objects, "Service");
-        assert_eq!(service[0]["spec"]["ports"][0]["name"], "metrics", "{name}");
+        let metrics = find(&objects, "Service")
+            .into_iter()
+            .find(|s| {
+                s["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-metrics"))
+            })
+            .expect("the metrics Service");
+        assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics", "{name}");
     }
 }
 
