@@ -14,7 +14,6 @@ use crate::api::{AccountStatus, BudgetStatus, EventsStatus, OperationUse, condit
 use crate::budget::{ActionUse, BudgetView};
 use crate::cloud::CloudError;
 use crate::cloud::response::reasons as cloud_reasons;
-use crate::controller::events::subscriptions::Readiness;
 use crate::controller::status::{EventSpec, FALSE, Problem, Severity, Stamp, TRUE, reasons};
 
 /// Everything an account's status is made of.
@@ -35,6 +34,14 @@ pub struct AccountFacts<'a> {
     /// Its event subscriptions (with `spec.events`): the EventsReady condition and
     /// `status.events`.
     pub events: Option<(Readiness, EventsStatus)>,
+}
+
+/// What the account's `EventsReady` condition says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// A failure of calls through an account that belongs to the account (its key, its endpoint's

@@ -14,7 +14,6 @@
 pub mod account;
 pub mod account_status;
 pub mod decide;
-pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod managed;
@@ -190,7 +189,7 @@ pub struct Context {
     /// Signs and checks `status.management`, and makes the event callbacks' tokens.
     pub ownership: Arc<ownership::Ownership>,
     /// Event callbacks: accounts' subscriptions and the hints waiting.
-    pub events: events::EventsHub,
+    pub events: account::events::EventsHub,
     /// One task cache per watched scope.
     pub tasks: Vec<Store<MpuRelayTask>>,
     pub metrics: Arc<Metrics>,

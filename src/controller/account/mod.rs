@@ -11,6 +11,8 @@
 //! - the cloud account (UID) a budget is keyed by comes from STS GetCallerIdentity (or the role
 //!   ARN of RRSA, or an admin's declaration), never from a tenant's word alone.
 //!
+//! - [`events`]: event callbacks as hints: each account's subscriptions (`spec.events`), the
+//!   endpoint the cloud POSTs to, and the hints that have tasks polled at once;
 //! - [`key`]: which account object ([`AccountKey`]), the name of an account object in caches,
 //!   budgets, logs and metrics;
 //! - [`resolver`]: what an account object resolves to: its endpoint, its credentials (a Secret,
@@ -19,6 +21,7 @@
 //!   [`account_status`](super::account_status) (pure decisions);
 //! - this module: the account objects and which one a task may use ([`Accounts::for_task`]).
 
+pub mod events;
 pub mod key;
 pub mod reconcile;
 pub mod resolver;

@@ -10,8 +10,8 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::{AccountKey, AccountObject};
+use crate::controller::account::events::subscriptions;
 use crate::controller::account_status::{AccountFacts, decide_account};
-use crate::controller::events::subscriptions;
 use crate::controller::{Context, Error, guarded, jitter};
 
 /// One reconcile of one account: resolve it, and publish what that gave and its budget.

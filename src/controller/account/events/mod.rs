@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
 
-use super::account::AccountKey;
-use super::wake::{TaskRef, Triggers};
-use super::{Context, TaskKey};
+use super::AccountKey;
 use crate::api::{EventsStatus, SubscriptionStatus};
 use crate::cloud::events::Callback;
+use crate::controller::wake::{TaskRef, Triggers};
+use crate::controller::{Context, TaskKey};
 
 /// MsgIds remembered to refuse a second delivery of the same callback (Alibaba retries and may
 /// deliver twice). Enough for a few minutes of a busy account's callbacks; the oldest go first.

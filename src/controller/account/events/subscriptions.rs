@@ -26,6 +26,7 @@ use crate::cloud::CloudError;
 use crate::cloud::client::RelayCall;
 use crate::cloud::events::{self as wire, actions};
 use crate::controller::account::{AccountKey, AccountObject, Resolved};
+use crate::controller::account_status::Readiness;
 use crate::controller::ports::StatusTarget;
 use crate::controller::status::{Problem, reasons};
 use crate::controller::{Context, Error};
@@ -39,14 +40,6 @@ const REPLAY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 const SHORT_WAIT: Duration = Duration::from_millis(250);
 /// Pages of the delivery log read per app and replay.
 const REPLAY_PAGES: u32 = 10;
-
-/// What the account's `EventsReady` condition says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readiness {
-    pub ready: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
 
 /// What syncing an account's subscriptions gave: its condition (`None`: the account asks for
 /// no events) and how soon it wants to be looked at again.
