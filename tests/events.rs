@@ -239,11 +239,28 @@ async fn integration_a_status_change_reaches_its_task_through_its_callback_while
             .starts_with(&format!("{}/{uid}/{APP}/", w.endpoint.base())),
         "{subscription:?}"
     );
-    // The backstop holds: tasks polled every second without events are polled no more.
+    // The backstop holds: tasks polled every second without events are polled no more. And
+    // the account is quiet: no status write, no read of the delivery log at every reconcile
+    // (a write is a watch event that reconciles it again).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let settled = w.calls();
+    let account_writes = "mpu_relay_status_writes_total{result=\"ok\",kind=\"MpuRelayAccount\"}";
+    let log_reads = "mpu_relay_actions_total{operation=\"eventRecords\"";
+    let (writes, reads) = (
+        w.op.metric(account_writes).await,
+        w.op.metric(log_reads).await,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(w.calls(), settled, "polled within the backstop");
+    assert!(w.op.metric(account_writes).await - writes <= 1.0);
+    assert!(w.op.metric(log_reads).await - reads <= 1.0);
+    assert_eq!(
+        w.op.metric("mpu_relay_callbacks_total{result=\"bad_token\"}")
+            .await,
+        0.0,
+        "{}",
+        w.op.output()
+    );
 
     // The cloud stops task-2 (a CDN problem): its callback has it polled at once.
     w.sim.set_task_status(APP, "task-2", 5);
@@ -263,6 +280,12 @@ async fn integration_a_status_change_reaches_its_task_through_its_callback_while
     assert!(
         w.op.metric("mpu_relay_change_detected_seconds_count").await >= 1.0,
         "the detection time is measured"
+    );
+    let bad_token = "mpu_relay_callbacks_total{result=\"bad_token\"}";
+    assert_eq!(
+        w.op.metric(bad_token).await,
+        0.0,
+        "a valid one counts as nothing else"
     );
     // The account says what its callbacks did.
     let events = w
@@ -316,11 +339,9 @@ async fn integration_forged_oversized_and_foreign_callbacks_are_refused_and_cost
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(w.calls(), before, "no refused callback made a call");
-    assert!(
-        w.op.metric("mpu_relay_callbacks_total{result=\"bad_token\"}")
-            .await
-            >= 201.0
-    );
+    // Exactly the refused ones are counted so: a valid callback counts as nothing else.
+    let bad_token = "mpu_relay_callbacks_total{result=\"bad_token\"}";
+    assert_eq!(w.op.metric(bad_token).await, 201.0);
 
     // A valid callback for task-1 has it polled; a flood of them (new MsgIds each) polls it
     // at most once a second, and the others not at all.

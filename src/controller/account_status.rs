@@ -324,8 +324,30 @@ fn steady(old: &BudgetStatus, fresh: BudgetStatus) -> BudgetStatus {
             fresh.used
         },
         interval,
+        operations: steady_operations(&old.operations, fresh.operations),
         ..fresh
     }
+}
+
+/// Keeps an operation's old counts while they moved by at most a tenth: the delivery log is
+/// read at every refresh, and a count that moves at every reconcile must not be a write at
+/// every reconcile (each write is a watch event that reconciles the account again). A new
+/// operation, and a count's first moves, are written.
+fn steady_operations(old: &[OperationUse], fresh: Vec<OperationUse>) -> Vec<OperationUse> {
+    let near = |a: u64, b: u64| a.abs_diff(b) <= a.max(b) / 10;
+    fresh
+        .into_iter()
+        .map(|f| match old.iter().find(|o| o.operation == f.operation) {
+            Some(o)
+                if o.limit == f.limit
+                    && near(o.calls, f.calls)
+                    && near(o.throttled, f.throttled) =>
+            {
+                o.clone()
+            }
+            _ => f,
+        })
+        .collect()
 }
 
 /// Keeps the old counts and the old time of the last event unless they moved by more than a
@@ -455,6 +477,29 @@ mod tests {
         let more_tasks =
             decide_account(Some(&first.status), &ok_facts(41, view(41, 9.6, 4)), at(10));
         assert!(more_tasks.write);
+    }
+
+    #[test]
+    fn operation_counts_that_creep_are_not_rewritten_at_every_reconcile() {
+        let uses = |calls: u64| {
+            vec![ActionUse {
+                operation: crate::api::RelayOperation::EventRecords,
+                limit: 100,
+                calls,
+                throttled: 0,
+            }]
+        };
+        let facts = |calls| AccountFacts {
+            operations: uses(calls),
+            ..ok_facts(3, view(3, 9.6, 0))
+        };
+        let first = decide_account(None, &facts(40), at(0));
+        // The delivery log is read at every refresh: one more read is no write...
+        let next = decide_account(Some(&first.status), &facts(41), at(15));
+        assert!(!next.write, "{:?}", next.status);
+        // ...a tenth more is.
+        let later = decide_account(Some(&first.status), &facts(45), at(60));
+        assert!(later.write);
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //!    how fast a fresh operator taking over all 10 000 tasks reaches the budget;
 //! 4. managed: 1 000 managed relays applied at once on one account (10 GetMPUTaskStatus/s, the
 //!    documented 500 StartLiveMPUTask/s): how long until all run, exactly one Start each, nothing
-//!    throttled, the status budget kept.
+//!    throttled, the status budget kept;
+//! 5. events: 1 000 tasks on one account, 1 % changing a minute: how long a change takes to reach
+//!    Kubernetes polling alone and with event callbacks as hints, and floods of forged and valid
+//!    callbacks ([`events`]).
 //!
 //! Every figure that can flake (rates, staleness, CPU per poll, writes) is measured in
 //! `BENCH_REPEATS` (default 3) consecutive windows of the same length and reported as
@@ -29,8 +32,9 @@
 //! >= 95 % of the limit).
 //!
 //! Environment: `BENCH_QUICK=1` shrinks every phase (for working on the bench itself);
-//! `BENCH_PHASES=peer,budget,scale,managed` runs only the phases named (default: all);
-//! `BENCH_REPEATS=n` measures n windows instead of 3; `BENCH_PEER_RATIO_TARGET=x` replaces the
+//! `BENCH_PHASES=peer,budget,scale,managed,events` runs only the phases named (default: all);
+//! `BENCH_REPEATS=n` measures n windows instead of 3; `BENCH_RUST_LOG` is the operators'
+//! `RUST_LOG` (default `info`; their logs are in `target/bench-logs/`); `BENCH_PEER_RATIO_TARGET=x` replaces the
 //! peer ratio's target (an impossible one shows a miss failing the bench); `BENCH_OUT=path` also writes the Markdown
 //! there; `MPU_RELAY_OPERATOR_BIN` uses that operator binary instead of building the image's
 //! (`image/rootfs.sh --binary`: static, without the simulator, with the image's optimization
@@ -38,6 +42,7 @@
 
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod events;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -102,6 +107,7 @@ struct Phases {
     budget: bool,
     scale: bool,
     managed: bool,
+    events: bool,
 }
 
 impl Phases {
@@ -111,6 +117,7 @@ impl Phases {
             budget: true,
             scale: true,
             managed: true,
+            events: true,
         };
         let Ok(value) = std::env::var("BENCH_PHASES") else {
             return Ok(all);
@@ -123,6 +130,7 @@ impl Phases {
             budget: false,
             scale: false,
             managed: false,
+            events: false,
         };
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -130,9 +138,10 @@ impl Phases {
                 "budget" => phases.budget = true,
                 "scale" => phases.scale = true,
                 "managed" => phases.managed = true,
+                "events" => phases.events = true,
                 other => {
                     return Err(format!(
-                        "BENCH_PHASES: unknown phase {other:?} (known: peer, budget, scale, managed)"
+                        "BENCH_PHASES: unknown phase {other:?} (known: peer, budget, scale, managed, events)"
                     ));
                 }
             }
@@ -146,6 +155,7 @@ impl Phases {
             (self.budget, "budget"),
             (self.scale, "scale"),
             (self.managed, "managed"),
+            (self.events, "events"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -185,6 +195,11 @@ struct Plan {
     repeats: usize,
     /// Managed relays applied at once.
     managed: usize,
+    /// Tasks of the events phase, how long changes are made in each of its runs, and how long
+    /// a flood lasts.
+    events_tasks: usize,
+    events_window: Duration,
+    flood_seconds: Duration,
 }
 
 impl Plan {
@@ -203,6 +218,9 @@ impl Plan {
                 change_window: Duration::from_secs(20),
                 repeats,
                 managed: 200,
+                events_tasks: 200,
+                events_window: Duration::from_secs(60),
+                flood_seconds: Duration::from_secs(3),
             }
         } else {
             Plan {
@@ -218,6 +236,9 @@ impl Plan {
                 change_window: Duration::from_secs(60),
                 repeats,
                 managed: 1_000,
+                events_tasks: 1_000,
+                events_window: Duration::from_secs(180),
+                flood_seconds: Duration::from_secs(10),
             }
         }
     }
@@ -563,7 +584,7 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
     };
 
     let dir = std::env::temp_dir().join(format!("mpu-relay-bench-{}", std::process::id()));
-    let control_plane = if phases.budget || phases.scale || phases.managed {
+    let control_plane = if phases.budget || phases.scale || phases.managed || phases.events {
         let _ = std::fs::remove_dir_all(&dir);
         log("starting etcd and kube-apiserver");
         match ControlPlane::start(&dir) {
@@ -609,6 +630,14 @@ async fn bench(simulator: tokio::runtime::Handle) -> ExitCode {
             && let Err(e) = managed_phase(&plan, cp, client, &sim, &operator_bin, &mut report).await
         {
             report.error("managed", "managed phase", e);
+        }
+
+        // 5. Event callbacks as hints.
+        if phases.events
+            && let Err(e) =
+                events::events_phase(&plan, cp, client, &sim, &operator_bin, &mut report).await
+        {
+            report.error("events", "events phase", e);
         }
     }
 
@@ -687,6 +716,7 @@ fn simulator_config(plan: &Plan) -> SimulatorConfig {
     // The peer loop calls as fast as it can: a limit it never reaches.
     accounts.push(account(PEER_ACCOUNT.into(), 1_000_000));
     accounts.push(account(MANAGED_ACCOUNT.into(), LIMIT));
+    accounts.push(account(events::EVENTS_ACCOUNT.into(), LIMIT));
     let set = |prefix: String, count: usize| TaskSetConfig {
         app_id: APP.into(),
         task_id_prefix: prefix,
@@ -700,6 +730,7 @@ fn simulator_config(plan: &Plan) -> SimulatorConfig {
         .collect();
     task_sets.push(set(SCALE_PREFIX.into(), plan.scale_large));
     task_sets.push(set("peer-".into(), 1));
+    task_sets.push(set(events::EVENTS_PREFIX.into(), plan.events_tasks));
     SimulatorConfig {
         accounts,
         task_sets,
@@ -890,7 +921,10 @@ impl Operator {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("ALIBABA_CLOUD_STS_ENDPOINT", sim_url)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("operator log"))
             .stderr(out);

@@ -236,20 +236,29 @@ impl EventsHub {
             ctx.metrics.record_callback(verdict.label());
             verdict
         };
-        let (uid, app, token) = callback_path(path).ok_or(refused(Verdict::BadToken))?;
+        let Some((uid, app, token)) = callback_path(path) else {
+            return Err(refused(Verdict::BadToken));
+        };
         let Ok(Some(key)) = ctx.ownership.key() else {
             return Err(refused(Verdict::BadToken));
         };
-        let (account, rotation) = {
+        let known = {
             let state = lock(&self.state);
-            let account = state.by_uid.get(uid).ok_or(refused(Verdict::BadToken))?;
-            let events = state
-                .accounts
-                .get(account)
-                .ok_or(refused(Verdict::BadToken))?;
-            (account.clone(), events.rotation)
+            state
+                .by_uid
+                .get(uid)
+                .and_then(|account| Some((account.clone(), state.accounts.get(account)?.rotation)))
+        };
+        let Some((account, rotation)) = known else {
+            tracing::debug!(
+                uid,
+                app,
+                "callback refused: no account with events has this UID"
+            );
+            return Err(refused(Verdict::BadToken));
         };
         if !key.verify_callback_token(uid, app, rotation, token) {
+            tracing::debug!(account = %account, app, "callback refused: not this operator's token");
             self.count(&account, None);
             return Err(refused(Verdict::BadToken));
         }

@@ -38,6 +38,8 @@ pub const FINALIZER: &str = "mpurelay.io/events";
 const REPLAY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 /// A budget's wait the account reconcile waits out rather than coming back.
 const SHORT_WAIT: Duration = Duration::from_millis(250);
+/// How often each app's delivery log is read at most.
+const REPLAY_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
 /// Pages of the delivery log read per app and replay.
 const REPLAY_PAGES: u32 = 10;
 
@@ -622,6 +624,15 @@ async fn replay(
         wait: None,
     };
     for (app, sub_id) in apps {
+        // Read at the account's refresh, not at every reconcile (any change to the account
+        // reconciles it).
+        if known
+            .looked
+            .get(app)
+            .is_some_and(|at| now.duration_since(*at) < REPLAY_EVERY)
+        {
+            continue;
+        }
         let since = match known.looked.get(app).copied().or(last_event_at) {
             // A callback is logged when its try ends: a minute's overlap finds those that
             // were in flight at the last read.
