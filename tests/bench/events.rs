@@ -74,52 +74,54 @@ fn watch(client: &kube::Client, ns: &str, seen: Arc<Mutex<Seen>>) -> tokio::task
     })
 }
 
-/// Flips tasks (other than `spare`) between Running and CdnError, one every `every`, for
-/// `window`, choosing them with a fixed generator; `status` remembers each task's status.
-async fn changes(
-    sim: &SimulatorHandle,
-    seen: &Arc<Mutex<Seen>>,
-    tasks: usize,
-    spare: usize,
-    every: Duration,
-    window: Duration,
-    status: &mut HashMap<usize, i64>,
-    seed: &mut u64,
-) -> usize {
-    let started = Instant::now();
-    let mut made = 0;
-    while started.elapsed() < window {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let i = (*seed >> 33) as usize % tasks;
-        if i == spare
-            || seen
-                .lock()
-                .unwrap()
-                .pending
-                .iter()
-                .any(|p| p.task == format!("t-{i}"))
-        {
-            continue;
+/// The changes made in the cloud: each task's status, and a fixed generator choosing them.
+struct Changer {
+    status: HashMap<usize, i64>,
+    seed: u64,
+}
+
+impl Changer {
+    /// Flips tasks (other than `spare`) between Running and CdnError, one every `every`, for
+    /// `window`; how many changes were made.
+    async fn changes(
+        &mut self,
+        sim: &SimulatorHandle,
+        seen: &Arc<Mutex<Seen>>,
+        tasks: usize,
+        spare: usize,
+        every: Duration,
+        window: Duration,
+    ) -> usize {
+        let started = Instant::now();
+        let mut made = 0;
+        while started.elapsed() < window {
+            self.seed = self
+                .seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let i = (self.seed >> 33) as usize % tasks;
+            let name = format!("t-{i}");
+            if i == spare || seen.lock().unwrap().pending.iter().any(|p| p.task == name) {
+                continue;
+            }
+            let status = self.status.entry(i).or_insert(RUNNING);
+            *status = if *status == RUNNING {
+                CDN_ERROR
+            } else {
+                RUNNING
+            };
+            let next = *status;
+            seen.lock().unwrap().pending.push(Pending {
+                task: name,
+                want: Phase::from_code(next),
+                at: Instant::now(),
+            });
+            sim.set_task_status(APP, &format!("{EVENTS_PREFIX}{i}"), next);
+            made += 1;
+            tokio::time::sleep(every).await;
         }
-        let now_status = status.entry(i).or_insert(RUNNING);
-        let next = if *now_status == RUNNING {
-            CDN_ERROR
-        } else {
-            RUNNING
-        };
-        *now_status = next;
-        seen.lock().unwrap().pending.push(Pending {
-            task: format!("t-{i}"),
-            want: Phase::from_code(next),
-            at: Instant::now(),
-        });
-        sim.set_task_status(APP, &format!("{EVENTS_PREFIX}{i}"), next);
-        made += 1;
-        tokio::time::sleep(every).await;
+        made
     }
-    made
 }
 
 /// Waits until no change is pending (or `within` passes); the latencies recorded so far, and
@@ -222,8 +224,10 @@ pub async fn events_phase(
     .await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watching = watch(client, ns, seen.clone());
-    let mut status: HashMap<usize, i64> = HashMap::new();
-    let mut seed = 0x5eed_u64;
+    let mut changer = Changer {
+        status: HashMap::new(),
+        seed: 0x5eed,
+    };
     let label = |m: &str| format!("{n} tasks, one 10/s account, 1 % changing a minute: {m}");
 
     // Polling alone.
@@ -237,17 +241,9 @@ pub async fn events_phase(
         every.as_secs_f64(),
         plan.events_window.as_secs_f64()
     ));
-    let made = changes(
-        sim,
-        &seen,
-        n,
-        usize::MAX,
-        every,
-        plan.events_window,
-        &mut status,
-        &mut seed,
-    )
-    .await;
+    let made = changer
+        .changes(sim, &seen, n, usize::MAX, every, plan.events_window)
+        .await;
     let (polled, missed) = drained(&seen, Duration::from_secs_f64(floor * 1.5 + 10.0)).await;
     drop(off);
     let (p50_off, p99_off, max_off) = percentiles(&polled);
@@ -303,17 +299,9 @@ pub async fn events_phase(
     }
     tokio::time::sleep(Duration::from_secs_f64(floor * 1.1 + 5.0)).await;
     log("events: with events: changes");
-    let made = changes(
-        sim,
-        &seen,
-        n,
-        0,
-        every,
-        plan.events_window,
-        &mut status,
-        &mut seed,
-    )
-    .await;
+    let made = changer
+        .changes(sim, &seen, n, 0, every, plan.events_window)
+        .await;
     let (hinted, missed) = drained(&seen, Duration::from_secs(30)).await;
     let (p50_on, p99_on, max_on) = percentiles(&hinted);
     let target = 2.0 + DELIVERY_DELAY.as_secs_f64();
@@ -397,15 +385,13 @@ pub async fn events_phase(
         "events: {FLOOD_RATE:.0} valid callbacks/s for one task for {seconds:.0} s, other tasks changing"
     ));
     let hot_before = sim.task(APP, "e-0").map_or(0, |t| t.calls);
-    let other_changes = changes(
+    let other_changes = changer.changes(
         sim,
         &seen,
         n,
         0,
         Duration::from_millis(1500),
         plan.flood_seconds,
-        &mut status,
-        &mut seed,
     );
     let valid_flood = flood(&http, seconds, |i| {
         (valid.clone(), callback(&format!("valid-{i}"), "e-0"))
