@@ -130,6 +130,20 @@ async fn integration_kubectl_explain_shows_field_descriptions() {
             "missing {expected:?} in:\n{cluster}"
         );
     }
+    let events = cp
+        .kubectl_run(&["explain", "clustermpurelayaccount.spec.events"])
+        .unwrap();
+    for expected in [
+        "callbackURL",
+        "backstopInterval",
+        "hintSharePercent",
+        "tokenRotation",
+    ] {
+        assert!(
+            events.contains(expected),
+            "missing {expected:?} in:\n{events}"
+        );
+    }
     let status = cp
         .kubectl_run(&["explain", "mpurelaytask.status.phase"])
         .unwrap();
@@ -423,6 +437,75 @@ async fn integration_hostile_account_fields_are_refused_with_the_rule_message() 
         json!({"name": "ak"}),
         "the namespace was kept"
     );
+}
+
+#[tokio::test]
+async fn integration_hostile_events_fields_are_refused_with_the_rule_message() {
+    let cp = support::shared();
+    let client = cp.client().await;
+    let ns = support::test_namespace(&client, "events-bounds").await;
+    let account = |events: serde_json::Value| {
+        json!({
+            "apiVersion": "mpurelay.io/v1alpha1", "kind": "MpuRelayAccount",
+            "metadata": {"name": "a"},
+            "spec": {"credentials": {"secretRef": {"name": "ak"}}, "events": events}
+        })
+    };
+    let url = "https://mpu-events.example.com/hooks";
+    let cases = [
+        // The token travels in the URL: never over plain HTTP, never to userinfo or a query.
+        (
+            json!({"callbackURL": "http://mpu-events.example.com/hooks"}),
+            "spec.events.callbackURL",
+        ),
+        (
+            json!({"callbackURL": "https://user@evil.example/x"}),
+            "spec.events.callbackURL",
+        ),
+        (
+            json!({"callbackURL": "https://x.example/?next=evil"}),
+            "spec.events.callbackURL",
+        ),
+        (
+            json!({"callbackURL": format!("https://x.example/{}", "a".repeat(1600))}),
+            "spec.events.callbackURL",
+        ),
+        (json!({}), "spec.events.callbackURL"),
+        (
+            json!({"callbackURL": url, "hintSharePercent": 0}),
+            "spec.events.hintSharePercent",
+        ),
+        (
+            json!({"callbackURL": url, "hintSharePercent": 95}),
+            "spec.events.hintSharePercent",
+        ),
+        (
+            json!({"callbackURL": url, "backstopInterval": "10s"}),
+            "spec.events.backstopInterval",
+        ),
+        (
+            json!({"callbackURL": url, "backstopInterval": "48h"}),
+            "spec.events.backstopInterval",
+        ),
+        (
+            json!({"callbackURL": url, "tokenRotation": -1}),
+            "spec.events.tokenRotation",
+        ),
+    ];
+    for (events, field) in cases {
+        let message = refusal(&client, Some(&ns), account(events.clone())).await;
+        assert!(message.contains(field), "{events}: {message}");
+    }
+    let accounts: Api<mpu_relay_operator::api::MpuRelayAccount> =
+        Api::namespaced(client.clone(), &ns);
+    let ok: mpu_relay_operator::api::MpuRelayAccount = serde_json::from_value(account(json!({
+        "callbackURL": url, "backstopInterval": "10m", "hintSharePercent": 20, "tokenRotation": 3
+    })))
+    .unwrap();
+    let stored = accounts.create(&PostParams::default(), &ok).await.unwrap();
+    let events = stored.spec.connection.events.unwrap();
+    assert_eq!(events.hint_share(), 0.2);
+    assert_eq!(events.token_rotation, 3);
 }
 
 #[tokio::test]
