@@ -695,23 +695,7 @@ impl State {
                         .into_iter()
                         .collect(),
                     None => {
-                        let number = |name: &str| -> Result<usize, ApiError> {
-                            let value = required(params, name)?;
-                            value.parse().map_err(|_| {
-                                relay_error(relay::RelayError::Invalid(format!(
-                                    "{name} {value:?} is not a number"
-                                )))
-                            })
-                        };
-                        let (page, size) = (
-                            number(relay::params::PAGE_NO)?,
-                            number(relay::params::PAGE_SIZE)?,
-                        );
-                        if !(1..=100).contains(&size) || page == 0 {
-                            return Err(relay_error(relay::RelayError::Invalid(
-                                "PageNo starts at 1; PageSize is 1 to 100".into(),
-                            )));
-                        }
+                        let (page, size) = page_params(params)?;
                         self.relays
                             .page(&app, page, size)
                             .into_iter()
@@ -791,27 +775,11 @@ impl State {
                             )))
                         })
                 };
-                let number = |name: &str| -> Result<usize, ApiError> {
-                    let value = required(params, name)?;
-                    value.parse().map_err(|_| {
-                        events_error(events::EventsError::Invalid(format!(
-                            "{name} {value:?} is not a number"
-                        )))
-                    })
-                };
                 let (start, end) = (
                     time(events::params::START_TIME)?,
                     time(events::params::END_TIME)?,
                 );
-                let (page, size) = (
-                    number(relay::params::PAGE_NO)?,
-                    number(relay::params::PAGE_SIZE)?,
-                );
-                if !(1..=100).contains(&size) || page == 0 {
-                    return Err(events_error(events::EventsError::Invalid(
-                        "PageNo starts at 1; PageSize is 1 to 100".into(),
-                    )));
-                }
+                let (page, size) = page_params(params)?;
                 let (records, more) =
                     self.events
                         .records(app, param(events::params::SUB_ID), start, end, page, size);
@@ -1716,6 +1684,29 @@ fn check_version(version: Option<&str>, served: &[&str]) -> Result<(), ApiError>
 /// tables answer (`%s`).
 fn events_error(error: events::EventsError) -> ApiError {
     ApiError::new(400, codes::INVALID_PARAM, error.to_string())
+}
+
+/// `PageNo` (from 1) and `PageSize` (1 to 100) of a listing (ListRtcMPUTaskDetail,
+/// ListRtcMPUEventSubRecord).
+fn page_params(params: &BTreeMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let number = |name: &str| -> Result<usize, ApiError> {
+        let value = required(params, name)?;
+        value.parse().map_err(|_| {
+            relay_error(relay::RelayError::Invalid(format!(
+                "{name} {value:?} is not a number"
+            )))
+        })
+    };
+    let (page, size) = (
+        number(relay::params::PAGE_NO)?,
+        number(relay::params::PAGE_SIZE)?,
+    );
+    if !(1..=100).contains(&size) || page == 0 {
+        return Err(relay_error(relay::RelayError::Invalid(
+            "PageNo starts at 1; PageSize is 1 to 100".into(),
+        )));
+    }
+    Ok((page, size))
 }
 
 fn relay_error(error: relay::RelayError) -> ApiError {

@@ -15,6 +15,7 @@
 //!   endpoint the cloud POSTs to, and the hints that have tasks polled at once;
 //! - [`key`]: which account object ([`AccountKey`]), the name of an account object in caches,
 //!   budgets, logs and metrics;
+//! - [`operations`]: the budgeted calls of the operations other than GetMPUTaskStatus;
 //! - [`resolver`]: what an account object resolves to: its endpoint, its credentials (a Secret,
 //!   RRSA or the operator's own) and the cloud account STS says they belong to;
 //! - [`reconcile`]: the account reconcile, thin I/O around
@@ -23,6 +24,7 @@
 
 pub mod events;
 pub mod key;
+pub mod operations;
 pub mod reconcile;
 pub mod resolver;
 
@@ -72,6 +74,30 @@ impl AccountObject {
         match self {
             AccountObject::Namespaced(a) => a.spec.connection(),
             AccountObject::Cluster(a) => a.spec.connection(),
+        }
+    }
+
+    pub fn meta(&self) -> &kube::core::ObjectMeta {
+        match self {
+            AccountObject::Namespaced(a) => &a.metadata,
+            AccountObject::Cluster(a) => &a.metadata,
+        }
+    }
+
+    pub fn status(&self) -> Option<&crate::api::AccountStatus> {
+        match self {
+            AccountObject::Namespaced(a) => a.status.as_ref(),
+            AccountObject::Cluster(a) => a.status.as_ref(),
+        }
+    }
+
+    /// Its kind as the API server serves it.
+    pub fn resource(&self) -> kube::api::ApiResource {
+        match self {
+            AccountObject::Namespaced(_) => kube::api::ApiResource::erase::<MpuRelayAccount>(&()),
+            AccountObject::Cluster(_) => {
+                kube::api::ApiResource::erase::<ClusterMpuRelayAccount>(&())
+            }
         }
     }
 }

@@ -21,10 +21,7 @@ pub async fn reconcile(account: AccountObject, ctx: Arc<Context>) -> Result<Acti
     let resolution = ctx.accounts.resolver.resolve(&account).await;
     let call_failure = ctx.accounts.resolver.call_failure(&key);
     let synced = subscriptions::sync(&account, resolution.as_deref(), &ctx).await?;
-    let previous = match &account {
-        AccountObject::Namespaced(a) => a.status.as_ref(),
-        AccountObject::Cluster(a) => a.status.as_ref(),
-    };
+    let previous = account.status();
     // What this process knows of the subscriptions, or (before it knows any) what the status
     // recorded: a restart must not forget which subscriptions are the operator's to delete.
     let events = synced.readiness.map(|r| {

@@ -10,7 +10,7 @@
 pub mod claims;
 pub mod lifecycle;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use tracing::{debug, info, warn};
 
 use self::lifecycle::{Facts, Refusal, Release, Seen, Step};
-use super::account::{AccountKey, AccountObject, Resolved};
+use super::account::{AccountKey, AccountObject, Resolved, operations};
 use super::decide::{Decision, NextSync, Outcome, decide};
 use super::ownership;
 use super::ports::StatusTarget;
@@ -30,7 +30,6 @@ use crate::api::{
     CloudApi, ManagementStatus, MpuRelayTask, MpuRelayTaskStatus, RelayOperation, StartIntent,
     conditions,
 };
-use crate::cloud::client::RelayCall;
 use crate::cloud::relay::actions;
 use crate::cloud::relay::{Relay, stop_params};
 use crate::cloud::response::reasons as cloud_reasons;
@@ -710,19 +709,11 @@ async fn set_finalizer(task: &MpuRelayTask, ctx: &Context, present: bool) -> Res
         .map_err(Error::Finalizer)
 }
 
-/// Takes a slot of the cloud account's budget for `operation`; `Err(wait)` when none is free.
 fn admit(operation: RelayOperation, resolved: &Resolved, ctx: &Context) -> Result<(), Duration> {
-    let connection = &resolved.connection;
-    ctx.actions.admit(
-        &resolved.cloud_account,
-        operation,
-        connection.action_qps(operation),
-        connection.margin(),
-        Instant::now(),
-    )
+    operations::admit(operation, resolved, ctx)
 }
 
-/// One relay action, counted in metrics; throttling holds the operation back in its budget.
+/// One relay action: the answer's `RequestId`.
 async fn call(
     operation: RelayOperation,
     action: &'static str,
@@ -730,35 +721,9 @@ async fn call(
     resolved: &Resolved,
     ctx: &Context,
 ) -> Result<String, CloudError> {
-    // A leader that cannot prove its Lease makes no call.
-    if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
-        return Err(CloudError::Connect("this replica is not the leader".into()));
-    }
-    let call = RelayCall {
-        endpoint: &resolved.endpoint,
-        signature: resolved.connection.signature,
-        region_id: resolved.connection.region_id.as_deref(),
-        operation,
-        action,
-        params,
-    };
-    let result = ctx
-        .cloud
-        .relay_action(&resolved.credentials, &call)
+    operations::call(operation, action, params, resolved, ctx)
         .await
-        .map(|answer| crate::cloud::client::request_id(&answer));
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) if e.class() == ErrorClass::Throttled => "throttled",
-        Err(CloudError::Api(_)) => "refused",
-        Err(_) => "error",
-    };
-    ctx.metrics.record_action(operation.as_str(), label);
-    if matches!(&result, Err(e) if e.class() == ErrorClass::Throttled) {
-        ctx.actions
-            .throttled(&resolved.cloud_account, operation, Instant::now());
-    }
-    result
+        .map(|answer| crate::cloud::client::request_id(&answer))
 }
 
 /// Alibaba documents no code of its own for "task already exists": `InvalidParam` with that

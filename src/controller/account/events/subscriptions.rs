@@ -12,20 +12,16 @@
 //! [`OwnershipKey::callback_token`]: crate::controller::ownership::OwnershipKey::callback_token
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::api::ApiResource;
 use tracing::{info, warn};
 
 use super::{AccountEvents, callback_suffix};
-use crate::api::{
-    ClusterMpuRelayAccount, EventsSpec, MAX_SUBSCRIPTIONS, MpuRelayAccount, RelayOperation,
-};
+use crate::api::{EventsSpec, MAX_SUBSCRIPTIONS, RelayOperation};
 use crate::cloud::CloudError;
-use crate::cloud::client::RelayCall;
 use crate::cloud::events::{self as wire, actions};
-use crate::controller::account::{AccountKey, AccountObject, Resolved};
+use crate::controller::account::{AccountKey, AccountObject, Resolved, operations};
 use crate::controller::account_status::Readiness;
 use crate::controller::ports::StatusTarget;
 use crate::controller::status::{Problem, reasons};
@@ -120,29 +116,18 @@ struct Parts<'a> {
 }
 
 fn parts(account: &AccountObject) -> Parts<'_> {
-    match account {
-        AccountObject::Namespaced(a) => Parts {
-            uid: a.metadata.uid.clone().unwrap_or_default(),
-            spec: a.spec.connection.events.as_ref(),
-            deleting: a.metadata.deletion_timestamp.is_some(),
-            finalizers: a.finalizers(),
-            recorded: recorded(a.status.as_ref()),
-            last_event_at: last_event_at(a.status.as_ref()),
-            resource: ApiResource::erase::<MpuRelayAccount>(&()),
-            namespace: a.namespace(),
-            name: a.name_any(),
-        },
-        AccountObject::Cluster(a) => Parts {
-            uid: a.metadata.uid.clone().unwrap_or_default(),
-            spec: a.spec.connection.events.as_ref(),
-            deleting: a.metadata.deletion_timestamp.is_some(),
-            finalizers: a.finalizers(),
-            recorded: recorded(a.status.as_ref()),
-            last_event_at: last_event_at(a.status.as_ref()),
-            resource: ApiResource::erase::<ClusterMpuRelayAccount>(&()),
-            namespace: None,
-            name: a.name_any(),
-        },
+    let meta = account.meta();
+    let status = account.status();
+    Parts {
+        uid: meta.uid.clone().unwrap_or_default(),
+        spec: account.connection().events.as_ref(),
+        deleting: meta.deletion_timestamp.is_some(),
+        finalizers: meta.finalizers.as_deref().unwrap_or_default(),
+        recorded: recorded(status),
+        last_event_at: last_event_at(status),
+        resource: account.resource(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
     }
 }
 
@@ -354,22 +339,12 @@ impl Calls<'_> {
         params: &[(&'static str, String)],
     ) -> Result<Option<serde_json::Value>, CloudError> {
         let Calls { resolved, ctx, .. } = *self;
-        let connection = &resolved.connection;
-        let admit = || {
-            ctx.actions.admit(
-                &resolved.cloud_account,
-                operation,
-                connection.action_qps(operation),
-                connection.margin(),
-                Instant::now(),
-            )
-        };
         // Calls of one reconcile follow each other a budget's interval apart (20 ms at 50/s):
         // a short wait is waited here, a long one ends the round.
-        let admitted = match admit() {
+        let admitted = match operations::admit(operation, resolved, ctx) {
             Err(wait) if wait <= SHORT_WAIT => {
                 tokio::time::sleep(wait).await;
-                admit()
+                operations::admit(operation, resolved, ctx)
             }
             other => other,
         };
@@ -377,33 +352,14 @@ impl Calls<'_> {
             self.wait = Some(wait);
             return Ok(None);
         }
-        if ctx.fence.as_ref().is_some_and(|may_call| !may_call()) {
-            self.wait = Some(Duration::from_secs(1));
-            return Ok(None);
+        match operations::call(operation, action, params, resolved, ctx).await {
+            // Throttled: held back in its budget; the round ends, and goes on in a second.
+            Err(e) if e.class() == crate::cloud::ErrorClass::Throttled => {
+                self.wait = Some(Duration::from_secs(1));
+                Ok(None)
+            }
+            other => other.map(Some),
         }
-        let call = RelayCall {
-            endpoint: &resolved.endpoint,
-            signature: connection.signature,
-            region_id: connection.region_id.as_deref(),
-            operation,
-            action,
-            params,
-        };
-        let result = ctx.cloud.relay_action(&resolved.credentials, &call).await;
-        let label = match &result {
-            Ok(_) => "ok",
-            Err(e) if e.class() == crate::cloud::ErrorClass::Throttled => "throttled",
-            Err(CloudError::Api(_)) => "refused",
-            Err(_) => "error",
-        };
-        ctx.metrics.record_action(operation.as_str(), label);
-        if label == "throttled" {
-            ctx.actions
-                .throttled(&resolved.cloud_account, operation, Instant::now());
-            self.wait = Some(Duration::from_secs(1));
-            return Ok(None);
-        }
-        result.map(Some)
     }
 
     /// DescribeRtcMPUEventSub; `Ok(None)` also when the app has none (the cloud answers that
