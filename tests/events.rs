@@ -128,6 +128,19 @@ async fn world(test: &str) -> World {
         w.wait_phase(task, Phase::Running, Duration::from_secs(30))
             .await;
     }
+    // Polls granted before the events were healthy (at the 1 s intervals) may still come:
+    // a test starts once no call came for 2 s.
+    let quiet = eventually(Duration::from_secs(20), || async {
+        let before = w.calls();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        w.calls() == before
+    })
+    .await;
+    assert!(
+        quiet,
+        "the tasks are still polled every second\n{}",
+        w.op.output()
+    );
     w
 }
 
@@ -468,8 +481,9 @@ async fn integration_a_subscription_comes_with_the_first_task_of_an_app_and_goes
 }
 
 #[tokio::test]
-async fn integration_callbacks_that_did_not_get_through_are_replayed_from_the_delivery_log() {
-    let w = world("events-replay").await;
+async fn integration_callbacks_lost_in_a_gap_or_while_the_operator_was_down_are_replayed_from_the_delivery_log()
+ {
+    let mut w = world("events-replay").await;
     // The network between the cloud and the endpoint goes down: the callback is tried, fails,
     // and is given up after its retries.
     w.sim.set_delivery_rules(DeliveryRules {
@@ -495,6 +509,36 @@ async fn integration_callbacks_that_did_not_get_through_are_replayed_from_the_de
         w.op.output()
     );
     assert!(w.phase("task-1").await == Some(Phase::Running));
+
+    // The operator is down when the cloud calls back (its tries fail: nobody listens); the
+    // next one reads the log and hints what did not get through.
+    w.sim.set_delivery_rules(DeliveryRules {
+        retry_every_ms: 100,
+        ..Default::default()
+    });
+    w.op.kill();
+    let logged = w.sim.event_records(APP).len();
+    w.sim.set_task_status(APP, "task-1", 4);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            w.sim.event_records(APP).len() >= logged + 4
+        })
+        .await
+    );
+    let args = w.endpoint.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.op = Operator::with_simulator(support::shared(), &w.ns, &w.sim, &args, &[]);
+    w.wait_phase("task-1", Phase::ChannelStopped, Duration::from_secs(30))
+        .await;
+    let replayed = "mpu_relay_callbacks_total{result=\"replayed\"}";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            w.op.metric(replayed).await >= 1.0
+        })
+        .await,
+        "the restarted operator replayed nothing\n{}",
+        w.op.output()
+    );
 }
 
 /// The account's spec carries nothing secret: the token is in no object the tenant can read.

@@ -134,8 +134,9 @@ pub fn callback(body: &[u8]) -> Option<Callback> {
     })
 }
 
-/// One page of the delivery log: the callbacks in it (those that read as callbacks), and
-/// whether more pages follow.
+/// One page of the delivery log: the callbacks it holds that did not get through (a try whose
+/// `HTTPCode` is not `"200"`: the receiver refused it, or could not be reached), and whether
+/// more pages follow. A callback that got through was a hint when it came.
 pub fn records(answer: &serde_json::Value) -> (Vec<Callback>, bool) {
     let more = answer
         .get("HasMore")
@@ -147,6 +148,9 @@ pub fn records(answer: &serde_json::Value) -> (Vec<Callback>, bool) {
         .map(|logs| {
             logs.iter()
                 .take(RECORDS_PAGE_SIZE as usize)
+                .filter(|log| {
+                    log.get("HTTPCode").and_then(serde_json::Value::as_str) != Some("200")
+                })
                 .filter_map(|log| log.get("Data")?.as_str())
                 .filter_map(|data| callback(data.as_bytes()))
                 .collect()
@@ -212,10 +216,19 @@ mod tests {
             Some("Sub-2")
         );
         assert_eq!(created(&json!({"SubId": 3})), None);
-        let page = json!({"HasMore": true, "Logs": [{"Data": DOCUMENTED}, {"Data": "garbage"}, {"Time": "x"}]});
+        let page = json!({"HasMore": true, "Logs": [
+            {"Data": DOCUMENTED, "HTTPCode": "0"},
+            {"Data": DOCUMENTED.replace("mpucallbacktest", "delivered"), "HTTPCode": "200"},
+            {"Data": "garbage", "HTTPCode": "500"},
+            {"Time": "x"},
+        ]});
         let (logs, more) = records(&page);
         assert!(more);
-        assert_eq!(logs.len(), 1);
+        assert_eq!(
+            logs.len(),
+            1,
+            "only what did not get through, and reads as a callback"
+        );
         assert_eq!(logs[0].task_id, "mpucallbacktest");
     }
 

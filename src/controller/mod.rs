@@ -218,6 +218,13 @@ impl Context {
         self.tasks.iter().flat_map(|s| s.state())
     }
 
+    /// Whether every task cache holds its first full list.
+    pub fn tasks_synced(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|store| store.wait_until_ready().now_or_never().is_some())
+    }
+
     /// Tasks that reference `account`.
     pub fn tasks_of(&self, account: &AccountKey) -> Vec<TaskRef> {
         self.all_tasks()

@@ -558,11 +558,11 @@ async fn set_finalizer(p: &Parts<'_>, ctx: &Context, present: bool) -> Result<()
         .map_err(Error::Finalizer)
 }
 
-/// Reads each app's delivery log since it was last read and hints what it holds that this
-/// process has not seen: the callbacks sent while no operator listened (a restart) or that did
-/// not get through (an Ingress down, a network gap; the cloud gives up after 3 retries). Each
-/// is a hint like any other, and MsgIds already seen cost nothing. The first read after a
-/// start goes back to the last event the account recorded (at most a day).
+/// Reads each app's delivery log since it was last read and hints the callbacks that did not
+/// get through (a try the receiver did not answer 200): those sent while no operator listened
+/// (a restart) or lost on the way (an Ingress down, a network gap; the cloud gives up after 3
+/// retries). Each is a hint like any other, and MsgIds already seen cost nothing. The first
+/// read after a start goes back to the last event the account recorded (at most a day).
 async fn replay(
     key: &AccountKey,
     apps: &BTreeMap<String, String>,
@@ -573,6 +573,10 @@ async fn replay(
     let Some(known) = ctx.events.account(key) else {
         return;
     };
+    // A hint finds its tasks in the task caches: not before they hold every task.
+    if !ctx.tasks_synced() {
+        return;
+    }
     let now = jiff::Timestamp::now();
     let mut calls = Calls {
         resolved,
@@ -589,16 +593,16 @@ async fn replay(
         {
             continue;
         }
-        let since = match known.looked.get(app).copied().or(last_event_at) {
-            // A callback is logged when its try ends: a minute's overlap finds those that
-            // were in flight at the last read.
-            Some(since) => since.max(now - REPLAY_MAX) - jiff::SignedDuration::from_secs(60),
-            // Nothing recorded: the subscription is new, and missed nothing yet.
-            None => {
-                ctx.events.looked(key, app, now);
-                continue;
-            }
-        };
+        // A callback is logged when its try ends: a minute's overlap finds those that were in
+        // flight at the last read. A process that has not read it yet goes back to the last
+        // event the account recorded, or a day.
+        let since = known
+            .looked
+            .get(app)
+            .copied()
+            .or(last_event_at)
+            .map_or(now - REPLAY_MAX, |since| since.max(now - REPLAY_MAX))
+            - jiff::SignedDuration::from_secs(60);
         let mut hinted = 0usize;
         for page in 1..=REPLAY_PAGES {
             let params =
