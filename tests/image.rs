@@ -24,9 +24,10 @@ use serde_json::Value;
 
 /// README "Container image": the size the image should stay under. 15 MB until managed relays
 /// (issue 26: their API types, lifecycle and the SDK's wire form) took the binary from 14.6 to
-/// 15.2 MB at the same settings; 16 MB leaves the next feature room without a faster-to-build
-/// but slower opt-level.
-const SIZE_TARGET_BYTES: u64 = 16_000_000;
+/// 15.2 MB at the same settings; 16 MB until event callbacks (issue 27: the HTTPS events
+/// endpoint, subscriptions, the hint lane) took it to 15.9 MB and the image to 16.12 MB; 17 MB
+/// leaves the next feature room without a faster-to-build but slower opt-level.
+const SIZE_TARGET_BYTES: u64 = 17_000_000;
 const BINARY: &str = "usr/local/bin/mpu-relay-operator";
 /// Every file in the image, and nothing else (directories are their parents).
 const FILES: &[&str] = &[
