@@ -42,7 +42,8 @@ for tool in $TOOL; do
 done
 
 say "building the release operator, the cloud simulator and the control plane helper"
-cargo build -q --release --bin mpu-relay-operator --bin mpu-cloud-sim --example controlplane
+cargo build -q --release --bin mpu-relay-operator --example controlplane
+cargo build -q --release -p mpu-cloud-sim --bin mpu-cloud-sim
 BIN=${BIN:-$ROOT/target/release/mpu-relay-operator}
 KUBECTL=$("$ROOT/tests/controlplane/build.sh")/kubectl
 
@@ -71,7 +72,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 	echo "  - {appId: prof, taskIdPrefix: p-, count: $TASKS, status: 1}"
 } >"$DIR/sim.yaml"
 say "starting the simulator on 127.0.0.1:$PORT ($ACCOUNTS accounts at 10 QPS)"
-"$ROOT/target/release/mpu-cloud-sim" --listen "127.0.0.1:$PORT" --config "$DIR/sim.yaml" >"$OUT/simulator.log" 2>&1 &
+"$ROOT/target/release/mpu-cloud-sim" --listen "127.0.0.1:$PORT" --http --config "$DIR/sim.yaml" >"$OUT/simulator.log" 2>&1 &
 SIM_PID=$!
 
 say "creating namespace $NS, $ACCOUNTS accounts and $TASKS tasks (kubectl, a minute or two at 10 000)"
