@@ -392,6 +392,10 @@ impl EventsHub {
 
     /// `task` was polled: its hint, if any, now waits for the status write it may lead to.
     pub fn polled(&self, task: &TaskKey) {
+        // Without the endpoint there are no hints: no lock on every poll.
+        if !self.receiving() {
+            return;
+        }
         if let Some(hint) = lock(&self.pending).remove(task) {
             lock(&self.served).insert(task.clone(), hint);
         }
@@ -400,15 +404,12 @@ impl EventsHub {
     /// `task`'s poll is concluded (`written`: its status changed): how long since the event
     /// that hinted it, when one did and the status was written.
     pub fn concluded(&self, task: &TaskKey, written: bool) -> Option<Duration> {
+        if !self.receiving() {
+            return None;
+        }
         let hint = lock(&self.served).remove(task)?;
         let since = jiff::Timestamp::now().duration_since(hint.event_at);
         written.then(|| Duration::try_from(since).ok()).flatten()
-    }
-
-    /// Forgets `task` (deleted).
-    pub fn forget_task(&self, task: &TaskKey) {
-        lock(&self.pending).remove(task);
-        lock(&self.served).remove(task);
     }
 }
 
