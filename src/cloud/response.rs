@@ -671,6 +671,13 @@ mod tests {
     }
 
     #[test]
+    fn a_long_request_id_of_an_answer_is_kept_to_its_bound() {
+        let body = format!(r#"{{"RequestId":"{}","Status":1}}"#, "r".repeat(200));
+        let status = decode_response(200, None, body.as_bytes()).expect("a status");
+        assert_eq!(status.request_id, format!("{}…", "r".repeat(ID_MAX)));
+    }
+
+    #[test]
     fn error_fields_of_wrong_type_are_a_decode_error() {
         assert_eq!(
             problem_of(400, br#"{"Code":5,"Message":"m"}"#),
