@@ -49,7 +49,7 @@ bench: controlplane-binaries
 ## Profile the release operator at scale: TOOL=heaptrack|perf|none TASKS=10000 ACCOUNTS=100
 ## SECONDS_RUN=120 make profile (summaries in target/profile/; not part of `make test`).
 profile: controlplane-binaries
-	@TOOL=$(TOOL) tests/bench/profile.sh
+	@TOOL="$(TOOL)" tests/bench/profile.sh
 
 ## Run every fuzz target for a fixed time (FUZZ_SECONDS, default 60).
 fuzz:

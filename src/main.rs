@@ -3,6 +3,8 @@
 // than is live, and its malloc/free were 13 % of the operator's CPU. Measured with `make profile`
 // (docs/benchmarks-history.md, "Memory and CPU"): RSS 69.8 -> 56.0 MiB, CPU per 1 000 polls 0.234 -> 0.161 s;
 // mimalloc gave the same CPU but kept more (71 MiB, 89 MiB peak).
+// The `system-allocator` feature (heap profiling only) leaves glibc's, which heaptrack can see.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -19,6 +19,7 @@ TOOL=${TOOL:-none}
 TASKS=${TASKS:-10000}
 ACCOUNTS=${ACCOUNTS:-100}
 SECONDS_RUN=${SECONDS_RUN:-120}
+RUN=0
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/target/profile}
 NS=profile
@@ -41,6 +42,16 @@ for tool in $TOOL; do
 	fi
 done
 
+HEAP_BIN=$OUT/mpu-relay-operator.system-allocator
+case " $TOOL " in *" heaptrack"*)
+	# heaptrack hooks malloc, which jemalloc (our global allocator) never calls: its heap figures
+	# come from a build with glibc's allocator (the same allocations, sizes and call sites; only
+	# the RSS differs). Built first, so that the shipped build is what target/release holds after.
+	say "building the operator with the system allocator for heaptrack"
+	cargo build -q --release --bin mpu-relay-operator --features system-allocator
+	cp "$ROOT/target/release/mpu-relay-operator" "$HEAP_BIN"
+	;;
+esac
 say "building the release operator, the cloud simulator and the control plane helper"
 cargo build -q --release --bin mpu-relay-operator --example controlplane
 cargo build -q --release -p mpu-cloud-sim --bin mpu-cloud-sim
@@ -125,12 +136,19 @@ METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 ARGS=(run --namespaces "$NS" --metrics-addr "127.0.0.1:$METRICS_PORT" --allowed-endpoints 'http://127.0.0.1:*'
 	--namespaced-accounts --running-interval 1s --waiting-interval 1s --stopped-interval 1s)
 case "$1" in
-heaptrack) CMD=(heaptrack -o "$OUT/heaptrack" "$BIN" "${ARGS[@]}") ;;
+heaptrack)
+	[ "$BIN" = "$ROOT/target/release/mpu-relay-operator" ] && BIN=$HEAP_BIN
+	CMD=(heaptrack -o "$OUT/heaptrack" "$BIN" "${ARGS[@]}")
+	;;
 perf) CMD=(perf record -F 199 --call-graph dwarf,16384 -o "$OUT/perf.data" "$BIN" "${ARGS[@]}") ;;
 none) CMD=("$BIN" "${ARGS[@]}") ;;
 esac
-say "starting the operator under $1 ${extra:+($extra) }for ${SECONDS_RUN}s: ${CMD[*]}"
-env RUST_LOG=warn ${OPERATOR_ENV:-} $extra ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$OUT/operator.log" 2>&1 &
+# Each run's log of its own (operator.1.log, ...): a later run does not overwrite what an
+# earlier one printed (jemalloc's stats_print, a panic).
+RUN=$((RUN + 1))
+LOG=$OUT/operator.$RUN.log
+say "starting the operator under $1 ${extra:+($extra) }for ${SECONDS_RUN}s (log: $LOG): ${CMD[*]}"
+env RUST_LOG=warn ${OPERATOR_ENV:-} $extra ALIBABA_CLOUD_STS_ENDPOINT="http://127.0.0.1:$PORT" "${CMD[@]}" >"$LOG" 2>&1 &
 OP_PID=$!
 polls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_cloud_calls_total/ {s+=$NF} END {print s+0}'; }
 reconciles() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^mpu_relay_reconciles_total/ {s+=$NF} END {print s+0}'; }
@@ -163,7 +181,7 @@ for t in $(seq 10 10 "$SECONDS_RUN"); do
 	sleep 10
 	if ! kill -0 "$OP_PID" 2>/dev/null; then
 		say "the operator stopped; its log:"
-		tail -20 "$OUT/operator.log" >&2
+		tail -20 "$LOG" >&2
 		exit 1
 	fi
 	say "t=${t}s polls=$(polls) cpu=$(cpu)s $(rss)"
@@ -206,7 +224,7 @@ OP_PID=
 
 case "$1" in
 heaptrack)
-	f=$(ls -t "$OUT"/heaptrack*.zst "$OUT"/heaptrack*.gz 2>/dev/null | head -1)
+	f=$(ls -t "$OUT"/heaptrack*.zst "$OUT"/heaptrack*.gz 2>/dev/null | head -1 || true)
 	say "heaptrack_print $f > $OUT/heaptrack.txt"
 	heaptrack_print -f "$f" --print-peaks 1 --print-allocators 0 --print-leaks 0 --print-temporary 0 \
 		--peak-limit 25 --sub-peak-limit 6 >"$OUT/heaptrack.txt" 2>/dev/null || true
