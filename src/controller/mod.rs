@@ -705,7 +705,11 @@ fn task_controller(
         })
         .reflect(writer)
         .applied_objects();
-    let tasks = spec_changes::filter(tasks);
+    // What passes on is what the controller queues, and its queue keys each task by the reference
+    // it makes of the object: with the uid and resourceVersion (kube-runtime's `Extra`, which no
+    // lookup compares), two strings held twice (its map and its delay queue), 1 MiB at 10 000
+    // tasks. The queue needs only namespace and name; the store above keeps the whole object.
+    let tasks = spec_changes::filter(tasks).map(|event| event.map(for_the_queue));
     Box::pin(
         Controller::for_stream(tasks, reader)
             .with_config(config.clone())
@@ -715,6 +719,14 @@ fn task_controller(
             .run(task::reconcile_traced, error_policy, ctx.clone())
             .for_each(log_controller_event),
     )
+}
+
+/// A task as the controller's queue needs it: the uid and resourceVersion are dropped, so the
+/// reference it queues holds neither (see `task_controller`).
+fn for_the_queue(mut task: MpuRelayTask) -> MpuRelayTask {
+    task.metadata.uid = None;
+    task.metadata.resource_version = None;
+    task
 }
 
 /// The controller of one account kind in one scope; the account's changes wake its tasks.
@@ -943,6 +955,19 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_refers_to_a_task_by_namespace_and_name_alone() {
+        let mut task = fixtures::Fixture::task("t1");
+        task.metadata.uid = Some("6f1c2e9a-0c3d-4b1e-9a53-2f4e1d7c8b90".into());
+        task.metadata.resource_version = Some("12345".into());
+        let queued = ObjectRef::from_obj(&for_the_queue(task.clone()));
+        assert_eq!(queued.extra.uid, None);
+        assert_eq!(queued.extra.resource_version, None);
+        // The same task for every lookup: the store's key keeps both, and compares equal.
+        assert!(ObjectRef::from_obj(&task).extra.uid.is_some());
+        assert_eq!(queued, ObjectRef::from_obj(&task));
+    }
 
     #[tokio::test]
     async fn a_panicking_reconcile_is_an_error_naming_the_panic_not_a_crash() {
