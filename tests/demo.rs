@@ -6,6 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod support;
+use support::controlplane::as_a_user;
+
 const PHASES: &[&str] = &[
     "WaitingForChannel",
     "Running",
@@ -52,15 +55,8 @@ fn in_order(seen: &[String], want: &[&str]) -> bool {
 fn make_demo_shows_the_tasks_following_the_scripted_cloud() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     println!("[demo] make demo DEMO_SECONDS=32 (builds the operator first: a minute when cold)");
-    let mut cmd = Command::new("make");
-    // Without what `cargo test` sets for its tests: the demo's own cargo runs as a user's would.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name.starts_with("MAKE") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
+    // The demo's own make and cargo run as a user's would.
+    let out = as_a_user(&mut Command::new("make"))
         .current_dir(repo)
         .args(["--no-print-directory", "demo", "DEMO_SECONDS=32"])
         .stdin(Stdio::null())

@@ -99,17 +99,8 @@ fn image() -> &'static Image {
     IMAGE.get_or_init(|| {
         let target = target_dir();
         // stderr inherited: the build's progress lines reach the terminal.
-        let mut cmd = Command::new("bash");
-        // Without what `cargo test` sets for its tests (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...):
-        // build scripts watch some of them (ring: CARGO_MANIFEST_DIR), and a build here would
-        // otherwise never be fresh for `make image`, nor `make image`'s for this test.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-                cmd.env_remove(name);
-            }
-        }
-        let out = cmd
+        // As a user's `make image` runs it, so that either's build is fresh for the other.
+        let out = support::controlplane::as_a_user(&mut Command::new("bash"))
             .arg(repo().join("image/build.sh"))
             .env("CARGO_TARGET_DIR", &target)
             .env("IMAGE_BUILD_TARGET_DIR", target.join("image-build"))

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod support;
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,7 +26,9 @@ fn release_binary() -> &'static Path {
         println!(
             "[shipped-binary] cargo build --release --bin mpu-relay-operator (first time: minutes)"
         );
-        let status = Command::new(env!("CARGO"))
+        // As a user's `cargo build --release` runs it, so that either's build is fresh for the
+        // other (and for `make profile`'s).
+        let status = support::controlplane::as_a_user(&mut Command::new(env!("CARGO")))
             .current_dir(repo())
             .args([
                 "build",

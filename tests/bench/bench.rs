@@ -847,17 +847,21 @@ fn operator_binary() -> Result<PathBuf, String> {
     // The operator as the image ships it (static, no simulator, the image's optimization
     // settings), from the target directory `make image` uses, so both share one build.
     log("building the image's operator binary (image/rootfs.sh --binary)");
-    let output = Command::new(controlplane::repo_root().join("image/rootfs.sh"))
-        .arg("--binary")
-        .env(
-            "CARGO_TARGET_DIR",
-            std::env::var_os("IMAGE_BUILD_TARGET_DIR")
-                .map_or_else(|| target_dir.join("image-build"), PathBuf::from),
-        )
-        .current_dir(controlplane::repo_root())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running image/rootfs.sh: {e}"))?;
+    // As a user's `make image` runs it (not with what `cargo run` sets for this bench), so
+    // that the image's build and the tests' are fresh for this one and it for them.
+    let output = controlplane::as_a_user(&mut Command::new(
+        controlplane::repo_root().join("image/rootfs.sh"),
+    ))
+    .arg("--binary")
+    .env(
+        "CARGO_TARGET_DIR",
+        std::env::var_os("IMAGE_BUILD_TARGET_DIR")
+            .map_or_else(|| target_dir.join("image-build"), PathBuf::from),
+    )
+    .current_dir(controlplane::repo_root())
+    .stderr(Stdio::inherit())
+    .output()
+    .map_err(|e| format!("running image/rootfs.sh: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "image/rootfs.sh --binary failed: {}",

@@ -32,6 +32,34 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `cmd` as a user's shell would run it: without what cargo sets for the test or example
+/// running it (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) nor make's `MAKEFLAGS`. Build scripts
+/// watch some of those (ring: `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`), so a build run with them
+/// is never fresh for the same build run by hand, by `make image` or by another test: each would
+/// recompile ring and everything above it (3 min for the image's binary, 1.5 for a release one).
+/// What a user may set (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, ...) is kept.
+pub fn as_a_user(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_by_cargo || name.starts_with("MAKE") {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd
+}
+
 /// A running etcd + kube-apiserver pair.
 pub struct ControlPlane {
     /// Directory holding data, certificates, logs and the kubeconfig.

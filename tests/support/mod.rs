@@ -8,6 +8,7 @@ pub mod listener;
 pub mod operator;
 pub mod proxy;
 
+#[allow(unused_imports)] // demo.rs and shipped_binary.rs use only `as_a_user`
 pub use controlplane::shared;
 
 use k8s_openapi::api::core::v1::Namespace;
